@@ -1,0 +1,3 @@
+"""jaxbuf: replay buffers for reinforcement learning in JAX."""
+
+__version__ = "0.1.0"
