@@ -33,7 +33,7 @@ def frame_indices(index: jax.Array, prev: Callable, stack_num: int) -> jax.Array
 
 
 def stacked_gather(tree: Any, index: jax.Array, prev: Callable, stack_num: int) -> Any:
-    """Gather ``tree`` at ``index``; with ``stack_num > 1`` add a frame axis after the index axes."""
+    """Gather ``tree`` at ``index``; ``stack_num > 1`` adds a frame axis after the index axes."""
     if stack_num == 1:
         return gather(tree, index)
     return gather(tree, frame_indices(index, prev, stack_num))

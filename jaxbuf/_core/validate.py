@@ -88,7 +88,8 @@ def check_leaf(name: str, value: Any, shape: tuple, dtype: np.dtype) -> None:
     actual_shape = tuple(np.shape(value))
     if actual_shape != tuple(shape):
         raise ValueError(
-            f"jaxbuf: field '{name}' expected shape {tuple(shape)} dtype {dtype}, got {_describe(value)}"
+            f"jaxbuf: field '{name}' expected shape {tuple(shape)} dtype {dtype}, "
+            f"got {_describe(value)}"
         )
     src = jnp.result_type(value)
     weak = isinstance(value, (bool, int, float)) or getattr(value, "weak_type", False)
