@@ -10,50 +10,26 @@ by the shard index.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _sharding_data import (
+    CONFIGS,
+    EXAMPLE,
+    N_ENV,
+    SIZE,
+    STEPS,
+    assert_trees_equal,
+    builder,
+    rows,
+    stacked_rows,
+)
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import jaxbuf
 from jaxbuf import sharding as shd
-
-N_ENV = 16
-SIZE = 160  # 10 slots per sub-buffer
-EXAMPLE = {
-    "obs": jnp.zeros((3,), jnp.float32),
-    "obs_next": jnp.zeros((3,), jnp.float32),
-    "act": jnp.zeros((), jnp.int32),
-    "rew": jnp.zeros((), jnp.float32),
-    "terminated": jnp.zeros((), bool),
-    "truncated": jnp.zeros((), bool),
-}
-CONFIGS = {
-    "stack2": {"stack_num": 2},
-    "avail_no_next": {"stack_num": 3, "sample_avail": True, "ignore_obs_next": True},
-}
-
-
-def rows(t: int, envs: np.ndarray) -> dict:
-    """Step ``t`` for the given env ids: distinct obs, episodes of varying length."""
-    return {
-        "obs": (t * 100 + envs[:, None] + np.arange(3) / 10).astype(np.float32),
-        "obs_next": (t * 100 + 100 + envs[:, None] + np.arange(3) / 10).astype(np.float32),
-        "act": (t + envs).astype(np.int32),
-        "rew": (1.0 + envs / 10).astype(np.float32),
-        "terminated": (t + envs) % 5 == 4,
-        "truncated": (t + 2 * envs) % 7 == 6,
-    }
-
-
-def assert_trees_equal(a, b) -> None:
-    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def on_env(x, mesh) -> bool:
@@ -74,23 +50,6 @@ ref_add = jax.jit(lambda b, x: b.add(x))
 ref_add_ids = jax.jit(lambda b, x, i: b.add(x, i))
 ref_sample = jax.jit(lambda b, k, n: b.sample(k, n), static_argnums=2)
 ref_read = jax.jit(lambda b, i: b[i])
-STEPS = 13  # wraps every 10-slot sub-buffer
-
-
-def stacked_rows(envs: np.ndarray, steps: int = STEPS) -> dict:
-    """``rows(t, envs)`` for ``t < steps`` stacked on a leading time axis."""
-    return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *[rows(t, envs) for t in range(steps)])
-
-
-@functools.lru_cache
-def builder(config: str, size: int, n: int):
-    """A jitted function: scan ``add`` over stacked rows into a fresh unsharded buffer."""
-
-    def build(xs):
-        buf = jaxbuf.VectorReplayBuffer.create(EXAMPLE, size, n, **CONFIGS[config])
-        return jax.lax.scan(lambda b, x: (b.add(x)[0], None), buf, xs)[0]
-
-    return jax.jit(build)
 
 
 def filled(mesh, config: str, steps: int = STEPS):
