@@ -213,15 +213,16 @@ class ReplayBuffer(struct.PyTreeNode):
                     "ReplayBuffer with buffer_ids=None; field 'act' expected shape "
                     f"(k, *{spec['act'].shape}), got {np.shape(act)}"
                 )
-            batch = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], batch)
-            done = None if done is None else jnp.asarray(done)[None]
-        k = np.shape(act)[0] if (act is not None and not single and np.ndim(act) > 0) else 1
+        k = 1 if single else (np.shape(act)[0] if np.ndim(act) > 0 else 1)
         if buffer_ids is None and not single and k != self.buffer_num:
             raise ValueError(
                 f"jaxbuf: with buffer_ids=None the batch needs buffer_num={self.buffer_num} "
                 f"rows, field 'act' has {k}"
             )
-        rows = validate.flatten_checked(batch, spec, (k,))
+        rows = validate.flatten_checked(batch, spec, () if single else (k,))
+        if single:
+            rows = jax.tree_util.tree_map(lambda x: x[None], rows)
+            done = None if done is None else jnp.asarray(done)[None]
         if done is not None:
             self._check_done(done, rows, k)
         ids = None
@@ -235,7 +236,7 @@ class ReplayBuffer(struct.PyTreeNode):
             ids = ids.astype(jnp.int32)
             runtime_check(
                 jnp.all((ids >= 0) & (ids < self.buffer_num)),
-                "jaxbuf: buffer_ids out of range [0, {n})", n=self.buffer_num,
+                f"jaxbuf: buffer_ids out of range [0, {self.buffer_num})",
             )
             if self.buffer_num == 1 and not isinstance(ids, jax.core.Tracer):
                 if not bool(jnp.all(ids == 0)):
@@ -267,7 +268,7 @@ class ReplayBuffer(struct.PyTreeNode):
             raise TypeError(f"jaxbuf: indices must be integers, got dtype {index.dtype}")
         runtime_check(
             jnp.all((index >= 0) & (index < self.maxsize)),
-            "jaxbuf: index out of range [0, {m})", m=self.maxsize,
+            f"jaxbuf: index out of range [0, {self.maxsize})",
         )
         return index.astype(jnp.int32)
 

@@ -49,14 +49,14 @@ class Counters(NamedTuple):
 
 def init_counters(n: int, m: int, rew_shape: tuple, rew_dtype) -> Counters:
     """Counters of ``n`` empty sub-buffers of ``m`` slots."""
-    zeros = jnp.zeros((n,), jnp.int32)
+    # Distinct arrays per field: a donated buffer must not hold one array twice.
     return Counters(
-        insertion_idx=zeros,
-        lengths=zeros,
+        insertion_idx=jnp.zeros((n,), jnp.int32),
+        lengths=jnp.zeros((n,), jnp.int32),
         last_index=jnp.arange(n, dtype=jnp.int32) * m,
         ep_return=jnp.zeros((n, *rew_shape), rew_dtype),
-        ep_len=zeros,
-        ep_start=zeros,
+        ep_len=jnp.zeros((n,), jnp.int32),
+        ep_start=jnp.zeros((n,), jnp.int32),
     )
 
 
