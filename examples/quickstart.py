@@ -9,7 +9,6 @@ import pickle
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import jaxbuf
 
@@ -50,7 +49,9 @@ def main() -> None:
 
     section("Pickle")
     copy = pickle.loads(pickle.dumps(buf))
-    print("pickled and restored, same data:", bool(jnp.all(copy.storage["obs"] == buf.storage["obs"])))
+    print(
+        "pickled and restored, same data:", bool(jnp.all(copy.storage["obs"] == buf.storage["obs"]))
+    )
 
     section("Reserved keys")
     print("stored fields:", sorted(buf.storage), "+ derived 'done' = terminated | truncated")
@@ -59,7 +60,7 @@ def main() -> None:
     key = jax.random.key(0)
     batch, indices = buf.sample(key, batch_size=5)
     print("indices:", indices, "obs:", batch["obs"])
-    for minibatch, idx in buf.split(key, size=4, merge_last=True):
+    for _, idx in buf.split(key, size=4, merge_last=True):
         print("  split minibatch:", idx)
 
     section("Episode tracking from add, with the loop jitted")
@@ -76,8 +77,10 @@ def main() -> None:
     traj, results = collect(traj, stream)
     for i in range(13):
         r = jax.tree_util.tree_map(lambda x, i=i: x[i].tolist(), results)
-        print(f"  step {i:2d}: index {r.index}, return {r.episode_return}, "
-              f"length {r.episode_length}, start {r.episode_start}")
+        print(
+            f"  step {i:2d}: index {r.index}, return {r.episode_return}, "
+            f"length {r.episode_length}, start {r.episode_start}"
+        )
 
     section("prev / next / unfinished episodes")
     print("obs:", traj.storage["obs"])

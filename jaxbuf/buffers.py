@@ -94,12 +94,21 @@ class ReplayBuffer(struct.PyTreeNode):
           sample_avail: with ``stack_num > 1``, only sample indices whose stack needs no
             padding.
         """
-        return cls._create(example, size, 1, stack_num, ignore_obs_next, save_only_last_obs,
-                           sample_avail)
+        return cls._create(
+            example, size, 1, stack_num, ignore_obs_next, save_only_last_obs, sample_avail
+        )
 
     @classmethod
-    def _create(cls, example, total_size, buffer_num, stack_num, ignore_obs_next,
-                save_only_last_obs, sample_avail):
+    def _create(
+        cls,
+        example,
+        total_size,
+        buffer_num,
+        stack_num,
+        ignore_obs_next,
+        save_only_last_obs,
+        sample_avail,
+    ):
         validate.check_config(total_size, buffer_num, stack_num)
         example = validate.check_example(example)
         m = -(-total_size // buffer_num)
@@ -165,8 +174,14 @@ class ReplayBuffer(struct.PyTreeNode):
         return spec
 
     def _counters(self) -> episodes.Counters:
-        return episodes.Counters(self.insertion_idx, self.lengths, self.last_index,
-                                 self.ep_return, self.ep_len, self.ep_start)
+        return episodes.Counters(
+            self.insertion_idx,
+            self.lengths,
+            self.last_index,
+            self.ep_return,
+            self.ep_len,
+            self.ep_start,
+        )
 
     # ------------------------------------------------------------------ add
     def add(self, batch: dict, buffer_ids: chex.Array | None = None) -> tuple[Any, AddResult]:
@@ -189,9 +204,7 @@ class ReplayBuffer(struct.PyTreeNode):
             self._counters(), self.subbuffer_size, ids, rows["rew"], done
         )
         stored = storage.to_stored(rows, save_only_last_obs=self.save_only_last_obs)
-        new = self.replace(
-            storage=storage.write(self.storage, slots, stored), **counters._asdict()
-        )
+        new = self.replace(storage=storage.write(self.storage, slots, stored), **counters._asdict())
         return new, result
 
     def _rows(self, batch: dict, buffer_ids) -> tuple[dict, jax.Array | None]:
@@ -249,8 +262,10 @@ class ReplayBuffer(struct.PyTreeNode):
         validate.check_leaf("done", done, (k,), jnp.dtype(bool))
         done = jnp.asarray(done, bool)
         if isinstance(done, jax.core.Tracer) or isinstance(derived, jax.core.Tracer):
-            runtime_check(jnp.all(done == derived),
-                          "jaxbuf: field 'done' disagrees with terminated | truncated")
+            runtime_check(
+                jnp.all(done == derived),
+                "jaxbuf: field 'done' disagrees with terminated | truncated",
+            )
         elif not bool(jnp.all(done == derived)):
             raise ValueError(
                 "jaxbuf: field 'done' disagrees with terminated | truncated "
@@ -279,13 +294,25 @@ class ReplayBuffer(struct.PyTreeNode):
         (so the oldest slot of a full buffer is a start). Never crosses sub-buffers.
         Shape and int32 dtype follow ``index``.
         """
-        return episodes.prev(self._index(index), self._done_at, self.lengths,
-                             self.last_index, self.subbuffer_size, self.buffer_num)
+        return episodes.prev(
+            self._index(index),
+            self._done_at,
+            self.lengths,
+            self.last_index,
+            self.subbuffer_size,
+            self.buffer_num,
+        )
 
     def next(self, index: chex.Array) -> jax.Array:
         """Next slot of the same episode; ``index`` itself at an episode end (done or head)."""
-        return episodes.next_(self._index(index), self._done_at, self.lengths,
-                              self.last_index, self.subbuffer_size, self.buffer_num)
+        return episodes.next_(
+            self._index(index),
+            self._done_at,
+            self.lengths,
+            self.last_index,
+            self.subbuffer_size,
+            self.buffer_num,
+        )
 
     def is_episode_end(self, index: chex.Array) -> jax.Array:
         """bool: the slot is done, or is the latest write of its sub-buffer (unfinished head)."""
@@ -334,8 +361,9 @@ class ReplayBuffer(struct.PyTreeNode):
 
     def _avail_mask(self) -> jax.Array:
         """bool[maxsize]: valid slots whose stack of ``stack_num`` frames needs no padding."""
-        frames = stacking.frame_indices(jnp.arange(self.maxsize, dtype=jnp.int32), self.prev,
-                                        self.stack_num)
+        frames = stacking.frame_indices(
+            jnp.arange(self.maxsize, dtype=jnp.int32), self.prev, self.stack_num
+        )
         return self.valid_mask() & (frames[:, 0] != frames[:, 1])
 
     # ------------------------------------------------------------------ sampling
@@ -419,8 +447,9 @@ class ReplayBuffer(struct.PyTreeNode):
         if k < 1:
             raise ValueError(f"jaxbuf: stack_num must be >= 1, got {k}")
         index = self._index(index)
-        return stacking.stacked_gather(self.storage[key], jnp.mod(index, self.maxsize),
-                                       self.prev, k)
+        return stacking.stacked_gather(
+            self.storage[key], jnp.mod(index, self.maxsize), self.prev, k
+        )
 
     def __getitem__(self, index: Any) -> dict:
         """The transitions at ``index`` as a dict of arrays.
@@ -441,8 +470,9 @@ class ReplayBuffer(struct.PyTreeNode):
             out[key] = stacking.stacked_gather(value, index, self.prev, k)
         out["done"] = out["terminated"] | out["truncated"]
         if self.ignore_obs_next:
-            out["obs_next"] = stacking.stacked_gather(self.storage["obs"], self.next(index),
-                                                      self.prev, self.stack_num)
+            out["obs_next"] = stacking.stacked_gather(
+                self.storage["obs"], self.next(index), self.prev, self.stack_num
+            )
         return out
 
 
@@ -466,5 +496,12 @@ class VectorReplayBuffer(ReplayBuffer):
         sample_avail: bool = False,
     ) -> VectorReplayBuffer:
         """An empty vector buffer; see :meth:`ReplayBuffer.create` for the options."""
-        return cls._create(example, total_size, buffer_num, stack_num, ignore_obs_next,
-                           save_only_last_obs, sample_avail)
+        return cls._create(
+            example,
+            total_size,
+            buffer_num,
+            stack_num,
+            ignore_obs_next,
+            save_only_last_obs,
+            sample_avail,
+        )

@@ -45,8 +45,11 @@ def test_shape_mismatch_names_field(jit):
     bad = rows([0, 0])
     bad["obs"] = np.zeros((2, 4), np.float32)
     add = jax.jit(lambda b, x: b.add(x)) if jit else (lambda b, x: b.add(x))
-    with pytest.raises(ValueError, match=r"field 'obs' expected shape \(2, 3\) dtype float32, "
-                                         r"got shape \(2, 4\) dtype float32"):
+    with pytest.raises(
+        ValueError,
+        match=r"field 'obs' expected shape \(2, 3\) dtype float32, "
+        r"got shape \(2, 4\) dtype float32",
+    ):
         add(buf, bad)
 
 
@@ -137,5 +140,6 @@ def test_checked_mode_raises_at_run_time():
     new, res = jax.jit(lambda b, x, i: b.add(x, i))(buf, rows([5, 6]), jnp.array([0, 7]))
     np.testing.assert_array_equal(res.index, [1, -1])
     np.testing.assert_array_equal(new.lengths, [2, 1])
-    np.testing.assert_array_equal(jax.jit(lambda b: b.prev(jnp.array([9])))(buf),
-                                  buf.prev(jnp.array([1])))
+    np.testing.assert_array_equal(
+        jax.jit(lambda b: b.prev(jnp.array([9])))(buf), buf.prev(jnp.array([1]))
+    )

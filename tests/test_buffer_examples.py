@@ -23,8 +23,15 @@ def _fill(buf, n, done_at=(), trunc_at=(), rew=None):
 def test_add_results_section_3_4():
     buf = jaxbuf.ReplayBuffer.create(EXAMPLE, 5)
     buf, out = _fill(buf, 7, done_at=(2,), trunc_at=(5,))
-    assert out == [(0, 0, 0, 0), (1, 0, 0, 0), (2, 4.5, 3, 0), (3, 0, 0, 3), (4, 0, 0, 3),
-                   (0, 13.5, 3, 3), (1, 0, 0, 1)]
+    assert out == [
+        (0, 0, 0, 0),
+        (1, 0, 0, 0),
+        (2, 4.5, 3, 0),
+        (3, 0, 0, 3),
+        (4, 0, 0, 3),
+        (0, 13.5, 3, 3),
+        (1, 0, 0, 1),
+    ]
     assert len(buf) == 5 and int(buf.size) == 5
 
 
@@ -83,8 +90,9 @@ def test_duplicate_buffer_ids_write_consecutive_slots_e14():
     np.testing.assert_array_equal(res.episode_start, [0, 0])
     np.testing.assert_array_equal(buf.lengths, [2, 0])
     # more rows for one id than it has slots: the last ones win, counters count all
-    buf, res = buf.add(rows([5, 6, 7, 8], rew=[1, 1, 1, 1], terminated=[0, 0, 0, 1]),
-                       np.array([1, 1, 1, 1]))
+    buf, res = buf.add(
+        rows([5, 6, 7, 8], rew=[1, 1, 1, 1], terminated=[0, 0, 0, 1]), np.array([1, 1, 1, 1])
+    )
     np.testing.assert_array_equal(res.index, [3, 4, 5, 3])
     np.testing.assert_array_equal(buf.storage["obs"][3:], [8, 6, 7])
     assert int(res.episode_length[-1]) == 4
@@ -103,11 +111,12 @@ def test_stacking_worked_example_section_6():
             buf, _ = buf.add(t)
         out = buf[jnp.arange(6)]
         np.testing.assert_array_equal(
-            out["obs"], [[4, 5, 6], [7, 7, 7], [2, 2, 2], [3, 3, 3], [3, 3, 4], [3, 4, 5]])
+            out["obs"], [[4, 5, 6], [7, 7, 7], [2, 2, 2], [3, 3, 3], [3, 3, 4], [3, 4, 5]]
+        )
         if ignore:
             np.testing.assert_array_equal(
-                out["obs_next"], [[4, 5, 6], [7, 7, 7], [2, 2, 2], [3, 3, 4], [3, 4, 5],
-                                  [4, 5, 6]])
+                out["obs_next"], [[4, 5, 6], [7, 7, 7], [2, 2, 2], [3, 3, 4], [3, 4, 5], [4, 5, 6]]
+            )
         assert out["act"].shape == (6,) and out["rew"].shape == (6,)
         assert buf.get(jnp.int32(1), "obs").shape == (3,)
         assert buf.get(jnp.arange(2), "obs", stack_num=1).shape == (2,)
@@ -126,27 +135,37 @@ def test_sample_avail_section_6():
 
 def test_save_only_last_obs_rebuilds_stacks():
     ex = dict(EXAMPLE, obs=np.zeros((4, 2), np.uint8))
-    buf = jaxbuf.ReplayBuffer.create(ex, 10, stack_num=4, save_only_last_obs=True,
-                                     ignore_obs_next=True)
+    buf = jaxbuf.ReplayBuffer.create(
+        ex, 10, stack_num=4, save_only_last_obs=True, ignore_obs_next=True
+    )
     assert buf.storage["obs"].shape == (10, 2)
     frames = [np.full((2,), f, np.uint8) for f in range(20)]
     for s in range(6):
         stack = np.stack([frames[max(s - j, 0)] for j in (3, 2, 1, 0)])
         buf, _ = buf.add(dict(step(0, terminated=s == 5), obs=stack))
     out = buf[jnp.arange(6)]
-    np.testing.assert_array_equal(out["obs"][:, :, 0], [[0, 0, 0, 0], [0, 0, 0, 1],
-                                                        [0, 0, 1, 2], [0, 1, 2, 3],
-                                                        [1, 2, 3, 4], [2, 3, 4, 5]])
+    np.testing.assert_array_equal(
+        out["obs"][:, :, 0],
+        [[0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 2], [0, 1, 2, 3], [1, 2, 3, 4], [2, 3, 4, 5]],
+    )
     assert out["obs"].dtype == np.uint8
 
 
 def test_info_policy_stacked_extras_not_e27():
-    ex = dict(EXAMPLE, info={"x": np.zeros((), np.int32)}, policy={"logp": np.float32(0)},
-              extra=np.float32(0))
+    ex = dict(
+        EXAMPLE,
+        info={"x": np.zeros((), np.int32)},
+        policy={"logp": np.float32(0)},
+        extra=np.float32(0),
+    )
     buf = jaxbuf.ReplayBuffer.create(ex, 4, stack_num=2)
     for s in range(3):
-        t = dict(step(s), info={"x": np.int32(s)}, policy={"logp": np.float32(s / 2)},
-                 extra=np.float32(10 + s))
+        t = dict(
+            step(s),
+            info={"x": np.int32(s)},
+            policy={"logp": np.float32(s / 2)},
+            extra=np.float32(10 + s),
+        )
         buf, _ = buf.add(t)
     out = buf[jnp.arange(3)]
     np.testing.assert_array_equal(out["info"]["x"], [[0, 0], [0, 1], [1, 2]])
@@ -236,8 +255,9 @@ def test_pickle_round_trip():
 def test_empty_buffer_documented_results(jit):
     buf = jaxbuf.VectorReplayBuffer.create(EXAMPLE, 8, 2)
     f = (lambda fn: jax.jit(fn)) if jit else (lambda fn: fn)
-    np.testing.assert_array_equal(f(lambda b: b.sample_indices(jax.random.key(0), 3))(buf),
-                                  [0, 0, 0])
+    np.testing.assert_array_equal(
+        f(lambda b: b.sample_indices(jax.random.key(0), 3))(buf), [0, 0, 0]
+    )
     np.testing.assert_array_equal(f(lambda b: b.prev(jnp.arange(8)))(buf), [0] * 4 + [4] * 4)
     np.testing.assert_array_equal(f(lambda b: b.unfinished_index())(buf), [-1, -1])
     assert len(buf) == 0

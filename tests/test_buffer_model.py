@@ -53,7 +53,7 @@ class Model:
             sub.ep_first_slot = slot
         sub.ep_return += rew
         sub.ep_len += 1
-        stored = {s.slot for s in sub.steps[-sub.ep_len:]} if sub.ep_len <= sub.m else set()
+        stored = {s.slot for s in sub.steps[-sub.ep_len :]} if sub.ep_len <= sub.m else set()
         start = sub.ep_first_slot if sub.ep_first_slot in stored else sub.steps[0].slot
         out = (slot, sub.ep_return if done else 0.0, sub.ep_len if done else 0, start)
         if done:
@@ -100,17 +100,20 @@ def _reads(buf, idx, key):
 
 
 class BufferMachine(RuleBasedStateMachine):
-    @initialize(m=st.sampled_from([1, 3, 4]), n=st.sampled_from([1, 3]),
-                stack=st.sampled_from([1, 3]))
+    @initialize(
+        m=st.sampled_from([1, 3, 4]), n=st.sampled_from([1, 3]), stack=st.sampled_from([1, 3])
+    )
     def setup(self, m, n, stack):
         self.buf = jaxbuf.VectorReplayBuffer.create(EXAMPLE, m * n, n, stack_num=stack)
         self.model = Model(m, n)
         self.counter = 0
         self.stack = stack
 
-    @rule(ids=st.lists(st.integers(0, 2), min_size=1, max_size=4),
-          dones=st.lists(st.booleans(), min_size=4, max_size=4),
-          trunc=st.lists(st.booleans(), min_size=4, max_size=4))
+    @rule(
+        ids=st.lists(st.integers(0, 2), min_size=1, max_size=4),
+        dones=st.lists(st.booleans(), min_size=4, max_size=4),
+        trunc=st.lists(st.booleans(), min_size=4, max_size=4),
+    )
     def add(self, ids, dones, trunc):
         n = self.buf.buffer_num
         ids = [i % n for i in ids]
@@ -123,15 +126,23 @@ class BufferMachine(RuleBasedStateMachine):
         # Always 4 rows (one compiled shape): padding rows carry the out-of-range id n, which
         # the buffer documents as dropped.
         pad = 4 - k
-        batch = {"obs": np.pad(obs, (0, pad)), "act": np.zeros(4, np.int32),
-                 "rew": np.pad(rew, (0, pad)).astype(np.float32),
-                 "terminated": np.pad(term, (0, pad)), "truncated": np.pad(tr, (0, pad))}
+        batch = {
+            "obs": np.pad(obs, (0, pad)),
+            "act": np.zeros(4, np.int32),
+            "rew": np.pad(rew, (0, pad)).astype(np.float32),
+            "terminated": np.pad(term, (0, pad)),
+            "truncated": np.pad(tr, (0, pad)),
+        }
         self.buf, res = _add(self.buf, batch, np.asarray(ids + [n] * pad, np.int32))
         assert np.asarray(res.index)[k:].tolist() == [-1] * pad
         for j, i in enumerate(ids):
             exp = self.model.add(i, float(obs[j]), float(rew[j]), bool(term[j] | tr[j]))
-            got = (int(res.index[j]), float(res.episode_return[j]), int(res.episode_length[j]),
-                   int(res.episode_start[j]))
+            got = (
+                int(res.index[j]),
+                float(res.episode_return[j]),
+                int(res.episode_length[j]),
+                int(res.episode_start[j]),
+            )
             assert got[0] == exp[0] and got[2] == exp[2] and got[3] == exp[3], (got, exp)
             assert abs(got[1] - exp[1]) < 1e-4, (got, exp)
 
@@ -157,6 +168,5 @@ class BufferMachine(RuleBasedStateMachine):
             assert row.tolist() == [self.model.obs(f) for f in frames]
 
 
-BufferMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=12,
-                                           deadline=None)
+BufferMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=12, deadline=None)
 TestBufferModel = BufferMachine.TestCase

@@ -50,8 +50,16 @@ def test_scan_and_jit_equal_eager():
     key = jax.random.key(5)
 
     def reads(b):
-        return (b.prev(idx), b.next(idx), b.unfinished_index(), b.all_indices(), b[idx],
-                b.sample(key, 7), b.sample_sequences(key, 4, 3), b.epoch_indices(key, 5))
+        return (
+            b.prev(idx),
+            b.next(idx),
+            b.unfinished_index(),
+            b.all_indices(),
+            b[idx],
+            b.sample(key, 7),
+            b.sample_sequences(key, 4, 3),
+            b.epoch_indices(key, 5),
+        )
 
     _tree_equal(reads(b1), jax.jit(reads)(b1))
 

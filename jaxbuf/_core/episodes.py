@@ -70,9 +70,7 @@ def _segmented(values, starts: jax.Array, op):
     def combine(a, b):
         fa, va = a
         fb, vb = b
-        merged = jax.tree_util.tree_map(
-            lambda x, y: jnp.where(_bcast(fb, y), y, op(x, y)), va, vb
-        )
+        merged = jax.tree_util.tree_map(lambda x, y: jnp.where(_bcast(fb, y), y, op(x, y)), va, vb)
         return fa | fb, merged
 
     return lax.associative_scan(combine, (starts, values))[1]
@@ -138,9 +136,11 @@ def plan_add(c: Counters, m: int, ids: jax.Array | None, rew: jax.Array, done: j
         # A row is overwritten later in this same add if m or more rows of its id follow it.
         keep = valid & (rank >= counts[jnp.minimum(gid, n - 1)] - m)
         slots = jnp.where(keep, gid * m + w, n * m).astype(jnp.int32)
-        last_rows = jnp.full((n + 1,), -1, jnp.int32).at[jnp.where(last, sg, n)].set(
-            order.astype(jnp.int32)
-        )[:n]
+        last_rows = (
+            jnp.full((n + 1,), -1, jnp.int32)
+            .at[jnp.where(last, sg, n)]
+            .set(order.astype(jnp.int32))[:n]
+        )
         touched = last_rows >= 0
         last_rows = jnp.maximum(last_rows, 0)
 
