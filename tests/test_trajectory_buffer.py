@@ -58,8 +58,8 @@ def test_sample_returns_exactly_num_chunks_intact_rows(buf):
     buf.add_trajectories([make_traj(i, prev_values=True) for i in range(3)])
     batch = buf.sample(1000)  # > the 24 transitions held: RLinf would return 24
     assert list(batch) == ["actions", "rewards", "terminations", "truncations", "dones",
-                           "prev_logprobs", "prev_values", "forward_inputs", "curr_obs",
-                           "next_obs"]
+                           "prev_logprobs", "prev_values", "curr_obs", "next_obs",
+                           "forward_inputs"]
     code = assert_rows_consistent(batch, 1000)
     np.testing.assert_array_equal(batch["prev_values"][:, 0], code)
     assert batch["curr_obs"]["states"].shape == (1000, 5) and batch["dones"].dtype == bool

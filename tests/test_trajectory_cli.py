@@ -30,7 +30,7 @@ def test_inspect_prints_keys_shapes_and_dtypes(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].endswith("rank_0: 2 trajectories, 16 transitions, format pt")
     assert out[1] == ("[sample] keys: ['actions', 'rewards', 'terminations', 'truncations', "
-                      "'dones', 'prev_logprobs', 'forward_inputs', 'curr_obs', 'next_obs']")
+                      "'dones', 'prev_logprobs', 'curr_obs', 'next_obs', 'forward_inputs']")
     rows = {line.split()[0]: line.split(None, 1)[1] for line in out[2:]}
     assert rows["actions"].split() == ["(16,", "6)", "float32"]
     assert rows["dones"].split() == ["(16,", "3)", "bool"]

@@ -27,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "ARRAY_FIELDS",
+    "BATCH_DICT_ORDER",
     "DICT_FIELDS",
     "EPOCH_ROW_FIELDS",
     "FIELD_ORDER",
@@ -47,6 +48,7 @@ ARRAY_FIELDS = (
     "versions",
 )
 DICT_FIELDS = ("forward_inputs", "curr_obs", "next_obs")
+BATCH_DICT_ORDER = ("curr_obs", "next_obs", "forward_inputs")  # RLinf's flatten order
 FIELD_ORDER = ("max_episode_length", "model_weights_id") + ARRAY_FIELDS + DICT_FIELDS
 EPOCH_ROW_FIELDS = ("terminations", "truncations", "dones", "prev_values")
 _FORBIDDEN_ID_CHARS = ("/", "\\", "\x00")
@@ -195,8 +197,9 @@ class Trajectory:
     def flatten(self) -> dict[str, Any]:
         """The in-memory flat form used for sampling (module docstring; §2).
 
-        Returns a dict in field order: top-level arrays ``[T*B, ...]`` and, for each non-empty
-        dict field, a dict of its ``ndim >= 2`` entries as ``[T*B, ...]``.
+        Returns a dict with the top-level arrays ``[T*B, ...]`` in field order, then, for each
+        non-empty dict field in RLinf's order ``curr_obs, next_obs, forward_inputs``, a dict of
+        its ``ndim >= 2`` entries as ``[T*B, ...]``.
         """
         T = self.validate().T
         flat: dict[str, Any] = {}
@@ -207,7 +210,7 @@ class Trajectory:
             if name in EPOCH_ROW_FIELDS and value.shape[0] > T:
                 value = _drop_epoch_rows(value, T)
             flat[name] = value.reshape(-1, *value.shape[2:])
-        for name in DICT_FIELDS:
+        for name in BATCH_DICT_ORDER:
             entries = getattr(self, name)
             if entries:
                 flat[name] = {k: v.reshape(-1, *v.shape[2:]) for k, v in entries.items()
