@@ -101,7 +101,7 @@ class _PickleEmitter:
 
     def __init__(self) -> None:
         self.out = bytearray(b"\x80\x02")
-        self.storages: list[bytes] = []
+        self.storages: list[memoryview] = []
 
     def global_(self, module: str, name: str) -> None:
         self.out += b"c" + module.encode() + b"\n" + name.encode() + b"\n"
@@ -173,7 +173,7 @@ class _PickleEmitter:
             )
         if dtype.byteorder == ">":
             array = array.astype(dtype.newbyteorder("<"))
-        data = np.ascontiguousarray(array).tobytes()
+        data = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
         key = str(len(self.storages))
         self.storages.append(data)
         shape = tuple(int(s) for s in array.shape)
@@ -219,7 +219,7 @@ def dump_pt(payload: dict[str, Any], fileobj: IO[bytes], archive_name: str = "ar
     emitter = _PickleEmitter()
     emitter.dict_(payload, "payload")
     emitter.out += b"."
-    records: list[tuple[str, bytes]] = [
+    records: list[tuple[str, bytes | memoryview]] = [
         ("data.pkl", bytes(emitter.out)),
         (".format_version", b"1"),
         (".storage_alignment", b"64"),
