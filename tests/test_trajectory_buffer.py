@@ -262,6 +262,9 @@ def test_constructor_aliases_and_config_errors(tmp_path):
     b.close()
     assert listed_files(str(tmp_path / "a")) == ["trajectory_0_w_0.npz"]
     assert not TrajectoryReplayBuffer(auto_save=False, auto_save_path="").save_trajectories
+    c = TrajectoryReplayBuffer(storage_dir=None, auto_save_path=str(tmp_path / "c"),
+                               storage_format=None, save_trajectories=False)
+    assert c.storage_format == "pt" and c.storage_dir is None  # not persisting: no directory
     with pytest.raises(ValueError, match="save_trajectories=True conflicts with its alias "
                                          "auto_save=False"):
         TrajectoryReplayBuffer(save_trajectories=True, auto_save=False)

@@ -109,11 +109,15 @@ def test_copy_is_deep():
     assert copy.rewards.min() >= 0 and copy.curr_obs["states"].min() >= 0
 
 
-def test_accepts_jax_and_torch_arrays():
+def test_accepts_jax_arrays():
     import jax.numpy as jnp
 
     traj = Trajectory(rewards=jnp.ones((2, 2, 1)), curr_obs={"x": jnp.zeros((2, 2, 3))})
     assert isinstance(traj.rewards, np.ndarray) and traj.rewards.shape == (2, 2, 1)
+    assert isinstance(traj.curr_obs["x"], np.ndarray)
+
+
+def test_accepts_torch_tensors():
     torch = pytest.importorskip("torch")
     import ml_dtypes
 

@@ -151,24 +151,27 @@ class TrajectoryReplayBuffer:
         self,
         seed: int | None = 1234,
         *,
-        storage_dir: str | os.PathLike | None = _UNSET,
+        storage_dir: str | os.PathLike | None = None,
         enable_cache: bool = True,
         cache_size: int = 5,
-        storage_format: str = _UNSET,
+        storage_format: str | None = None,
         sample_window_size: int = 100,
-        save_trajectories: bool = _UNSET,
-        auto_save: bool = _UNSET,
-        auto_save_path: str | os.PathLike | None = _UNSET,
-        trajectory_format: str = _UNSET,
+        save_trajectories: bool | None = None,
+        auto_save: bool | None = None,
+        auto_save_path: str | os.PathLike | None = None,
+        trajectory_format: str | None = None,
     ) -> None:
-        persist = _pick("save_trajectories", save_trajectories, "auto_save", auto_save, True)
+        def unset_if_empty(value: Any) -> Any:  # None and "" mean "not given"
+            return _UNSET if value is None or (isinstance(value, str) and not value) else value
+
+        persist = _pick("save_trajectories", unset_if_empty(save_trajectories), "auto_save",
+                        unset_if_empty(auto_save), True)
         if not isinstance(persist, bool):
             raise TypeError(f"save_trajectories must be a bool, got {persist!r}")
-        storage_dir = None if storage_dir in ("", None) else storage_dir
-        auto_save_path = None if auto_save_path in ("", None) else auto_save_path
-        directory = _pick("storage_dir", storage_dir, "auto_save_path", auto_save_path, None)
-        fmt = _pick("storage_format", storage_format, "trajectory_format", trajectory_format,
-                    DEFAULT_FORMAT)
+        directory = _pick("storage_dir", unset_if_empty(storage_dir), "auto_save_path",
+                          unset_if_empty(auto_save_path), None)
+        fmt = _pick("storage_format", unset_if_empty(storage_format), "trajectory_format",
+                    unset_if_empty(trajectory_format), DEFAULT_FORMAT)
         self._fmt = check_format(fmt, "storage_format")
         if not isinstance(enable_cache, bool):
             raise TypeError(f"enable_cache must be a bool, got {enable_cache!r}")
@@ -187,8 +190,12 @@ class TrajectoryReplayBuffer:
         self._persist = persist
         self._enable_cache = enable_cache
         self._cache = _FifoCache(int(cache_size)) if enable_cache else None
-        self._storage_dir = os.path.abspath(os.fspath(directory)) if directory is not None \
-            else (default_storage_dir() if persist else None)
+        if not persist:
+            self._storage_dir = None  # as RLinf: the path is ignored without persistence
+        elif directory is None:
+            self._storage_dir = default_storage_dir()
+        else:
+            self._storage_dir = os.path.abspath(os.fspath(directory))
         self._lock = threading.RLock()
         self._index: dict[int, dict] = {}
         self._ids: list[int] = []
