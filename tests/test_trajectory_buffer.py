@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -50,6 +51,7 @@ def test_add_assigns_ids_writes_files_and_listing(buf):
     assert meta["storage_format"] == meta["trajectory_format"] == "pt"
     assert meta["storage_dir"] == buf.storage_dir
     assert len(buf) == 3 and buf.total_samples == 34 and buf.is_ready(3) and not buf.is_ready(4)
+    assert asyncio.run(buf.is_ready_async(3)) and not asyncio.run(buf.is_ready_async(4))
     assert buf.get_stats() == {"num_trajectories": 3, "total_samples": 34, "cache_size": 2,
                                "pending_writes": 0}
 

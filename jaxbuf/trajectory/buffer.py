@@ -117,12 +117,13 @@ class _FifoCache:
 
 
 def _signature(flat: dict) -> tuple:
+    """Field names, per-row shapes and dtypes of a flattened trajectory (batch layout)."""
     sig = []
     for key, value in flat.items():
         if isinstance(value, dict):
-            sig.append((key, tuple((k, v.shape[1:], str(v.dtype)) for k, v in value.items())))
+            sig.append((key, tuple((k, v.shape[1:], v.dtype) for k, v in value.items())))
         else:
-            sig.append((key, value.shape[1:], str(value.dtype)))
+            sig.append((key, value.shape[1:], value.dtype))
     return tuple(sig)
 
 
@@ -258,6 +259,10 @@ class TrajectoryReplayBuffer:
     def is_ready(self, min_size: int) -> bool:
         """Whether at least ``min_size`` **trajectories** were added or loaded."""
         return len(self._ids) >= min_size
+
+    async def is_ready_async(self, min_size: int) -> bool:
+        """:meth:`is_ready` for asyncio callers (RLinf's SAC workers await it)."""
+        return self.is_ready(min_size)
 
     def get_stats(self) -> dict[str, int]:
         """``num_trajectories``, ``total_samples``, ``cache_size`` (cached trajectories) and
