@@ -184,6 +184,29 @@ def test_missing_and_corrupt_files_name_the_file_and_can_be_skipped(tmp_path):
         lazy.sample(400)
 
 
+def test_skipping_the_newest_files_still_refills_the_cache(tmp_path):
+    live = _live(tmp_path, "live", 4)
+    live.close()
+    os.unlink(os.path.join(live.storage_dir, "trajectory_3_m_3.pt"))
+    reader = _reader(cache_size=2)
+    report = reader.load_checkpoint(live.storage_dir, verify=False, skip_corrupt=True)
+    assert report.loaded == [0, 1, 2] and reader.get_stats()["cache_size"] == 1
+    assert _tags(reader) == [0, 1, 2]
+
+
+def test_invalid_saved_rng_state_names_the_metadata(tmp_path):
+    live = _live(tmp_path, "live", 1)
+    live.close()
+    meta_path = os.path.join(live.storage_dir, "metadata.json")
+    meta = json.load(open(meta_path))
+    meta["jaxbuf"]["rng_state"] = {"bit_generator": "MT19937"}
+    json.dump(meta, open(meta_path, "w"))
+    reader = _reader()
+    with pytest.raises(CheckpointError, match="metadata.json: invalid jaxbuf.rng_state"):
+        reader.load_checkpoint(live.storage_dir)
+    assert len(reader) == 0  # nothing was half-loaded
+
+
 def test_file_that_disagrees_with_its_index_entry_is_corrupt(tmp_path):
     live = _live(tmp_path, "live", 2)
     live.close()

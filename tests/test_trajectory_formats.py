@@ -126,6 +126,31 @@ def test_atomic_write_failure_leaves_nothing(tmp_path):
     assert os.listdir(tmp_path) == ["f.json"]
 
 
+def test_cross_filesystem_fallbacks_copy(tmp_path, monkeypatch):
+    import errno
+
+    src = tmp_path / "a"
+    src.write_bytes(b"data")
+
+    def exdev(*args):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", exdev)
+    assert atomic_link_or_copy(str(src), str(tmp_path / "b")) == "copy"
+    assert (tmp_path / "b").read_bytes() == b"data"
+    assert not os.path.samefile(src, tmp_path / "b")
+    real_replace = os.replace
+
+    def replace(src_path, dst_path):  # only the move's own rename crosses "filesystems"
+        if src_path == str(tmp_path / "b"):
+            exdev()
+        real_replace(src_path, dst_path)
+
+    monkeypatch.setattr(os, "replace", replace)
+    atomic_move(str(tmp_path / "b"), str(tmp_path / "c"))
+    assert (tmp_path / "c").read_bytes() == b"data" and not (tmp_path / "b").exists()
+
+
 def test_link_or_copy_and_move(tmp_path):
     src = tmp_path / "a"
     src.write_bytes(b"data")

@@ -38,6 +38,7 @@ import numpy as np
 from jaxbuf.trajectory.atomic import atomic_link_or_copy
 from jaxbuf.trajectory.checkpoint import (
     METADATA_FILE,
+    BufferListing,
     LoadReport,
     SkippedTrajectory,
     read_listing,
@@ -45,7 +46,7 @@ from jaxbuf.trajectory.checkpoint import (
     write_checkpoint,
     write_listing,
 )
-from jaxbuf.trajectory.errors import TrajectoryFileError
+from jaxbuf.trajectory.errors import CheckpointError, TrajectoryFileError
 from jaxbuf.trajectory.formats import (
     DEFAULT_FORMAT,
     check_format,
@@ -571,6 +572,8 @@ class TrajectoryReplayBuffer:
                 continue
             kept.append(tid)
 
+        seed = listing.seed if listing.seed is not None else self._seed
+        rng = self._restored_rng(seed, listing, is_distributed, local_rank)
         with self._lock:
             self._index = {tid: listing.index[tid] for tid in kept}
             self._ids = kept
@@ -579,24 +582,35 @@ class TrajectoryReplayBuffer:
             self._paths = {tid: listing.paths[tid] for tid in kept}
             self._resident = OrderedDict()
             self._fmt = fmt
-            if listing.seed is not None:
-                self._seed = listing.seed
+            self._seed = seed
             with self._rng_lock:
-                if is_distributed:
-                    seq = np.random.SeedSequence(self._seed, spawn_key=(local_rank,))
-                    self._rng = np.random.Generator(np.random.PCG64(seq))
-                else:
-                    self._rng = np.random.Generator(np.random.PCG64(self._seed))
-                    if listing.rng_state is not None:
-                        self._rng.bit_generator.state = listing.rng_state
+                self._rng = rng
             if self._cache is not None:
                 self._cache.clear()
                 for tid in kept[-self._cache.capacity:]:
-                    self._cache.put(tid, flats[tid])
+                    if tid in flats:  # with skips, ids before the refill range may now fall in
+                        self._cache.put(tid, flats[tid])
             self._version += 1
             if self._persist:
                 self._submit_adoption(kept)
         return LoadReport(path=listing.directory, fmt=fmt, loaded=list(kept), skipped=skipped)
+
+    @staticmethod
+    def _restored_rng(seed: int, listing: BufferListing, is_distributed: bool, local_rank: int
+                      ) -> np.random.Generator:
+        """The sampler after a load: per-rank seed when distributed, else the saved state."""
+        if is_distributed:
+            return np.random.Generator(
+                np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(local_rank,))))
+        rng = np.random.Generator(np.random.PCG64(seed))
+        if listing.rng_state is not None:
+            try:
+                rng.bit_generator.state = listing.rng_state
+            except (TypeError, ValueError, KeyError) as exc:
+                raise CheckpointError(
+                    f"{os.path.join(listing.directory, METADATA_FILE)}: invalid "
+                    f"jaxbuf.rng_state: {exc}") from exc
+        return rng
 
     def _submit_adoption(self, ids: list[int]) -> None:
         """Queue: forget the on-disk listing, link each loaded file into storage_dir, relist."""
