@@ -279,18 +279,25 @@ def _add(buf, batch, buffer_ids, *, mesh, axis):
         if ids is not None:
             ids = ids - jax.lax.axis_index(axis).astype(ids.dtype) * n_local
         new, res = local.add(rows, ids)
-        res = res._replace(index=_globalize(res.index, offset),
-                           episode_start=_globalize(res.episode_start, offset))
+        res = res._replace(
+            index=_globalize(res.index, offset), episode_start=_globalize(res.episode_start, offset)
+        )
         return _global_view(new, offset, b.buffer_num), res
 
     spec = P(axis)
     buf, batch, buffer_ids = _laid_out((buf, batch, buffer_ids), mesh, spec)
     if buffer_ids is None:
-        fn = jax.shard_map(lambda b, rows: local_add(b, rows, None), mesh=mesh,
-                           in_specs=(spec, spec), out_specs=spec, check_vma=False)
+        fn = jax.shard_map(
+            lambda b, rows: local_add(b, rows, None),
+            mesh=mesh,
+            in_specs=(spec, spec),
+            out_specs=spec,
+            check_vma=False,
+        )
         return fn(buf, batch)
-    fn = jax.shard_map(local_add, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec,
-                       check_vma=False)
+    fn = jax.shard_map(
+        local_add, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False
+    )
     return fn(buf, batch, buffer_ids)
 
 
@@ -331,8 +338,9 @@ def shard_sample(
         raise ValueError(f"jaxbuf: mode must be one of {SAMPLE_MODES}, got {mode!r}")
     b = int(batch_size_per_shard)
     if mode == "global":
-        return _sample_global(buf, key, batch_size=b * shard_count(mesh, axis), mesh=mesh,
-                              axis=axis)
+        return _sample_global(
+            buf, key, batch_size=b * shard_count(mesh, axis), mesh=mesh, axis=axis
+        )
     return _sample_local(buf, key, batch_size=b, mesh=mesh, axis=axis)
 
 
@@ -347,22 +355,39 @@ def _sample_local(buf, key, *, batch_size, mesh, axis):
         rows, idx = local.sample(shard_key, batch_size)
         return rows, _globalize(idx, offset)
 
-    fn = jax.shard_map(local_sample, mesh=mesh, in_specs=(P(axis), P()), out_specs=P(axis),
-                       check_vma=False)
+    fn = jax.shard_map(
+        local_sample, mesh=mesh, in_specs=(P(axis), P()), out_specs=P(axis), check_vma=False
+    )
     return fn(_laid_out(buf, mesh, P(axis)), _laid_out(key, mesh, P()))
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size", "mesh", "axis"))
 def _sample_global(buf, key, *, batch_size, mesh, axis):
-    out = NamedSharding(mesh, P(axis))
+    return _across_shards(lambda b, k: b.sample(k, batch_size), (buf, key), mesh, axis, P(axis))
 
-    def draw(b, k):
-        return b.sample(k, batch_size)
 
+def global_apply(fn: Callable, buf: ReplayBuffer, *args: Any, mesh: Mesh, axis: str) -> Any:
+    """``fn(buf, *args)`` on the sharded buffer as a whole, outputs replicated.
+
+    For the buffer methods without a shard-local helper (``buf[index]`` with global slots,
+    ``prev``/``next``, ``sample_sequences``, ``unfinished_index``, ...). XLA inserts the
+    cross-device collectives these need. On a mesh whose ``axis`` is ``Explicit`` (the default
+    of ``jax.make_mesh``) the call runs under ``jax.sharding.auto_axes``, since explicit
+    sharding refuses gathers from a sharded array; works eagerly and under ``jit``.
+
+    Example: ``rows = global_apply(lambda b, i: b[i], buf, idx, mesh=mesh, axis="env")``.
+    """
+    _check_buffer(buf)
+    local_count(buf.buffer_num, mesh, axis)
+    return _across_shards(fn, (buf, *args), mesh, axis, P())
+
+
+def _across_shards(fn: Callable, args: tuple, mesh: Mesh, axis: str, out_spec: P) -> Any:
+    """Run ``fn(*args)`` with compiler-placed collectives; outputs laid out as ``out_spec``."""
+    out = NamedSharding(mesh, out_spec)
     if mesh.axis_types[mesh.axis_names.index(axis)] == AxisType.Explicit:
-        # Explicit-sharding meshes forbid implicit cross-shard ops; let XLA place them.
-        return jax.sharding.auto_axes(draw, axes=axis, out_sharding=out)(buf, key)
-    return jax.lax.with_sharding_constraint(draw(buf, key), out)
+        return jax.sharding.auto_axes(fn, axes=axis, out_sharding=out)(*args)
+    return jax.lax.with_sharding_constraint(fn(*args), out)
 
 
 # ---------------------------------------------------------------------- inspection

@@ -153,8 +153,12 @@ def test_local_sample_matches_per_shard_buffers(kind, config):
     assert all(on_env(x, mesh) for x in jax.tree_util.tree_leaves(batch))
     offsets = np.arange(shards)[:, None] * n_local * sb.subbuffer_size
     np.testing.assert_array_equal(np.asarray(idx), (np.asarray(want_idx) + offsets).reshape(-1))
-    assert_trees_equal(batch, jax.tree_util.tree_map(
-        lambda x: np.asarray(x).reshape(shards * b, *x.shape[2:]), want_rows))
+    assert_trees_equal(
+        batch,
+        jax.tree_util.tree_map(
+            lambda x: np.asarray(x).reshape(shards * b, *x.shape[2:]), want_rows
+        ),
+    )
     assert_trees_equal(batch, ref_read(ref, np.asarray(idx)))
 
 
@@ -186,6 +190,25 @@ def test_global_sample_equals_unsharded(kind):
     assert on_env(idx, mesh)
 
 
+@pytest.mark.parametrize("kind", ["explicit", "auto"])
+def test_global_apply_equals_unsharded(kind):
+    """Reads with global slots (links, stacking, sequences) match the unsharded buffer."""
+    mesh = make_mesh(kind)
+    sb, ref = filled(mesh, "stack2")
+
+    def reads(b, i):
+        seq = b.sample_sequences(jax.random.key(2), 4, 3)
+        return b[i], b.prev(i), b.next(i), b.unfinished_index(), seq
+
+    idx = np.array([0, 9, 11, 25, 70, 159], np.int32)
+    got = shd.global_apply(reads, sb, idx, mesh=mesh, axis="env")
+    assert_trees_equal(got, jax.jit(reads)(ref, idx))
+    replicated = NamedSharding(mesh, P())
+    assert all(
+        x.sharding.is_equivalent_to(replicated, x.ndim) for x in jax.tree_util.tree_leaves(got)
+    )
+
+
 @pytest.mark.parametrize("kind", ["explicit", "auto", "2d"])
 def test_shard_local_programs_have_no_collectives(kind):
     mesh = make_mesh(kind)
@@ -194,9 +217,12 @@ def test_shard_local_programs_have_no_collectives(kind):
     ids = shd.global_batch(np.arange(N_ENV, dtype=np.int32), mesh, "env")
     key = jax.random.key(0)
     assert shd.collectives(lambda b, x: shd.shard_add(b, x, mesh, "env"), sb, batch) == set()
-    assert shd.collectives(
-        lambda b, x, i: shd.shard_add(b, x, mesh, "env", buffer_ids=i), sb, batch, ids
-    ) == set()
+    assert (
+        shd.collectives(
+            lambda b, x, i: shd.shard_add(b, x, mesh, "env", buffer_ids=i), sb, batch, ids
+        )
+        == set()
+    )
     assert shd.collectives(lambda b, k: shd.shard_sample(b, k, 8, mesh, "env"), sb, key) == set()
 
 
@@ -217,8 +243,7 @@ def test_inside_jit_and_scan_with_donation():
     mesh = make_mesh("explicit")
     sb_eager, ref = filled(mesh, "stack2", steps=6)
     sb = shd.create_sharded(EXAMPLE, SIZE, N_ENV, mesh, "env", stack_num=2)
-    stacked = jax.device_put(stacked_rows(np.arange(N_ENV), 6),
-                             NamedSharding(mesh, P(None, "env")))
+    stacked = jax.device_put(stacked_rows(np.arange(N_ENV), 6), NamedSharding(mesh, P(None, "env")))
 
     @jax.jit
     def run(buf, xs, key):
@@ -231,8 +256,8 @@ def test_inside_jit_and_scan_with_donation():
     assert_trees_equal(buf, ref)
     assert index.shape == (6, N_ENV)
     np.testing.assert_array_equal(
-        np.asarray(idx), np.asarray(shd.shard_sample(sb_eager, jax.random.key(1), 4, mesh,
-                                                     "env")[1])
+        np.asarray(idx),
+        np.asarray(shd.shard_sample(sb_eager, jax.random.key(1), 4, mesh, "env")[1]),
     )
 
 
@@ -252,8 +277,13 @@ def test_bad_configuration_errors():
     with pytest.raises(ValueError, match="12 rows, which must be a multiple of the 8 shards"):
         shd.shard_add(sb, rows(0, np.arange(12)), mesh, "env", buffer_ids=np.arange(12))
     with pytest.raises(ValueError, match=r"buffer_ids\[1\]=15 belongs to shard 7.*row 1"):
-        shd.shard_add(sb, rows(0, np.arange(16)), mesh, "env",
-                      buffer_ids=np.array([0, 15] + list(range(2, 16))))
+        shd.shard_add(
+            sb,
+            rows(0, np.arange(16)),
+            mesh,
+            "env",
+            buffer_ids=np.array([0, 15] + list(range(2, 16))),
+        )
     with pytest.raises(ValueError, match="same leading row axis"):
         bad = rows(0, np.arange(16))
         bad["act"] = bad["act"][:3]

@@ -44,8 +44,9 @@ def _env(device_count: int) -> dict:
 
 def _case_names() -> list[str]:
     tree = ast.parse(CASES.read_text())
-    return [n.name for n in tree.body if isinstance(n, ast.FunctionDef)
-            and n.name.startswith("test_")]
+    return [
+        n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +54,21 @@ def eight_device_report(tmp_path_factory) -> tuple[dict, str]:
     """Run the 8-device cases once; map each test id to its failure text (None: passed)."""
     xml = tmp_path_factory.mktemp("sharding") / "cases.xml"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(CASES), "-q", "-p", "no:cacheprovider",
-         f"--junitxml={xml}"],
-        cwd=ROOT, env=_env(8), capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(CASES),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={xml}",
+        ],
+        cwd=ROOT,
+        env=_env(8),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     log = (proc.stdout + proc.stderr)[-4000:]
     if not xml.exists():
@@ -70,8 +83,9 @@ def eight_device_report(tmp_path_factory) -> tuple[dict, str]:
 @pytest.mark.parametrize("case", _case_names())
 def test_eight_devices(eight_device_report, case):
     outcomes, log = eight_device_report
-    ran = {name: out for name, out in outcomes.items()
-           if name == case or name.startswith(case + "[")}
+    ran = {
+        name: out for name, out in outcomes.items() if name == case or name.startswith(case + "[")
+    }
     assert ran, f"{case} did not run in the 8-device subprocess:\n{log}"
     failed = {name: out for name, out in ran.items() if out is not None}
     assert not failed, "\n\n".join(f"{name}:\n{out}" for name, out in failed.items())
@@ -87,8 +101,14 @@ def test_two_processes_on_localhost():
     """Two JAX processes x 2 CPU devices: host-local rows, shard-local and global sampling."""
     port = str(_free_port())
     procs = [
-        subprocess.Popen([sys.executable, str(WORKER), str(i), port], cwd=TESTS, env=_env(2),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, str(WORKER), str(i), port],
+            cwd=TESTS,
+            env=_env(2),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for i in range(2)
     ]
     outputs = []
@@ -117,6 +137,7 @@ def test_one_device_mesh_is_the_unsharded_buffer_with_a_folded_key():
     mesh = jax.make_mesh((1,), ("env",), devices=jax.devices()[:1])
     sb = shd.create_sharded(EXAMPLE, 12, 3, mesh, "env")
     ref = jaxbuf.VectorReplayBuffer.create(EXAMPLE, 12, 3)
+    ref_add = jax.jit(lambda b, x: b.add(x))
     for t in range(6):
         batch = {
             "obs": np.full((3, 2), t, np.float32),
@@ -125,13 +146,13 @@ def test_one_device_mesh_is_the_unsharded_buffer_with_a_folded_key():
             "terminated": np.array([t == 2, False, t == 4]),
             "truncated": np.zeros(3, bool),
         }
-        ref, want = ref.add(batch)
+        ref, want = ref_add(ref, batch)
         sb, got = shd.shard_add(sb, batch, mesh, "env")
         for x, y in zip(got, want):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     key = jax.random.key(5)
     rows, idx = shd.shard_sample(sb, key, 7, mesh, "env")
-    want_rows, want_idx = ref.sample(jax.random.fold_in(key, 0), 7)
+    want_rows, want_idx = jax.jit(lambda b, k: b.sample(k, 7))(ref, jax.random.fold_in(key, 0))
     np.testing.assert_array_equal(np.asarray(idx), np.asarray(want_idx))
     np.testing.assert_array_equal(np.asarray(rows["act"]), np.asarray(want_rows["act"]))
     assert idx.sharding.spec == P("env")
