@@ -119,12 +119,25 @@ def shard_buffer(buf: ReplayBuffer, mesh: Mesh, axis: str) -> ReplayBuffer:
     return jax.device_put(buf, buffer_sharding(buf, mesh, axis))
 
 
+def process_subbuffers(buffer_num: int, mesh: Mesh, axis: str) -> np.ndarray:
+    """int[]: ids of the sub-buffers held by this process's devices, ascending.
+
+    Multi-host, these are the envs this process steps; its rows for :func:`global_batch` come
+    in this order. Single-process, every id ``0 .. buffer_num - 1``.
+    """
+    local_count(buffer_num, mesh, axis)
+    index_map = NamedSharding(mesh, P(axis)).addressable_devices_indices_map((buffer_num,))
+    held = {i for (block,) in index_map.values() for i in range(buffer_num)[block]}
+    return np.array(sorted(held), dtype=np.int32)
+
+
 def global_batch(batch: Any, mesh: Mesh, axis: str) -> Any:
     """This process's rows of a batch as global arrays sharded over ``axis``.
 
-    Every leaf's leading axis holds this process's rows, in the order of its devices along
-    ``axis`` (``jax.make_array_from_process_local_data``); the global leading size is the
-    sum over processes. Single-process, this is ``jax.device_put`` to ``P(axis)``.
+    Every leaf's leading axis holds this process's rows: for a full-width add, the rows of
+    :func:`process_subbuffers` in that order (``jax.make_array_from_process_local_data``);
+    the global leading size is the sum over processes. Single-process, this is
+    ``jax.device_put`` to ``P(axis)``.
     """
     sharding = NamedSharding(mesh, P(axis))
     return jax.tree_util.tree_map(

@@ -41,7 +41,8 @@ def main() -> None:
 
     mesh = jax.make_mesh((4,), ("env",))
     sb = shd.create_sharded(EXAMPLE, SIZE, N_ENV, mesh, "env", stack_num=2)
-    mine = np.arange(4) + 4 * PROCESS_ID  # this host's environments
+    mine = shd.process_subbuffers(N_ENV, mesh, "env")  # this host's environments
+    np.testing.assert_array_equal(mine, np.arange(4) + 4 * PROCESS_ID)
     results = []
     for t in range(STEPS):
         batch = shd.global_batch(rows(t, mine), mesh, "env")

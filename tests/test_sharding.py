@@ -159,5 +159,7 @@ def test_one_device_mesh_is_the_unsharded_buffer_with_a_folded_key():
     assert shd.buffer_sharding(sb, mesh, "env").storage["obs"].spec == P("env")
 
 
-def test_process_rank_single_process():
+def test_process_rank_and_subbuffers_single_process():
     assert shd.process_rank() == (0, 1)
+    mesh = jax.make_mesh((1,), ("env",), devices=jax.devices()[:1])
+    np.testing.assert_array_equal(shd.process_subbuffers(6, mesh, "env"), np.arange(6))
