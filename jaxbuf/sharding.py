@@ -297,6 +297,9 @@ def _add(buf, batch, buffer_ids, *, mesh, axis):
         )
         return _global_view(new, offset, b.buffer_num), res
 
+    # check_vma=False: the core's scans start from shard-invariant carries (``arange``) that
+    # become shard-varying, which shard_map's varying-axes type check rejects; every output
+    # is per-shard by construction (out_specs P(axis)) and nothing reduces across shards.
     spec = P(axis)
     buf, batch, buffer_ids = _laid_out((buf, batch, buffer_ids), mesh, spec)
     if buffer_ids is None:
@@ -330,8 +333,8 @@ def shard_sample(
     indices from its own sub-buffers with ``buf_s.sample(jax.random.fold_in(key, s), B)``,
     where ``buf_s`` is the shard's local buffer of ``L`` sub-buffers; rows
     ``[s*B, (s+1)*B)`` of the result are shard ``s``'s draws. Within a shard the draws are
-    uniform over its stored transitions, so over the whole buffer each shard contributes
-    exactly B rows (not in proportion to its size). An empty shard returns its first slot.
+    uniform over its stored transitions; across shards each contributes exactly B rows, not
+    a share proportional to its size. An empty shard returns its first slot B times.
 
     ``mode="global"`` (opt-in, inserts cross-device collectives): the draws are
     ``buf.sample(key, S*B)`` of the unsharded buffer, uniform over all stored transitions;
@@ -368,6 +371,7 @@ def _sample_local(buf, key, *, batch_size, mesh, axis):
         rows, idx = local.sample(shard_key, batch_size)
         return rows, _globalize(idx, offset)
 
+    # check_vma=False: see _add.
     fn = jax.shard_map(
         local_sample, mesh=mesh, in_specs=(P(axis), P()), out_specs=P(axis), check_vma=False
     )
