@@ -155,9 +155,7 @@ def plan_add(
     n_s = carried + s + 1  # episode length through the row
     ring_s = (jnp.where(first_seg, c.insertion_idx[g], 0) + s) % big_l
     r_sorted = rew[order].astype(c.ep_return.dtype)
-    ret_s = _segmented_sum(
-        r_sorted + jnp.where(_bcast(first, r_sorted), c.ep_return[g], 0), seg
-    )
+    ret_s = _segmented_sum(r_sorted + jnp.where(_bcast(first, r_sorted), c.ep_return[g], 0), seg)
 
     # Back to row order.
     inv = jnp.zeros((k,), i32).at[order].set(pos)
@@ -230,5 +228,13 @@ def plan_add(
         lengths=jnp.minimum(main.lengths + total, big_m).astype(i32),
         last_index=jnp.where(total > 0, (head + total - 1) % big_m, main.last_index).astype(i32),
     )
-    return CachePlan(cache_slots, from_cache, src_cache.astype(i32), src_row.astype(i32),
-                     main_slots.astype(i32), result, caches, new_main)
+    return CachePlan(
+        cache_slots,
+        from_cache,
+        src_cache.astype(i32),
+        src_row.astype(i32),
+        main_slots.astype(i32),
+        result,
+        caches,
+        new_main,
+    )

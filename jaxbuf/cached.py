@@ -75,14 +75,21 @@ class CachedReplayBuffer(struct.PyTreeNode):
           stack_num, ignore_obs_next, save_only_last_obs, sample_avail: core options, applied
             to main and caches alike.
         """
-        for name, value in (("main_size", main_size), ("cached_buffer_num", cached_buffer_num),
-                            ("max_episode_length", max_episode_length)):
+        for name, value in (
+            ("main_size", main_size),
+            ("cached_buffer_num", cached_buffer_num),
+            ("max_episode_length", max_episode_length),
+        ):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
                 raise TypeError(f"jaxbuf: {name} must be an int, got {type(value).__name__}")
             if value < 1:
                 raise ValueError(f"jaxbuf: {name} must be >= 1, got {value}")
-        opts = dict(stack_num=stack_num, ignore_obs_next=ignore_obs_next,
-                    save_only_last_obs=save_only_last_obs, sample_avail=sample_avail)
+        opts = dict(
+            stack_num=stack_num,
+            ignore_obs_next=ignore_obs_next,
+            save_only_last_obs=save_only_last_obs,
+            sample_avail=sample_avail,
+        )
         main = ReplayBuffer.create(example, main_size, **opts)
         caches = VectorReplayBuffer.create(
             example, cached_buffer_num * max_episode_length, cached_buffer_num, **opts
@@ -137,8 +144,9 @@ class CachedReplayBuffer(struct.PyTreeNode):
     @property
     def storage(self) -> dict:
         """The storage in the global layout (a concatenated copy, for inspection)."""
-        return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]),
-                                      self.main.storage, self.caches.storage)
+        return jax.tree_util.tree_map(
+            lambda a, b: jnp.concatenate([a, b]), self.main.storage, self.caches.storage
+        )
 
     def input_spec(self) -> dict:
         """Shape/dtype of one transition as ``add`` expects it (no batch axis)."""
@@ -168,10 +176,12 @@ class CachedReplayBuffer(struct.PyTreeNode):
         rows, ids = self.caches._rows(batch, buffer_ids)
         done = rows["terminated"] | rows["truncated"]
         c = self.caches._counters()
-        head = _cache_moves.MainHead(self.main.insertion_idx, self.main.lengths,
-                                     self.main.last_index)
-        plan = _cache_moves.plan_add(c, self.max_episode_length, ids, rows["rew"], done, head,
-                                     self.main_size)
+        head = _cache_moves.MainHead(
+            self.main.insertion_idx, self.main.lengths, self.main.last_index
+        )
+        plan = _cache_moves.plan_add(
+            c, self.max_episode_length, ids, rows["rew"], done, head, self.main_size
+        )
         stored = storage.to_stored(rows, save_only_last_obs=self.caches.save_only_last_obs)
 
         def window(old, new):
@@ -196,18 +206,25 @@ class CachedReplayBuffer(struct.PyTreeNode):
         index = jnp.asarray(index)
         if not jnp.issubdtype(index.dtype, jnp.integer):
             raise TypeError(f"jaxbuf: indices must be integers, got dtype {index.dtype}")
-        runtime_check(jnp.all((index >= 0) & (index < self.maxsize)),
-                      "jaxbuf: index out of range [0, {m})", m=self.maxsize)
+        runtime_check(
+            jnp.all((index >= 0) & (index < self.maxsize)),
+            f"jaxbuf: index out of range [0, {self.maxsize})",
+        )
         index = jnp.mod(index.astype(jnp.int32), self.maxsize)
         in_main = index < self.main_size
-        return (in_main, jnp.where(in_main, index, 0),
-                jnp.where(in_main, 0, index - self.main_size))
+        return (
+            in_main,
+            jnp.where(in_main, index, 0),
+            jnp.where(in_main, 0, index - self.main_size),
+        )
 
     def _select(self, in_main, from_main, from_caches):
         return jax.tree_util.tree_map(
-            lambda a, b: jnp.where(in_main.reshape(in_main.shape + (1,) * (a.ndim - in_main.ndim)),
-                                   a, b),
-            from_main, from_caches,
+            lambda a, b: jnp.where(
+                in_main.reshape(in_main.shape + (1,) * (a.ndim - in_main.ndim)), a, b
+            ),
+            from_main,
+            from_caches,
         )
 
     def prev(self, index: chex.Array) -> jax.Array:
@@ -268,8 +285,11 @@ class CachedReplayBuffer(struct.PyTreeNode):
         runtime_check(self.size > 0, "jaxbuf: sampling from an empty buffer")
         if self.caches.sample_avail and self.caches.stack_num > 1:
             idx, mask = self.all_indices()
-            avail = jnp.zeros((self.maxsize,), bool).at[
-                jnp.where(mask, idx, self.maxsize)].set(True, mode="drop")
+            avail = (
+                jnp.zeros((self.maxsize,), bool)
+                .at[jnp.where(mask, idx, self.maxsize)]
+                .set(True, mode="drop")
+            )
             return sampling.from_mask(key, batch_size, avail)
         lengths = self.lengths
         starts = jnp.asarray(self.subbuffer_edges[:-1], jnp.int32)
@@ -289,8 +309,9 @@ class CachedReplayBuffer(struct.PyTreeNode):
     def get(self, index: chex.Array, key: str, stack_num: int | None = None) -> Any:
         """Field ``key`` at global ``index``, frame-stacked like ``ReplayBuffer.get``."""
         in_main, mi, ci = self._split(index)
-        return self._select(in_main, self.main.get(mi, key, stack_num),
-                            self.caches.get(ci, key, stack_num))
+        return self._select(
+            in_main, self.main.get(mi, key, stack_num), self.caches.get(ci, key, stack_num)
+        )
 
     def __getitem__(self, index: Any) -> dict:
         """The transitions at global ``index`` (any int array shape, or an eager slice).

@@ -48,9 +48,7 @@ GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
 """Keys every HER ``obs`` dict must have."""
 
 
-def relabel_batch(
-    batch: dict, goal: Any, mask: jax.Array, compute_reward_fn: Callable
-) -> dict:
+def relabel_batch(batch: dict, goal: Any, mask: jax.Array, compute_reward_fn: Callable) -> dict:
     """Replace the goal of the masked samples of ``batch`` and recompute their reward.
 
     Args:
@@ -128,12 +126,24 @@ class HERReplayBuffer(struct.PyTreeNode):
           ignore_obs_next, sample_avail: core options. ``stack_num`` must be 1 and
             ``save_only_last_obs`` False (goal dicts are not frame-stacked).
         """
-        _check_config(example, compute_reward_fn, horizon, future_k, stack_num,
-                      save_only_last_obs, ignore_obs_next)
-        buffer = ReplayBuffer.create(example, size, ignore_obs_next=ignore_obs_next,
-                                     sample_avail=sample_avail)
-        return cls(buffer=buffer, compute_reward_fn=compute_reward_fn, horizon=int(horizon),
-                   future_k=float(future_k))
+        _check_config(
+            example,
+            compute_reward_fn,
+            horizon,
+            future_k,
+            stack_num,
+            save_only_last_obs,
+            ignore_obs_next,
+        )
+        buffer = ReplayBuffer.create(
+            example, size, ignore_obs_next=ignore_obs_next, sample_avail=sample_avail
+        )
+        return cls(
+            buffer=buffer,
+            compute_reward_fn=compute_reward_fn,
+            horizon=int(horizon),
+            future_k=float(future_k),
+        )
 
     @property
     def future_p(self) -> float:
@@ -141,9 +151,7 @@ class HERReplayBuffer(struct.PyTreeNode):
         return 1.0 - 1.0 / self.future_k
 
     # ------------------------------------------------------------------ relabelling
-    def future_steps(
-        self, key: chex.PRNGKey, indices: chex.Array
-    ) -> tuple[jax.Array, jax.Array]:
+    def future_steps(self, key: chex.PRNGKey, indices: chex.Array) -> tuple[jax.Array, jax.Array]:
         """Draw the relabelling decisions for ``indices`` (int32[B]).
 
         Returns ``(future, relabel)``: int32[B] future step ``t_f`` (see the module
@@ -159,8 +167,9 @@ class HERReplayBuffer(struct.PyTreeNode):
         key_mask, key_step = jax.random.split(key)
         relabel = jax.random.uniform(key_mask, indices.shape) < self.future_p
         start = jnp.mod(indices.astype(jnp.int32), self.maxsize)
-        window, alive = sampling.sequences(start, self.horizon, self.buffer.next,
-                                           self.buffer.is_episode_end)
+        window, alive = sampling.sequences(
+            start, self.horizon, self.buffer.next, self.buffer.is_episode_end
+        )
         reach = jnp.sum(alive, axis=1)
         d = jax.random.randint(key_step, indices.shape, 0, reach)
         future = jnp.take_along_axis(window, d[:, None], axis=1)[:, 0]
@@ -177,8 +186,9 @@ class HERReplayBuffer(struct.PyTreeNode):
     def relabel(self, key: chex.PRNGKey, indices: chex.Array) -> dict:
         """``buf[indices]`` with HER relabelling (pure; the stored data is not touched)."""
         future, mask = self.future_steps(key, indices)
-        return relabel_batch(self.buffer[indices], self.achieved_goal_after(future), mask,
-                             self.compute_reward_fn)
+        return relabel_batch(
+            self.buffer[indices], self.achieved_goal_after(future), mask, self.compute_reward_fn
+        )
 
     def sample(self, key: chex.PRNGKey, batch_size: int) -> tuple[dict, jax.Array]:
         """``(relabelled batch, indices)``: uniform indices, then :meth:`relabel`."""
@@ -246,13 +256,28 @@ class HERVectorReplayBuffer(HERReplayBuffer):
         sample_avail: bool = False,
     ) -> HERVectorReplayBuffer:
         """An empty HER vector buffer; see :meth:`HERReplayBuffer.create`."""
-        _check_config(example, compute_reward_fn, horizon, future_k, stack_num,
-                      save_only_last_obs, ignore_obs_next)
-        buffer = VectorReplayBuffer.create(example, total_size, buffer_num,
-                                           ignore_obs_next=ignore_obs_next,
-                                           sample_avail=sample_avail)
-        return cls(buffer=buffer, compute_reward_fn=compute_reward_fn, horizon=int(horizon),
-                   future_k=float(future_k))
+        _check_config(
+            example,
+            compute_reward_fn,
+            horizon,
+            future_k,
+            stack_num,
+            save_only_last_obs,
+            ignore_obs_next,
+        )
+        buffer = VectorReplayBuffer.create(
+            example,
+            total_size,
+            buffer_num,
+            ignore_obs_next=ignore_obs_next,
+            sample_avail=sample_avail,
+        )
+        return cls(
+            buffer=buffer,
+            compute_reward_fn=compute_reward_fn,
+            horizon=int(horizon),
+            future_k=float(future_k),
+        )
 
 
 def _goal_dict(example: Mapping, key: str) -> Mapping:
@@ -265,8 +290,10 @@ def _goal_dict(example: Mapping, key: str) -> Mapping:
     missing = [k for k in GOAL_KEYS if k not in obs]
     if missing:
         raise ValueError(f"jaxbuf: HER '{key}' lacks the key(s) {missing}; has {sorted(obs)}")
-    achieved, desired = (jax.ShapeDtypeStruct(np.shape(obs[k]), jnp.asarray(obs[k]).dtype)
-                         for k in ("achieved_goal", "desired_goal"))
+    achieved, desired = (
+        jax.ShapeDtypeStruct(np.shape(obs[k]), jnp.asarray(obs[k]).dtype)
+        for k in ("achieved_goal", "desired_goal")
+    )
     if achieved != desired:
         raise ValueError(
             f"jaxbuf: HER '{key}.achieved_goal' ({achieved.shape}, {achieved.dtype}) and "
@@ -275,19 +302,23 @@ def _goal_dict(example: Mapping, key: str) -> Mapping:
     return obs
 
 
-def _check_config(example, compute_reward_fn, horizon, future_k, stack_num,
-                  save_only_last_obs, ignore_obs_next) -> None:
+def _check_config(
+    example, compute_reward_fn, horizon, future_k, stack_num, save_only_last_obs, ignore_obs_next
+) -> None:
     """Reject a HER configuration that cannot work, naming the argument."""
     if not isinstance(example, Mapping):
         raise TypeError(f"jaxbuf: the example must be a dict, got {type(example).__name__}")
     if not callable(compute_reward_fn):
-        raise TypeError("jaxbuf: compute_reward_fn must be callable, got "
-                        f"{type(compute_reward_fn).__name__}")
+        raise TypeError(
+            f"jaxbuf: compute_reward_fn must be callable, got {type(compute_reward_fn).__name__}"
+        )
     try:
         hash(compute_reward_fn)
     except TypeError as err:
-        raise TypeError("jaxbuf: compute_reward_fn must be hashable (it is a static field); "
-                        "pass a module-level function") from err
+        raise TypeError(
+            "jaxbuf: compute_reward_fn must be hashable (it is a static field); "
+            "pass a module-level function"
+        ) from err
     if not isinstance(horizon, numbers.Integral) or isinstance(horizon, bool) or horizon < 1:
         raise ValueError(f"jaxbuf: horizon must be an int >= 1, got {horizon!r}")
     if not isinstance(future_k, numbers.Real) or not future_k >= 1:

@@ -16,6 +16,7 @@ import oracle
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jax.experimental import checkify
 
 from jaxbuf.cached import CachedReplayBuffer
 
@@ -23,14 +24,23 @@ from jaxbuf.cached import CachedReplayBuffer
 
 
 def _close(actual, expected, what):
-    np.testing.assert_allclose(np.asarray(actual, np.float64), np.asarray(expected, np.float64),
-                               rtol=1e-6, atol=1e-6, err_msg=what)
+    np.testing.assert_allclose(
+        np.asarray(actual, np.float64),
+        np.asarray(expected, np.float64),
+        rtol=1e-6,
+        atol=1e-6,
+        err_msg=what,
+    )
 
 
 def _build(scn) -> CachedReplayBuffer:
     args = scn["buffer"]["args"]
-    return CachedReplayBuffer.create(oracle.example_of(scn), args["main_size"],
-                                     args["cached_buffer_num"], args["max_episode_length"])
+    return CachedReplayBuffer.create(
+        oracle.example_of(scn),
+        args["main_size"],
+        args["cached_buffer_num"],
+        args["max_episode_length"],
+    )
 
 
 def _check_state(buf: CachedReplayBuffer, state: dict, what: str) -> None:
@@ -86,10 +96,12 @@ def test_oracle_replay(jit):
             np.testing.assert_array_equal(prev, op["prev"], err_msg=what + " prev")
             np.testing.assert_array_equal(next_, op["next"], err_msg=what + " next")
             unfinished = np.asarray(unfinished)
-            np.testing.assert_array_equal(unfinished[unfinished >= 0], op["unfinished_index"],
-                                          err_msg=what)
-            np.testing.assert_array_equal(np.asarray(idx)[np.asarray(mask)],
-                                          op["sample_indices_0"], err_msg=what)
+            np.testing.assert_array_equal(
+                unfinished[unfinished >= 0], op["unfinished_index"], err_msg=what
+            )
+            np.testing.assert_array_equal(
+                np.asarray(idx)[np.asarray(mask)], op["sample_indices_0"], err_msg=what
+            )
             snapshots += 1
     assert snapshots == 18
 
@@ -130,33 +142,56 @@ class Reference:
             self.main_ins = (self.main_ins + 1) % self.m
             self.main_len = min(self.main_len + 1, self.m)
             self.main_last = dst
-        out = (written[-1], written[0], self.ep_ret[e], self.ep_len[e],
-               self.ep_len[e] - self.len[e])
+        out = (
+            written[-1],
+            written[0],
+            self.ep_ret[e],
+            self.ep_len[e],
+            self.ep_len[e] - self.len[e],
+        )
         self.ins[e] = self.len[e] = self.ep_len[e] = 0
         self.ep_ret[e] = 0.0
         return out
 
 
 def _example():
-    return {"obs": np.float32(0), "act": np.int32(0), "rew": np.float32(0),
-            "terminated": False, "truncated": False, "obs_next": np.float32(0)}
+    return {
+        "obs": np.float32(0),
+        "act": np.int32(0),
+        "rew": np.float32(0),
+        "terminated": False,
+        "truncated": False,
+        "obs_next": np.float32(0),
+    }
 
 
 def _batch(obs, rew, done):
     obs = np.asarray(obs, np.float32)
-    return {"obs": obs, "act": np.zeros(len(obs), np.int32), "rew": np.asarray(rew, np.float32),
-            "terminated": np.asarray(done, bool), "truncated": np.zeros(len(obs), bool),
-            "obs_next": obs + 0.5}
+    return {
+        "obs": obs,
+        "act": np.zeros(len(obs), np.int32),
+        "rew": np.asarray(rew, np.float32),
+        "terminated": np.asarray(done, bool),
+        "truncated": np.zeros(len(obs), bool),
+        "obs_next": obs + 0.5,
+    }
 
 
 _ADD = jax.jit(lambda b, x, i: b.add(x, i))
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.tuples(st.lists(st.integers(0, 2), min_size=4, max_size=4),
-                          st.lists(st.booleans(), min_size=4, max_size=4)),
-                min_size=1, max_size=8),
-       st.sampled_from([(7, 3), (5, 4), (12, 2)]))
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.integers(0, 2), min_size=4, max_size=4),
+            st.lists(st.booleans(), min_size=4, max_size=4),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    st.sampled_from([(7, 3), (5, 4), (12, 2)]),
+)
 def test_matches_sequential_reference(adds, sizes):
     """Batched adds with duplicate ids and over-long episodes equal row-by-row application."""
     m, length = sizes
@@ -201,15 +236,17 @@ def _steps(buf, rows):
 def test_over_long_episode_is_reported_not_silent():
     """E28: a 5-step episode in a 3-slot cache keeps its last 3 steps and reports 2 dropped."""
     buf = CachedReplayBuffer.create(_example(), 10, 2, 3)
-    steps = [([0, 1], [1, 101], [False, False]),
-             ([0, 1], [2, 102], [False, True]),    # env 1 finishes a 2-step episode
-             ([0], [3], [False]),
-             ([0], [4], [False]),                  # env 0's cache wraps: step 1 is lost
-             ([0, 1], [5, 201], [True, False])]    # env 0 finishes a 5-step episode
+    steps = [
+        ([0, 1], [1, 101], [False, False]),
+        ([0, 1], [2, 102], [False, True]),  # env 1 finishes a 2-step episode
+        ([0], [3], [False]),
+        ([0], [4], [False]),  # env 0's cache wraps: step 1 is lost
+        ([0, 1], [5, 201], [True, False]),
+    ]  # env 0 finishes a 5-step episode
     buf, res = _steps(buf, steps)
     np.testing.assert_array_equal(res[1].index, [11, 1])
     np.testing.assert_array_equal(res[1].episode_start, [10, 0])
-    np.testing.assert_array_equal(res[3].episode_start, [11])   # oldest stored step (E7 rule)
+    np.testing.assert_array_equal(res[3].episode_start, [11])  # oldest stored step (E7 rule)
     last = res[4]
     np.testing.assert_array_equal(last.index, [4, 13])
     np.testing.assert_array_equal(last.episode_start, [2, 13])
@@ -228,8 +265,11 @@ def test_default_ids_and_global_reads():
     """buffer_ids=None means row j -> cache j; reads span main and caches."""
     ex = _example()
     buf = CachedReplayBuffer.create(ex, 6, 2, 4, ignore_obs_next=True)
-    for obs, done in (([1, 11], [False, False]), ([2, 12], [True, False]),
-                      ([3, 13], [False, False])):
+    for obs, done in (
+        ([1, 11], [False, False]),
+        ([2, 12], [True, False]),
+        ([3, 13], [False, False]),
+    ):
         b = _batch(obs, [0.5, 1.0], done)
         b.pop("obs_next")
         buf, res = buf.add(b)
@@ -240,8 +280,9 @@ def test_default_ids_and_global_reads():
     # ignore_obs_next: obs_next = obs[next(i)], which stays put at an end or head (E26).
     np.testing.assert_array_equal(got["obs_next"], [2, 2, 3, 12, 13])
     np.testing.assert_array_equal(got["done"], [False, True, False, False, False])
-    np.testing.assert_array_equal(buf.get(np.asarray([10, 0]), "obs", stack_num=2),
-                                  [[11, 11], [1, 1]])
+    np.testing.assert_array_equal(
+        buf.get(np.asarray([10, 0]), "obs", stack_num=2), [[11, 11], [1, 1]]
+    )
     np.testing.assert_array_equal(buf.is_episode_end(np.arange(6)), [False, True] + [False] * 4)
     np.testing.assert_array_equal(buf.unfinished_index(), [-1, 6, 12])
     sliced = buf[1:3]
@@ -260,8 +301,10 @@ def test_invalid_buffer_id_is_dropped_under_jit():
 
 def test_sampling_covers_main_and_caches_uniformly():
     buf = CachedReplayBuffer.create(_example(), 5, 2, 3)
-    buf, _ = _steps(buf, [([0, 1], [1, 11], [False, False]), ([0, 1], [2, 12], [True, False]),
-                          ([0], [3], [False])])
+    buf, _ = _steps(
+        buf,
+        [([0, 1], [1, 11], [False, False]), ([0, 1], [2, 12], [True, False]), ([0], [3], [False])],
+    )
     allowed = buf.chronological_indices()
     np.testing.assert_array_equal(allowed, [0, 1, 5, 8, 9])
     draws = np.asarray(jax.jit(buf.sample_indices, static_argnums=1)(jax.random.key(3), 20000))
@@ -298,3 +341,32 @@ def test_config_and_batch_errors():
     buf = CachedReplayBuffer.create(_example(), 4, 2, 3)
     with pytest.raises(ValueError, match="buffer_num=2"):
         buf.add(_batch([1, 2, 3], [0, 0, 0], [False] * 3))
+
+
+def test_stacked_reads_and_sample_avail():
+    """Frame stacks never cross main/cache boundaries; sample_avail skips episode starts."""
+    buf = CachedReplayBuffer.create(_example(), 6, 2, 3, stack_num=2, sample_avail=True)
+    buf, _ = _steps(
+        buf,
+        [([0, 1], [1, 11], [False, False]), ([0, 1], [2, 12], [True, False]), ([0], [3], [False])],
+    )
+    # main [1, 2] (slots 0, 1); cache 0: [3] (slot 6); cache 1: [11, 12] (slots 9, 10)
+    np.testing.assert_array_equal(buf.chronological_indices(), [1, 10])
+    got = buf[np.asarray([0, 1, 6, 9, 10])]
+    np.testing.assert_array_equal(got["obs"], [[1, 1], [1, 2], [3, 3], [11, 11], [11, 12]])
+    draws = np.asarray(jax.jit(buf.sample_indices, static_argnums=1)(jax.random.key(0), 500))
+    assert set(draws.tolist()) == {1, 10}
+
+
+def test_checked_raises_on_bad_index_and_empty_sampling():
+    import jaxbuf
+
+    buf = CachedReplayBuffer.create(_example(), 4, 2, 3)
+    with pytest.raises(checkify.JaxRuntimeError, match="empty buffer"):
+        jaxbuf.checked(lambda b, k: b.sample_indices(k, 4))(buf, jax.random.key(0))
+    with pytest.raises(checkify.JaxRuntimeError, match="out of range"):
+        jaxbuf.checked(lambda b, i: b.prev(i))(buf, jnp.asarray([10]))
+    with pytest.raises(checkify.JaxRuntimeError, match="buffer_ids out of range"):
+        jaxbuf.checked(lambda b, x, i: b.add(x, i))(
+            buf, _batch([1], [0], [False]), jnp.asarray([2], jnp.int32)
+        )

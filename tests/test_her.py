@@ -29,15 +29,23 @@ def reward(achieved, desired):
 
 
 def _obs(goal, n):
-    return {"observation": np.zeros((n, 2), np.float32),
-            "achieved_goal": np.asarray(goal, np.float32).reshape(n, 1),
-            "desired_goal": np.full((n, 1), UNREACHED, np.float32)}
+    return {
+        "observation": np.zeros((n, 2), np.float32),
+        "achieved_goal": np.asarray(goal, np.float32).reshape(n, 1),
+        "desired_goal": np.full((n, 1), UNREACHED, np.float32),
+    }
 
 
 def _example():
     one = {k: v[0] for k, v in _obs([0.0], 1).items()}
-    return {"obs": one, "act": np.int32(0), "rew": np.float32(0), "terminated": False,
-            "truncated": False, "obs_next": one}
+    return {
+        "obs": one,
+        "act": np.int32(0),
+        "rew": np.float32(0),
+        "terminated": False,
+        "truncated": False,
+        "obs_next": one,
+    }
 
 
 def _episodes(lengths, env=0, open_last=False):
@@ -47,11 +55,16 @@ def _episodes(lengths, env=0, open_last=False):
     goal = 100 * env + 10 * ep + step
     done = np.concatenate([np.arange(n) == n - 1 for n in lengths])
     if open_last:
-        done[-lengths[-1]:] = False
+        done[-lengths[-1] :] = False
     k = len(ep)
-    rows = {"obs": _obs(goal, k), "act": np.zeros(k, np.int32),
-            "rew": np.full(k, -1.0, np.float32), "terminated": done,
-            "truncated": np.zeros(k, bool), "obs_next": _obs(goal + 1, k)}
+    rows = {
+        "obs": _obs(goal, k),
+        "act": np.zeros(k, np.int32),
+        "rew": np.full(k, -1.0, np.float32),
+        "terminated": done,
+        "truncated": np.zeros(k, bool),
+        "obs_next": _obs(goal + 1, k),
+    }
     return rows, ep, step, done
 
 
@@ -64,8 +77,7 @@ def _filled(ignore_obs_next=False, horizon=3, future_k=4.0):
     if ignore_obs_next:
         ex.pop("obs_next")
         rows.pop("obs_next")
-    buf = HERReplayBuffer.create(ex, 16, reward, horizon, future_k,
-                                 ignore_obs_next=ignore_obs_next)
+    buf = HERReplayBuffer.create(ex, 16, reward, horizon, future_k, ignore_obs_next=ignore_obs_next)
     buf, _ = ADD(buf, rows, np.zeros(len(ep), np.int32))
     last = np.asarray([LENGTHS[e] - 1 for e in ep])
     return buf, ep, step, last
@@ -81,6 +93,7 @@ def test_relabelled_goals_and_rewards(ignore_obs_next):
     np.testing.assert_array_equal(goal, np.asarray(batch["obs_next"]["desired_goal"])[:, 0])
     relabelled = goal != UNREACHED
     e, t, end = ep[idx], step[idx], last[idx]
+
     # The goal achieved after step t_f is A(e, t_f + 1); with ignore_obs_next it is read from
     # obs[next(t_f)], which at the episode's last stored step is A(e, t_f) itself.
     def goal_step(t_f, n):
@@ -93,8 +106,12 @@ def test_relabelled_goals_and_rewards(ignore_obs_next):
     assert np.all(v <= goal_step(np.minimum(tr + horizon - 1, nr), nr)), "crossed horizon/end"
     # Every allowed future step occurs.
     pairs = {(int(a), int(b)) for a, b in zip(tr, v)}
-    expected = {(int(a), int(goal_step(a + d, n))) for a, n in zip(step, last)
-                for d in range(horizon) if a + d <= n}
+    expected = {
+        (int(a), int(goal_step(a + d, n)))
+        for a, n in zip(step, last)
+        for d in range(horizon)
+        if a + d <= n
+    }
     assert pairs == expected
     # Rewards: recomputed against the new goal for relabelled samples, stored -1 otherwise.
     ag_next = np.asarray(batch["obs_next"]["achieved_goal"])[:, 0]
@@ -194,8 +211,11 @@ class _Unhashable:
         (dict(future_k=0.5), ValueError, "future_k must be a number >= 1"),
         (dict(stack_num=2), ValueError, "stack_num=1"),
         (dict(compute_reward_fn=_Unhashable()), TypeError, "hashable"),
-        (dict(compute_reward_fn=lambda a, d: np.linalg.norm(np.asarray(a))), TypeError,
-         "traceable"),
+        (
+            dict(compute_reward_fn=lambda a, d: np.linalg.norm(np.asarray(a))),
+            TypeError,
+            "traceable",
+        ),
         (dict(compute_reward_fn=lambda a, d: a), ValueError, "one reward per sample"),
         (dict(drop="desired_goal"), ValueError, "lacks the key"),
         (dict(goal_shape=(2,)), ValueError, "must match"),
