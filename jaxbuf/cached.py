@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax import lax
 
 from jaxbuf import _cache_moves
 from jaxbuf._cache_moves import CachedAddResult
@@ -189,11 +190,15 @@ class CachedReplayBuffer(struct.PyTreeNode):
             moved = jnp.where(sel, old[plan.src_cache], new[plan.src_row])
             return moved.reshape((-1, *old.shape[1:]))
 
-        moved = jax.tree_util.tree_map(window, self.caches.storage, stored)
-        main = self.main.replace(
-            storage=storage.write(self.main.storage, plan.main_slots.reshape(-1), moved),
-            **plan.main._asdict(),
-        )
+        def move(main_storage):
+            moved = jax.tree_util.tree_map(window, self.caches.storage, stored)
+            return storage.write(main_storage, plan.main_slots.reshape(-1), moved)
+
+        # Most adds end no episode: skip the k*L-row gather/scatter then (under vmap the
+        # cond becomes a select and both sides run).
+        any_moved = jnp.any(plan.result.episode_length > 0)
+        main_storage = lax.cond(any_moved, move, lambda s: s, self.main.storage)
+        main = self.main.replace(storage=main_storage, **plan.main._asdict())
         caches = self.caches.replace(
             storage=storage.write(self.caches.storage, plan.cache_slots, stored),
             **plan.caches._asdict(),

@@ -40,7 +40,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxbuf._core import sampling
 from jaxbuf._core.episodes import AddResult
 from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
 
@@ -166,14 +165,32 @@ class HERReplayBuffer(struct.PyTreeNode):
             )
         key_mask, key_step = jax.random.split(key)
         relabel = jax.random.uniform(key_mask, indices.shape) < self.future_p
-        start = jnp.mod(indices.astype(jnp.int32), self.maxsize)
-        window, alive = sampling.sequences(
-            start, self.horizon, self.buffer.next, self.buffer.is_episode_end
-        )
+        window, alive = self.future_window(indices)
         reach = jnp.sum(alive, axis=1)
         d = jax.random.randint(key_step, indices.shape, 0, reach)
         future = jnp.take_along_axis(window, d[:, None], axis=1)[:, 0]
         return future.astype(jnp.int32), relabel
+
+    def future_window(self, indices: chex.Array) -> tuple[jax.Array, jax.Array]:
+        """The horizon window of each index: ``(int32[B, horizon], bool[B, horizon])``.
+
+        Row b is ``i, next(i), ..., next^{horizon-1}(i)`` for ``i = indices[b]``, with the
+        mask false after the first step that ends the episode (done or write head). Computed
+        in one gather instead of ``horizon`` sequential ``next`` calls: inside an episode
+        ``next(j) = o + ((j - o + 1) mod c)`` for a sub-buffer at offset ``o`` holding ``c``
+        transitions (tianshou-semantics.md section 4), so the step ``s`` slots ahead is
+        ``o + ((i - o + s) mod c)`` until the first episode end.
+        """
+        start = jnp.mod(jnp.asarray(indices).astype(jnp.int32), self.maxsize)
+        m = self.buffer.subbuffer_size
+        offset = (start // m) * m
+        count = jnp.maximum(self.buffer.lengths[start // m], 1)
+        ahead = jnp.arange(self.horizon, dtype=jnp.int32)
+        window = offset[:, None] + jnp.mod(start[:, None] - offset[:, None] + ahead, count[:, None])
+        window = jnp.where(ahead == 0, start[:, None], window)  # i itself, even if not stored
+        ends = self.buffer.is_episode_end(window).astype(jnp.int32)
+        ended_before = jnp.cumsum(ends, axis=1) - ends
+        return window.astype(jnp.int32), ended_before == 0
 
     def achieved_goal_after(self, index: chex.Array) -> Any:
         """The achieved goal after step ``index``: ``obs_next`` of it, or ``obs[next(index)]``."""

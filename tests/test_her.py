@@ -236,3 +236,26 @@ def test_config_errors(change, error, match):
     create = functools.partial(HERReplayBuffer.create, ex, 8)
     with pytest.raises(error, match=match):
         create(**kwargs)
+
+
+@pytest.mark.parametrize("vector", [False, True], ids=["plain", "vector"])
+def test_future_window_follows_next_links(vector):
+    """The one-gather window equals following next() (wrapped, full, empty sub-buffers)."""
+    from jaxbuf._core.sampling import sequences
+
+    rng = np.random.default_rng(0)
+    n = 23
+    rows, *_ = _episodes([1] * n)
+    rows["terminated"] = rng.random(n) < 0.3
+    if vector:
+        buf = HERVectorReplayBuffer.create(_example(), 15, 3, reward, horizon=4)
+        ids = rng.choice([0, 2], size=n).astype(np.int32)  # sub-buffer 1 stays empty
+    else:
+        buf = HERReplayBuffer.create(_example(), 10, reward, horizon=4)
+        ids = np.zeros(n, np.int32)
+    buf, _ = ADD(buf, rows, ids)
+    idx = jnp.arange(buf.maxsize)
+    window, mask = buf.future_window(idx)
+    want, want_mask = sequences(idx, 4, buf.next, buf.buffer.is_episode_end)
+    np.testing.assert_array_equal(mask, want_mask)
+    np.testing.assert_array_equal(np.where(mask, window, -1), np.where(want_mask, want, -1))
