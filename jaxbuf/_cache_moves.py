@@ -130,7 +130,6 @@ def plan_add(
       The :class:`CachePlan`.
     """
     n_caches = c.lengths.shape[0]
-    big_l, big_m = cache_len, main_size
     k = done.shape[0]
     i32 = jnp.int32
     if ids is None:
@@ -153,7 +152,7 @@ def plan_add(
     s = pos - seg_start  # steps of this segment before the row
     carried = jnp.where(first_seg, c.ep_len[g], 0)  # steps already in the cache
     n_s = carried + s + 1  # episode length through the row
-    ring_s = (jnp.where(first_seg, c.insertion_idx[g], 0) + s) % big_l
+    ring_s = (jnp.where(first_seg, c.insertion_idx[g], 0) + s) % cache_len
     r_sorted = rew[order].astype(c.ep_return.dtype)
     ret_s = _segmented_sum(r_sorted + jnp.where(_bcast(first, r_sorted), c.ep_return[g], 0), seg)
 
@@ -165,39 +164,43 @@ def plan_add(
 
     # Windows of the finishing rows: the episode's last W = min(n, L) steps. Step t < carried
     # is in the old cache, chronological position t - (carried - len); later steps are rows.
-    w = jnp.where(fin, jnp.minimum(n, big_l), 0)
-    q = jnp.arange(big_l, dtype=i32)[None, :]
+    w = jnp.where(fin, jnp.minimum(n, cache_len), 0)
+    q = jnp.arange(cache_len, dtype=i32)[None, :]
     t = (n - w)[:, None] + q
     in_win = q < w[:, None]
     from_cache = t < carried_r[:, None]
     old_len = c.lengths[e][:, None]
-    oldest = (c.insertion_idx[e] - c.lengths[e]) % big_l
+    oldest = (c.insertion_idx[e] - c.lengths[e]) % cache_len
     chrono = t - (carried_r[:, None] - old_len)
-    src_cache = e[:, None] * big_l + (oldest[:, None] + chrono) % big_l
+    src_cache = e[:, None] * cache_len + (oldest[:, None] + chrono) % cache_len
     src_row = order[jnp.clip(seg_start_r[:, None] + t - carried_r[:, None], 0, k - 1)]
     offset = jnp.cumsum(w) - w
     total = jnp.sum(w)
     p = offset[:, None] + q
-    keep_main = in_win & (p >= total - big_m)
-    main_slots = jnp.where(keep_main, (main.insertion_idx[0] + p) % big_m, big_m)
+    keep_main = in_win & (p >= total - main_size)
+    main_slots = jnp.where(keep_main, (main.insertion_idx[0] + p) % main_size, main_size)
 
     # Cache writes: last writer wins.
-    cslot = jnp.where(valid, e * big_l + ring, n_caches * big_l)
-    winner = jnp.full((n_caches * big_l,), -1, i32).at[cslot].max(pos, mode="drop")
-    keep_cache = valid & (winner[jnp.minimum(cslot, n_caches * big_l - 1)] == pos)
-    cache_slots = jnp.where(keep_cache, cslot, n_caches * big_l).astype(i32)
+    cslot = jnp.where(valid, e * cache_len + ring, n_caches * cache_len)
+    winner = jnp.full((n_caches * cache_len,), -1, i32).at[cslot].max(pos, mode="drop")
+    keep_cache = valid & (winner[jnp.minimum(cslot, n_caches * cache_len - 1)] == pos)
+    cache_slots = jnp.where(keep_cache, cslot, n_caches * cache_len).astype(i32)
 
     head = main.insertion_idx[0]
     zero_ret = jnp.zeros_like(ret)
-    oldest_open = jnp.where(n > big_l, (ring + 1) % big_l, 0)
+    oldest_open = jnp.where(n > cache_len, (ring + 1) % cache_len, 0)
     result = CachedAddResult(
         index=jnp.where(
-            valid, jnp.where(fin, (head + offset + w - 1) % big_m, big_m + e * big_l + ring), -1
+            valid,
+            jnp.where(fin, (head + offset + w - 1) % main_size, main_size + e * cache_len + ring),
+            -1,
         ).astype(i32),
         episode_return=jnp.where(_bcast(fin, ret), ret, zero_ret),
         episode_length=jnp.where(fin, n, 0).astype(i32),
         episode_start=jnp.where(
-            valid, jnp.where(fin, (head + offset) % big_m, big_m + e * big_l + oldest_open), -1
+            valid,
+            jnp.where(fin, (head + offset) % main_size, main_size + e * cache_len + oldest_open),
+            -1,
         ).astype(i32),
         episode_dropped=jnp.where(fin, n - w, 0).astype(i32),
     )
@@ -216,17 +219,19 @@ def plan_add(
         return jnp.where(_bcast(touched, new), new, old).astype(old.dtype)
 
     caches = Counters(
-        insertion_idx=pick((ring[lr] + 1) % big_l, 0, c.insertion_idx),
-        lengths=pick(jnp.minimum(n[lr], big_l), 0, c.lengths),
-        last_index=pick(cache_ids * big_l + ring[lr], cache_ids * big_l, c.last_index),
+        insertion_idx=pick((ring[lr] + 1) % cache_len, 0, c.insertion_idx),
+        lengths=pick(jnp.minimum(n[lr], cache_len), 0, c.lengths),
+        last_index=pick(cache_ids * cache_len + ring[lr], cache_ids * cache_len, c.last_index),
         ep_return=pick(ret[lr], jnp.zeros_like(ret[lr]), c.ep_return),
         ep_len=pick(n[lr], 0, c.ep_len),
         ep_start=pick(jnp.where(first_seg_r[lr], c.ep_start, 0), 0, c.ep_start),
     )
     new_main = MainHead(
-        insertion_idx=((main.insertion_idx + total) % big_m).astype(i32),
-        lengths=jnp.minimum(main.lengths + total, big_m).astype(i32),
-        last_index=jnp.where(total > 0, (head + total - 1) % big_m, main.last_index).astype(i32),
+        insertion_idx=((main.insertion_idx + total) % main_size).astype(i32),
+        lengths=jnp.minimum(main.lengths + total, main_size).astype(i32),
+        last_index=jnp.where(total > 0, (head + total - 1) % main_size, main.last_index).astype(
+            i32
+        ),
     )
     return CachePlan(
         cache_slots,
