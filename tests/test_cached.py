@@ -300,13 +300,13 @@ def test_invalid_buffer_id_is_dropped_under_jit():
 
 
 def test_sampling_covers_main_and_caches_uniformly():
-    buf = CachedReplayBuffer.create(_example(), 5, 2, 3)
+    buf = CachedReplayBuffer.create(_example(), 6, 2, 3)
     buf, _ = _steps(
         buf,
         [([0, 1], [1, 11], [False, False]), ([0, 1], [2, 12], [True, False]), ([0], [3], [False])],
     )
     allowed = buf.chronological_indices()
-    np.testing.assert_array_equal(allowed, [0, 1, 5, 8, 9])
+    np.testing.assert_array_equal(allowed, [0, 1, 6, 9, 10])
     draws = np.asarray(jax.jit(buf.sample_indices, static_argnums=1)(jax.random.key(3), 20000))
     counts = np.array([(draws == a).sum() for a in allowed])
     assert counts.sum() == len(draws)  # nothing outside the stored slots
@@ -361,11 +361,11 @@ def test_stacked_reads_and_sample_avail():
 def test_checked_raises_on_bad_index_and_empty_sampling():
     import jaxbuf
 
-    buf = CachedReplayBuffer.create(_example(), 4, 2, 3)
+    buf = CachedReplayBuffer.create(_example(), 6, 2, 3)
     with pytest.raises(checkify.JaxRuntimeError, match="empty buffer"):
         jaxbuf.checked(lambda b, k: b.sample_indices(k, 4))(buf, jax.random.key(0))
     with pytest.raises(checkify.JaxRuntimeError, match="out of range"):
-        jaxbuf.checked(lambda b, i: b.prev(i))(buf, jnp.asarray([10]))
+        jaxbuf.checked(lambda b, i: b.prev(i))(buf, jnp.asarray([12]))
     with pytest.raises(checkify.JaxRuntimeError, match="buffer_ids out of range"):
         jaxbuf.checked(lambda b, x, i: b.add(x, i))(
             buf, _batch([1], [0], [False]), jnp.asarray([2], jnp.int32)
