@@ -7,12 +7,15 @@ Pure pytree state with Tianshou's episode semantics; every operation runs under 
 from jaxbuf._core.checks import checked
 from jaxbuf._core.episodes import AddResult
 from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
+from jaxbuf.trajectory import Trajectory, TrajectoryReplayBuffer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AddResult",
     "ReplayBuffer",
+    "Trajectory",
+    "TrajectoryReplayBuffer",
     "VectorReplayBuffer",
     "checked",
 ]
