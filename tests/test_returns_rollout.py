@@ -314,6 +314,19 @@ def test_gradients_flow_through_values_like_rlax():
     assert np.all(np.isfinite(grad)) and np.any(grad != 0)
 
 
+def test_gradients_agree_across_scan_layouts():
+    r, v, nv, term, trunc = rollout(13, steps=9, batch=FUSE_MAX_WIDTH + 6)
+
+    def loss(values, next_values, assoc):
+        adv, ret = gae(r, values, next_values, term, trunc, 0.9, 0.8, use_associative_scan=assoc)
+        lam = lambda_returns(r, next_values, term, trunc, 0.9, 0.7, use_associative_scan=assoc)
+        return jnp.sum(adv**2) + jnp.sum(ret * lam)
+
+    grads = jax.grad(loss, argnums=(0, 1))
+    for a, b in zip(grads(v, nv, False), grads(v, nv, True)):
+        np.testing.assert_allclose(a, b, **TOL_REF)
+
+
 def test_gradient_of_nstep_and_lambda_wrt_next_values():
     r, _, nv, term, trunc = rollout(9, steps=6, batch=1)
     # d/dV' of the 1-step target r + gamma (1 - term) V' is gamma (1 - term).
