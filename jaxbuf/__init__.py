@@ -6,7 +6,9 @@ Pure pytree state with Tianshou's episode semantics; every operation runs under 
 
 from jaxbuf._core.checks import checked
 from jaxbuf._core.episodes import AddResult
+from jaxbuf import returns
 from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
+from jaxbuf.returns import episodic_return, nstep_return, nstep_targets
 from jaxbuf.trajectory import Trajectory, TrajectoryReplayBuffer
 
 __version__ = "0.1.0"
@@ -18,4 +20,8 @@ __all__ = [
     "TrajectoryReplayBuffer",
     "VectorReplayBuffer",
     "checked",
+    "episodic_return",
+    "nstep_return",
+    "nstep_targets",
+    "returns",
 ]
