@@ -4,9 +4,9 @@ Pure pytree state with Tianshou's episode semantics; every operation runs under 
 ``vmap`` and ``lax.scan``.
 """
 
+from jaxbuf import returns
 from jaxbuf._core.checks import checked
 from jaxbuf._core.episodes import AddResult
-from jaxbuf import returns
 from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
 from jaxbuf.returns import episodic_return, nstep_return, nstep_targets
 from jaxbuf.trajectory import Trajectory, TrajectoryReplayBuffer
