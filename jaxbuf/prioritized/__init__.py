@@ -1,0 +1,5 @@
+"""Prioritized experience replay: segment trees and the prioritized buffers."""
+
+from jaxbuf.prioritized.sum_tree import MinTree, SumTree
+
+__all__ = ["MinTree", "SumTree"]
