@@ -1,0 +1,60 @@
+"""Run-time checks inside ``jit``: off by default, raised under :func:`checked`.
+
+Conditions only known at run time (sampling an empty buffer, an index out of range, a
+``buffer_id`` out of range, a ``done`` that disagrees with ``terminated | truncated``) have
+one documented result each in normal mode. Wrapping a function with :func:`checked` traces
+it with ``jax.experimental.checkify`` checks inserted, and raises instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import jax
+from jax.experimental import checkify
+
+_state = threading.local()
+
+
+def checking() -> bool:
+    """Whether the function being traced is wrapped by :func:`checked`."""
+    return getattr(_state, "on", False)
+
+
+def runtime_check(pred: jax.Array, msg: str, **fmt: Any) -> None:
+    """Assert ``pred`` at run time when tracing under :func:`checked`; a no-op otherwise."""
+    if checking():
+        checkify.check(pred, msg, **fmt)
+
+
+def checked(fn: Callable) -> Callable:
+    """Return ``fn`` jitted with jaxbuf's run-time checks enabled; a failed check raises.
+
+    Pass the plain (un-jitted) function: the wrapper traces and jits it itself.
+
+    Example::
+
+        add = jaxbuf.checked(lambda buf, batch, ids: buf.add(batch, ids))
+        buf, res = add(buf, batch, ids)   # raises JaxRuntimeError if an id is out of range
+    """
+
+    def traced(*args, **kwargs):
+        prev = checking()
+        _state.on = True
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _state.on = prev
+
+    run = jax.jit(checkify.checkify(traced, errors=checkify.user_checks))
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        err, out = run(*args, **kwargs)
+        err.throw()
+        return out
+
+    return wrapper

@@ -1,0 +1,228 @@
+"""Per-sub-buffer episode bookkeeping: add counters, prev/next links, unfinished episodes.
+
+A buffer holds ``n`` sub-buffers of ``m`` slots each; sub-buffer ``k`` owns the global slots
+``[k*m, (k+1)*m)``. Per sub-buffer the state keeps (Tianshou's names in brackets, see
+tianshou-semantics.md sections 3.4 and 4):
+
+* ``insertion_idx`` [_insertion_idx] int32[n], local slot of the next write;
+* ``lengths`` [len] int32[n], number of valid slots, ``min(#adds, m)``;
+* ``last_index`` [last_index] int32[n], global slot of the latest write (``k*m`` if empty);
+* ``ep_return`` [_ep_return] float[n, *rew_shape], ``ep_len`` [_ep_len] int32[n] and
+  ``ep_start`` [_ep_start_idx] int32[n] (local) of the unfinished episode.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+class AddResult(NamedTuple):
+    """What ``add`` reports per row (leading axis k).
+
+    Attributes:
+      index: int32[k], global slot written (-1 for a dropped row with an invalid buffer id).
+      episode_return: float[k, *rew_shape], the episode's return if the row ends it, else 0.
+      episode_length: int32[k], the episode's length if the row ends it, else 0.
+      episode_start: int32[k], global slot of the episode's first step that is still stored.
+    """
+
+    index: jax.Array
+    episode_return: jax.Array
+    episode_length: jax.Array
+    episode_start: jax.Array
+
+
+class Counters(NamedTuple):
+    """The per-sub-buffer counters, as a group."""
+
+    insertion_idx: jax.Array
+    lengths: jax.Array
+    last_index: jax.Array
+    ep_return: jax.Array
+    ep_len: jax.Array
+    ep_start: jax.Array
+
+
+def init_counters(n: int, m: int, rew_shape: tuple, rew_dtype) -> Counters:
+    """Counters of ``n`` empty sub-buffers of ``m`` slots."""
+    zeros = jnp.zeros((n,), jnp.int32)
+    return Counters(
+        insertion_idx=zeros,
+        lengths=zeros,
+        last_index=jnp.arange(n, dtype=jnp.int32) * m,
+        ep_return=jnp.zeros((n, *rew_shape), rew_dtype),
+        ep_len=zeros,
+        ep_start=zeros,
+    )
+
+
+def _bcast(flag: jax.Array, like: jax.Array) -> jax.Array:
+    return flag.reshape(flag.shape + (1,) * (like.ndim - flag.ndim))
+
+
+def _segmented(values, starts: jax.Array, op):
+    """Inclusive scan of ``op`` along axis 0 that restarts at every ``starts`` row."""
+
+    def combine(a, b):
+        fa, va = a
+        fb, vb = b
+        merged = jax.tree_util.tree_map(
+            lambda x, y: jnp.where(_bcast(fb, y), y, op(x, y)), va, vb
+        )
+        return fa | fb, merged
+
+    return lax.associative_scan(combine, (starts, values))[1]
+
+
+def plan_add(c: Counters, m: int, ids: jax.Array | None, rew: jax.Array, done: jax.Array):
+    """Bookkeeping of one add of k rows, applied in row order as Tianshou does.
+
+    Rows with the same id go to consecutive slots of that sub-buffer (E14); an episode that
+    ends on row j restarts at the next row of the same id. Everything is vectorised over
+    the k rows: rows are grouped by id with a stable sort and the running return, length
+    and start are segmented scans that restart at a group's first row or after a done row.
+
+    Args:
+      c: counters before the add.
+      m: slots per sub-buffer.
+      ids: int32[k] sub-buffer of each row, or None for "row j goes to sub-buffer j".
+      rew: float[k, *rew_shape]; done: bool[k].
+    Returns:
+      ``(slots, result, counters)``: ``slots`` int32[k] global slots to write (``n*m`` for rows
+      to drop), the :class:`AddResult`, and the counters after the add.
+    """
+    n = c.lengths.shape[0]
+    k = done.shape[0]
+    rew = rew.astype(c.ep_return.dtype)
+    if ids is None:
+        # One row per sub-buffer: no grouping needed.
+        w = c.insertion_idx
+        ret = c.ep_return + rew
+        length = c.ep_len + 1
+        start = c.ep_start
+        slots = jnp.arange(n, dtype=jnp.int32) * m + w
+        counts = jnp.ones((n,), jnp.int32)
+        last_rows = jnp.arange(n)
+        touched = jnp.ones((n,), bool)
+        valid = jnp.ones((k,), bool)
+        gid = jnp.arange(n, dtype=jnp.int32)
+        keep = valid
+    else:
+        valid = (ids >= 0) & (ids < n)
+        gid = jnp.where(valid, ids, n).astype(jnp.int32)
+        order = jnp.argsort(gid, stable=True)
+        sg = gid[order]
+        pos = jnp.arange(k)
+        first = jnp.concatenate([jnp.ones((1,), bool), sg[1:] != sg[:-1]])
+        last = jnp.concatenate([sg[1:] != sg[:-1], jnp.ones((1,), bool)])
+        rank_sorted = pos - lax.cummax(jnp.where(first, pos, 0))
+        counts = jnp.zeros((n + 1,), jnp.int32).at[gid].add(1)[:n]
+        sgc = jnp.minimum(sg, n - 1)
+        w_sorted = (c.insertion_idx[sgc] + rank_sorted) % m
+        d_sorted = done[order]
+        prev_done = jnp.concatenate([jnp.zeros((1,), bool), d_sorted[:-1]])
+        seg = first | prev_done
+        r_sorted = rew[order]
+        ret_s = _segmented(
+            r_sorted + jnp.where(_bcast(first, r_sorted), c.ep_return[sgc], 0), seg, jnp.add
+        )
+        len_s = _segmented(1 + jnp.where(first, c.ep_len[sgc], 0), seg, jnp.add)
+        start_s = _segmented(jnp.where(first, c.ep_start[sgc], w_sorted), seg, lambda a, b: a)
+        inv = jnp.zeros((k,), jnp.int32).at[order].set(pos.astype(jnp.int32))
+        w, ret, length, start = w_sorted[inv], ret_s[inv], len_s[inv], start_s[inv]
+        rank = rank_sorted[inv]
+        # A row is overwritten later in this same add if m or more rows of its id follow it.
+        keep = valid & (rank >= counts[jnp.minimum(gid, n - 1)] - m)
+        slots = jnp.where(keep, gid * m + w, n * m).astype(jnp.int32)
+        last_rows = jnp.full((n + 1,), -1, jnp.int32).at[jnp.where(last, sg, n)].set(
+            order.astype(jnp.int32)
+        )[:n]
+        touched = last_rows >= 0
+        last_rows = jnp.maximum(last_rows, 0)
+
+    # Tianshou reports the start slot even when the episode is longer than its sub-buffer
+    # and that slot was overwritten (E7); we report the oldest step still stored instead.
+    start_rep = jnp.where(length > m, (w + 1) % m, start)
+    zero_ret = jnp.zeros_like(ret)
+    result = AddResult(
+        index=jnp.where(valid, gid * m + w, -1).astype(jnp.int32),
+        episode_return=jnp.where(_bcast(done & valid, ret), ret, zero_ret),
+        episode_length=jnp.where(done & valid, length, 0).astype(jnp.int32),
+        episode_start=jnp.where(valid, gid * m + start_rep, -1).astype(jnp.int32),
+    )
+
+    lr = last_rows
+    d_last = done[lr]
+    w_last = w[lr]
+    new = Counters(
+        insertion_idx=(c.insertion_idx + counts) % m,
+        lengths=jnp.minimum(c.lengths + counts, m),
+        last_index=jnp.where(touched, jnp.arange(n) * m + w_last, c.last_index),
+        ep_return=jnp.where(
+            _bcast(touched, c.ep_return),
+            jnp.where(_bcast(d_last, ret[lr]), jnp.zeros_like(ret[lr]), ret[lr]),
+            c.ep_return,
+        ),
+        ep_len=jnp.where(touched, jnp.where(d_last, 0, length[lr]), c.ep_len),
+        ep_start=jnp.where(touched, jnp.where(d_last, (w_last + 1) % m, start[lr]), c.ep_start),
+    )
+    new = Counters(*(x.astype(o.dtype) for x, o in zip(new, c)))
+    return slots, result, new
+
+
+def locate(index: jax.Array, m: int, n: int) -> tuple[jax.Array, jax.Array]:
+    """Reduce global indices modulo ``n*m`` and return ``(index, sub_buffer)``."""
+    index = jnp.mod(jnp.asarray(index, jnp.int32), n * m)
+    return index, index // m
+
+
+def prev(index, done_at, lengths, last_index, m: int, n: int) -> jax.Array:
+    """Previous step of the same episode, or ``index`` itself at an episode start.
+
+    ``j = o + ((i - o - 1) mod c)`` with ``c = max(len, 1)``; ``i`` is a start if ``done[j]``
+    or ``j`` is the write head (tianshou-semantics.md section 4).
+    """
+    i, k = locate(index, m, n)
+    o = k * m
+    c = jnp.maximum(lengths[k], 1)
+    j = o + jnp.mod(i - o - 1, c)
+    start = done_at(j) | (j == last_index[k])
+    return jnp.where(start, o + jnp.mod(i - o, c), j)
+
+
+def next_(index, done_at, lengths, last_index, m: int, n: int) -> jax.Array:
+    """Next step of the same episode, or ``index`` itself at an episode end.
+
+    ``next(i) = o + ((i - o + 1 - e) mod c)`` with ``e = done[i] or i == last_index``.
+    """
+    i, k = locate(index, m, n)
+    o = k * m
+    c = jnp.maximum(lengths[k], 1)
+    end = done_at(i) | (i == last_index[k])
+    return o + jnp.mod(i - o + 1 - end.astype(jnp.int32), c)
+
+
+def chronological(insertion_idx, lengths, m: int) -> tuple[jax.Array, jax.Array]:
+    """All slots in Tianshou's ``sample_indices(0)`` order, valid ones first.
+
+    Each sub-buffer from oldest to newest, sub-buffers in order; a static shape of
+    ``n*m`` entries padded with -1, plus a validity mask.
+    """
+    n = lengths.shape[0]
+    p = jnp.arange(m)[None, :]
+    full = (lengths == m)[:, None]
+    local = jnp.where(full, (insertion_idx[:, None] + p) % m, p)
+    glob = (jnp.arange(n)[:, None] * m + local).reshape(-1)
+    valid = (p < lengths[:, None]).reshape(-1)
+    order = jnp.argsort(~valid, stable=True)
+    mask = valid[order]
+    return jnp.where(mask, glob[order], -1).astype(jnp.int32), mask
+
+
+def physical_valid(lengths, m: int) -> jax.Array:
+    """bool[n*m]: whether each physical slot holds a stored transition."""
+    return (jnp.arange(m)[None, :] < lengths[:, None]).reshape(-1)

@@ -1,0 +1,74 @@
+"""Index sampling: uniform, available-for-stacking, epoch permutations, episode sequences."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import chex
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def uniform(key: chex.PRNGKey, batch_size: int, lengths: jax.Array, m: int) -> jax.Array:
+    """Uniform draws with replacement over all stored transitions, in O(batch_size log n).
+
+    A draw ``u ~ U{0, ..., sum(lengths) - 1}`` is mapped to the sub-buffer ``k`` whose
+    cumulative-length interval holds it and then to slot ``k*m + (u - cum[k-1])``, so each
+    sub-buffer is chosen with probability proportional to its length. On an empty buffer
+    every draw is slot 0.
+    """
+    cum = jnp.cumsum(lengths)
+    total = cum[-1]
+    u = jax.random.randint(key, (batch_size,), 0, jnp.maximum(total, 1), dtype=jnp.int32)
+    k = jnp.minimum(jnp.searchsorted(cum, u, side="right"), lengths.shape[0] - 1)
+    local = u - (cum[k] - lengths[k])
+    return jnp.where(total > 0, k * m + local, 0).astype(jnp.int32)
+
+
+def from_mask(key: chex.PRNGKey, batch_size: int, mask: jax.Array) -> jax.Array:
+    """Uniform draws with replacement among the slots where ``mask`` is true (O(maxsize)).
+
+    Slot 0 for every draw when the mask is empty.
+    """
+    cum = jnp.cumsum(mask.astype(jnp.int32))
+    total = cum[-1]
+    u = jax.random.randint(key, (batch_size,), 0, jnp.maximum(total, 1), dtype=jnp.int32)
+    idx = jnp.searchsorted(cum, u, side="right")
+    return jnp.where(total > 0, idx, 0).astype(jnp.int32)
+
+
+def epoch(key: chex.PRNGKey, batch_size: int, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Every valid slot exactly once, shuffled, cut into minibatches (sampling without replacement).
+
+    Returns ``(indices, mask)`` of shape ``[ceil(maxsize / batch_size), batch_size]``; the valid
+    slots come first in a uniformly random order, the rest is padding (-1, mask false).
+    """
+    size = valid.shape[0]
+    num = -(-size // batch_size)
+    noise = jax.random.uniform(key, (size,))
+    order = jnp.argsort(jnp.where(valid, noise, 2.0))
+    mask = valid[order]
+    idx = jnp.where(mask, order, -1).astype(jnp.int32)
+    pad = num * batch_size - size
+    idx = jnp.concatenate([idx, jnp.full((pad,), -1, jnp.int32)])
+    mask = jnp.concatenate([mask, jnp.zeros((pad,), bool)])
+    return idx.reshape(num, batch_size), mask.reshape(num, batch_size)
+
+
+def sequences(
+    start: jax.Array, length: int, next_: Callable, is_end: Callable
+) -> tuple[jax.Array, jax.Array]:
+    """Follow ``next`` links for ``length`` steps from each start.
+
+    Returns ``(indices, mask)`` of shape ``[B, length]``; the mask turns false after the step
+    that ends an episode (a done flag or the write head), and the index then stays put.
+    """
+
+    def step(carry, _):
+        idx, alive = carry
+        nxt_alive = alive & ~is_end(idx)
+        return (next_(idx), nxt_alive), (idx, alive)
+
+    _, (idx, mask) = lax.scan(step, (start, jnp.ones(start.shape, bool)), None, length=length)
+    return idx.T, mask.T

@@ -1,0 +1,152 @@
+"""Trace-time checks of buffer configuration and of added batches against the example.
+
+Every error names the offending field, what was expected and what was given, so a
+mistake is reported when the function is traced, never as silent corruption later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REQUIRED_KEYS = ("obs", "act", "rew", "terminated", "truncated")
+"""Keys every transition must have."""
+
+FLAG_KEYS = ("terminated", "truncated")
+
+
+def key_path_str(path: tuple) -> str:
+    """Render a pytree key path such as ``('info', 'x')`` as ``info.x``."""
+    return ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def check_config(size: int, buffer_num: int, stack_num: int) -> None:
+    """Reject invalid constructor arguments with a ValueError."""
+    for name, value in (("size", size), ("buffer_num", buffer_num), ("stack_num", stack_num)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            raise TypeError(f"jaxbuf: {name} must be an int, got {type(value).__name__}")
+    if size <= 0:
+        raise ValueError(f"jaxbuf: size must be > 0, got {size}")
+    if buffer_num <= 0:
+        raise ValueError(f"jaxbuf: buffer_num must be > 0, got {buffer_num}")
+    if buffer_num > size:
+        raise ValueError(
+            f"jaxbuf: buffer_num ({buffer_num}) must not exceed total_size ({size})"
+        )
+    if stack_num < 1:
+        raise ValueError(f"jaxbuf: stack_num must be >= 1, got {stack_num}")
+
+
+def check_example(example: Any) -> dict:
+    """Check the reserved keys of an example transition; return it as a plain dict."""
+    if not isinstance(example, Mapping):
+        raise TypeError(
+            f"jaxbuf: the example transition must be a dict, got {type(example).__name__}"
+        )
+    example = dict(example)
+    missing = [k for k in REQUIRED_KEYS if k not in example]
+    if missing:
+        raise ValueError(f"jaxbuf: the example transition lacks the reserved key(s) {missing}")
+    if "done" in example:
+        raise ValueError(
+            "jaxbuf: 'done' is derived as terminated | truncated and must not be part of the "
+            "example transition"
+        )
+    for key in FLAG_KEYS:
+        if np.shape(example[key]) != ():
+            raise ValueError(
+                f"jaxbuf: field '{key}' must be a scalar flag per transition, "
+                f"got shape {np.shape(example[key])}"
+            )
+    return example
+
+
+def storage_dtype(key: str, value: Any) -> np.dtype:
+    """The dtype a field is stored with: flags are bool, integer rewards become float."""
+    dtype = jnp.asarray(value).dtype
+    if key in FLAG_KEYS:
+        return jnp.dtype(bool)
+    if key == "rew" and not jnp.issubdtype(dtype, jnp.inexact):
+        return jnp.dtype(jnp.result_type(float))
+    return dtype
+
+
+def _describe(x: Any) -> str:
+    return f"shape {tuple(np.shape(x))} dtype {jnp.result_type(x)}"
+
+
+def check_leaf(name: str, value: Any, shape: tuple, dtype: np.dtype) -> None:
+    """Raise if ``value`` cannot be written into a field of ``shape``/``dtype`` without loss.
+
+    Casting follows NumPy's ``same_kind`` rule (float64 into float32 is accepted, float into
+    int or int into bool is not), so values never silently change kind (Tianshou's E9).
+    """
+    actual_shape = tuple(np.shape(value))
+    if actual_shape != tuple(shape):
+        raise ValueError(
+            f"jaxbuf: field '{name}' expected shape {tuple(shape)} dtype {dtype}, "
+            f"got {_describe(value)}"
+        )
+    src = jnp.result_type(value)
+    weak = isinstance(value, (bool, int, float)) or getattr(value, "weak_type", False)
+    if dtype == jnp.dtype(bool) and src != jnp.dtype(bool):
+        ok = False
+    elif weak:
+        ok = not (jnp.issubdtype(src, jnp.inexact) and not jnp.issubdtype(dtype, jnp.inexact))
+    else:
+        ok = np.can_cast(np.dtype(src), np.dtype(dtype), casting="same_kind")
+    if not ok:
+        raise TypeError(
+            f"jaxbuf: field '{name}' expected dtype {dtype} (shape {tuple(shape)}), got dtype "
+            f"{src}; refusing a cast that would change the value's kind"
+        )
+
+
+def flatten_checked(batch: Any, expected: dict, leading: tuple) -> dict:
+    """Check ``batch`` against ``expected`` and return its leaves keyed like ``expected``.
+
+    Args:
+      batch: the user's dict of arrays.
+      expected: ``{key: pytree of jax.ShapeDtypeStruct}`` without any leading axis.
+      leading: the leading shape every leaf must carry (``()`` or ``(k,)``).
+    Returns:
+      ``{key: pytree of arrays}`` with the same structure as ``expected``.
+    """
+    given = set(batch)
+    want = set(expected)
+    if given != want:
+        missing, extra = sorted(want - given), sorted(given - want)
+        parts = []
+        if missing:
+            parts.append(f"missing {missing}")
+        if extra:
+            parts.append(f"unexpected {extra}")
+        raise ValueError(
+            f"jaxbuf: the batch's keys do not match the example's ({', '.join(parts)}); "
+            f"expected exactly {sorted(want)}"
+        )
+    out = {}
+    for key in expected:
+        exp_tree = expected[key]
+        value = batch[key]
+        exp_struct = jax.tree_util.tree_structure(exp_tree)
+        try:
+            leaves = exp_struct.flatten_up_to(value)
+        except (ValueError, TypeError) as err:
+            raise ValueError(
+                f"jaxbuf: field '{key}' expected structure {exp_struct}, got "
+                f"{jax.tree_util.tree_structure(value)}"
+            ) from err
+        paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(exp_tree)[0]]
+        specs = jax.tree_util.tree_leaves(exp_tree)
+        for path, leaf, spec in zip(paths, leaves, specs):
+            name = key + ("." + key_path_str(path) if path else "")
+            check_leaf(name, leaf, leading + tuple(spec.shape), spec.dtype)
+        out[key] = exp_struct.unflatten(
+            [jnp.asarray(leaf, spec.dtype) for leaf, spec in zip(leaves, specs)]
+        )
+    return out
