@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
+import oracle
 import pytest
 from hypothesis import given, settings
 
 from jaxbuf.prioritized import MinTree, SumTree
-
-ORACLE = Path("/work/shared/reference/oracle/tianshou_cases_public.json")
-ORACLE = ORACLE if ORACLE.exists() else Path(__file__).parent / "data" / ORACLE.name
 
 SETTINGS = settings(max_examples=25, deadline=None)
 
@@ -259,9 +255,7 @@ def test_sampling_frequencies_match_priorities_chi_square(stratified):
 
 
 def test_oracle_prefix_sum_queries():
-    scenario = next(
-        s for s in json.loads(ORACLE.read_text())["scenarios"] if s["name"] == "prio_single_norm1"
-    )
+    (scenario,) = oracle.scenarios("PrioritizedReplayBuffer")
     leaves, checked = None, 0
     for op in scenario["ops"]:
         if op["op"] == "prio_state":
@@ -380,6 +374,12 @@ def test_sample_rejects_bad_batch_size():
     with pytest.raises(ValueError, match="batch_size must be an int"):
         tree.sample(jax.random.key(0), 2.0)
     assert tree.sample(jax.random.key(0), 0).shape == (0,)
+
+
+def test_set_unchecked_ignores_out_of_range_eagerly():
+    tree = SumTree.create(4).set_unchecked(jnp.array([-1, 2, 4]), jnp.array([5.0, 1.0, 5.0]))
+    np.testing.assert_array_equal(tree.leaves(), [0, 0, 1, 0])
+    assert float(tree.total()) == 1.0
 
 
 def test_empty_update_is_identity():

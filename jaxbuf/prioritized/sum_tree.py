@@ -120,6 +120,17 @@ def _find_prefix_sum(nodes: chex.Array, values: chex.Array, *, capacity: int) ->
     return node - bound
 
 
+@partial(jax.jit, static_argnames=("batch_size", "stratified", "capacity"))
+def _sample(
+    nodes: chex.Array, key: chex.PRNGKey, *, batch_size: int, stratified: bool, capacity: int
+) -> chex.Array:
+    """Proportional (or stratified) draws from a sum tree; see :meth:`SumTree.sample`."""
+    u = jax.random.uniform(key, (batch_size,), nodes.dtype)
+    if stratified:
+        u = (jnp.arange(batch_size, dtype=nodes.dtype) + u) / batch_size
+    return _find_prefix_sum(nodes, u * nodes[1], capacity=capacity)
+
+
 class _SegmentTree(struct.PyTreeNode):
     """Shared implementation of a binary reduction tree; see the module docstring.
 
@@ -230,11 +241,23 @@ class _SegmentTree(struct.PyTreeNode):
                 f"to the indices' shape {indices.shape}"
             ) from err
         self._check_values(values)
+        return self.set_unchecked(indices, values)
+
+    def set_unchecked(self, indices: chex.Array, values: chex.Array) -> _SegmentTree:
+        """:meth:`set` without the eager checks, for callers that guarantee valid values.
+
+        ``indices`` (integer, shape ``()`` or ``(B,)``) outside ``[0, capacity)`` are ignored,
+        eagerly as well as under jit, so a caller can mask out entries by mapping them to
+        ``-1`` or ``capacity``. ``values`` must broadcast to ``indices.shape``.
+        """
+        indices = jnp.asarray(indices)
         idx = indices.reshape(-1).astype(jnp.int32)
-        vals = values.reshape(-1).astype(self.dtype)
+        vals = jnp.broadcast_to(jnp.asarray(values), indices.shape).reshape(-1)
         if idx.shape[0] == 0:
             return self
-        nodes = _set_leaves(self.nodes, idx, vals, capacity=self.capacity, op=self._op)
+        nodes = _set_leaves(
+            self.nodes, idx, vals.astype(self.dtype), capacity=self.capacity, op=self._op
+        )
         return self.replace(nodes=nodes)
 
     def _check_indices(self, indices: chex.Array, method: str) -> None:
@@ -330,10 +353,13 @@ class SumTree(_SegmentTree):
             raise ValueError(f"SumTree.sample: batch_size must be an int, got {batch_size!r}")
         if batch_size < 0:
             raise ValueError(f"SumTree.sample: batch_size must be >= 0, got {batch_size}")
-        u = jax.random.uniform(key, (int(batch_size),), self.dtype)
-        if stratified:
-            u = (jnp.arange(batch_size, dtype=self.dtype) + u) / batch_size
-        return self.find_prefix_sum(u * self.total())
+        return _sample(
+            self.nodes,
+            key,
+            batch_size=int(batch_size),
+            stratified=bool(stratified),
+            capacity=self.capacity,
+        )
 
 
 class MinTree(_SegmentTree):
