@@ -441,3 +441,14 @@ def test_train_step_has_no_capacity_sized_step():
     found = re.findall(rf"=\s*\(?[a-z0-9]+\[(?:{n}|{2 * n})(?:,\d+)*\]\S*\s+([a-z\-]+)\(", hlo)
     assert [op for op in found if op not in plumbing] == []
     assert "scatter" in found  # the pattern does see the capacity-sized arrays
+
+
+def test_core_options_pass_through_frame_stacking():
+    buf = PrioritizedReplayBuffer.create(EXAMPLE, 6, 0.6, 0.4, stack_num=2, ignore_obs_next=True)
+    for i in range(4):
+        buf, _ = buf.add({k: v for k, v in step(i, done=i == 1).items() if k != "obs_next"})
+    batch = buf[np.array([0, 1, 2, 3])]
+    # frames oldest first; slot 2 starts an episode, so its stack repeats its own frame
+    np.testing.assert_array_equal(batch["obs"][:, :, 0], [[0, 0], [0, 1], [2, 2], [2, 3]])
+    np.testing.assert_array_equal(batch["weight"], [1, 1, 1, 1])
+    assert buf.stack_num == 2 and "obs_next" not in buf.storage
