@@ -180,8 +180,9 @@ def write_json(path: Path, meta: dict, results: list[Result]) -> None:
                                indent=1))
 
 
-def plot(path: Path, results: list[Result]) -> bool:
-    """Add and sample cost against capacity (log-log); False if matplotlib is missing."""
+def plot(path: Path, results: list[Result], field: str = "value") -> bool:
+    """Add and sample cost against capacity (log-log) from the wall (``field="value"``) or
+    CPU (``"cpu"``) medians; False if matplotlib is missing."""
     try:
         import matplotlib
 
@@ -193,9 +194,10 @@ def plot(path: Path, results: list[Result]) -> bool:
     for ax, op in zip(axes, ("add", "sample")):
         series: dict = defaultdict(list)
         for r in results:
-            if r.workload.startswith(op + "/") and r.value is not None:
+            value = getattr(r, field)
+            if r.workload.startswith(op + "/") and value is not None:
                 mode = r.workload.split("/")[1]
-                series[(r.lib, mode)].append((r.params["capacity"], r.value * 1e6))
+                series[(r.lib, mode)].append((r.params["capacity"], value * 1e6))
         for (lib, mode), pts in sorted(series.items()):
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
@@ -203,7 +205,7 @@ def plot(path: Path, results: list[Result]) -> bool:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("capacity (transitions)")
-        ax.set_ylabel("median us per operation")
+        ax.set_ylabel(f"median {'wall' if field == 'value' else 'CPU'} us per operation")
         ax.set_title(f"{op}: 64 envs per add" if op == "add" else f"{op}: batch of 256")
         ax.grid(True, which="both", alpha=0.3)
         if series:

@@ -8,7 +8,8 @@ Usage (from the repository root)::
 
 Prints the table of medians with the speed-up ``peer time / jaxbuf time`` and the issue-7
 targets, and writes ``benchmarks/results/<stamp>.json``, ``latest.json``, ``latest.md`` and
-``capacity.png`` (add and sample cost against capacity).
+``capacity.png`` / ``capacity_cpu.png`` (add and sample cost against capacity, wall and CPU
+medians).
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         report.markdown_table(results) + "\n\n" + report.targets_markdown(tgt) + "\n"
     )
     if report.plot(out / "capacity.png", results):
-        print(f"plot: {out / 'capacity.png'}")
+        report.plot(out / "capacity_cpu.png", results, "cpu")
+        print(f"plots: {out / 'capacity.png'}, {out / 'capacity_cpu.png'}")
     print(f"results: {out / 'latest.json'}")
     return 0
 
