@@ -13,6 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from checkpoint_roundtrip import assert_bit_identical
@@ -73,6 +74,11 @@ def _leaves(x):
         yield np.asarray(x)
 
 
+@jax.jit
+def _add(buf, batch, ids):
+    return buf.add(batch, ids)
+
+
 def _running_lengths(buf, ids, batch) -> np.ndarray:
     """Per added row, the length its episode reaches (rows applied in order, as in add)."""
     ids = [0] if ids is None else ids
@@ -99,7 +105,7 @@ def test_import_matches_tianshou_then_continues(case):
             batch.pop("obs_next")
         ids = op["buffer_ids"]
         running = _running_lengths(buf, ids, batch)
-        buf, res = buf.add(batch, None if ids is None else np.asarray(ids))
+        buf, res = _add(buf, batch, None if ids is None else np.asarray(ids))
         out = op["output"]
         np.testing.assert_array_equal(np.reshape(res.index, -1), out["index"], err_msg=what)
         _close(np.reshape(res.episode_return, np.shape(out["episode_return"])),
