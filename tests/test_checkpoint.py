@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from functools import partial
 
 import jax
@@ -105,6 +106,14 @@ def _per_buffer(batches, copies):
     return jax.tree_util.tree_map(
         lambda x: jnp.stack([x] * copies) if x.dtype == bool
         else jnp.stack([x + c for c in range(copies)]), batches)
+
+
+def test_pickle_roundtrip():
+    """Plain pickle works too (any pytree of jax arrays); it has no schema or atomicity."""
+    buf, _ = fill(CORE["replay"](), 9)
+    back = pickle.loads(pickle.dumps(buf))
+    assert_bit_identical(back, buf)
+    assert_bit_identical(continue_core(back), continue_core(buf))
 
 
 def test_roundtrip_vmapped_stack(tmp_path):
