@@ -220,6 +220,23 @@ def test_manager_async_steps_items_and_pruning(tmp_path):
     assert_bit_identical(ckpt.restore(tmp_path / "run", step=4), saved[4][0])
 
 
+def test_raw_orbax_recipe_with_two_buffers(tmp_path):
+    import orbax.checkpoint as ocp
+
+    a, _ = fill(CORE["replay"](), 9)
+    b = WithFn(x=jnp.arange(5.0))
+    params = {"w": jnp.ones(3)}
+    with ocp.CheckpointManager(tmp_path / "raw") as mngr:
+        mngr.save(7, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
+                                             **ckpt.save_args(a, name="online"),
+                                             **ckpt.save_args(b, name="offline")))
+        mngr.wait_until_finished()
+        assert_bit_identical(ckpt.restore_buffer(mngr, 7, name="online"), a)
+        assert_bit_identical(ckpt.restore_buffer(mngr, 7, like=b, name="offline"), b)
+        with pytest.raises(ckpt.CheckpointNotFoundError, match="no buffer item 'buffer'"):
+            ckpt.restore_buffer(mngr, 7)
+
+
 # ---------------------------------------------------------------- errors
 @pytest.fixture(scope="module")
 def saved_dir(tmp_path_factory):
