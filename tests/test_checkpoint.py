@@ -108,6 +108,35 @@ def _per_buffer(batches, copies):
         else jnp.stack([x + c for c in range(copies)]), batches)
 
 
+@jax.jit
+def _continue_prioritized(buf, batches, key):
+    buf, results = jax.lax.scan(lambda b, x: b.add(x), buf, batches)
+    idx = buf.sample_indices(key, 6)
+    buf = buf.update_weight(idx, jnp.arange(6.0) - 2.5).set_beta(0.7)
+    return buf, results, buf.sample(key, 5), buf.get_weight(jnp.arange(buf.maxsize))
+
+
+@pytest.mark.parametrize("vector", [False, True], ids=["prioritized", "prioritized_vector"])
+def test_roundtrip_prioritized(vector, tmp_path):
+    from jaxbuf.prioritized import PrioritizedReplayBuffer, PrioritizedVectorReplayBuffer
+
+    if vector:
+        buf = PrioritizedVectorReplayBuffer.create(EXAMPLE, 10, 3, alpha=0.6, beta=0.4,
+                                                   stack_num=2, ignore_obs_next=True)
+    else:
+        buf = PrioritizedReplayBuffer.create(EXAMPLE, 6, alpha=0.5, beta=0.3,
+                                             weight_norm=False)
+    buf, _ = fill(buf, 9)
+    buf = buf.update_weight(jnp.arange(4), jnp.asarray([0.5, 3.0, -2.0, 0.0]))
+
+    def cont(b):
+        return _continue_prioritized(b, stacked_rows(b, range(100, 104)), jax.random.key(2))
+
+    restored = assert_roundtrip(buf, cont, tmp_path)
+    assert float(restored.max_prio) == float(buf.max_prio) == np.float32(3.0 + 2**-23)
+    assert restored.alpha == buf.alpha and restored.weight_norm == buf.weight_norm
+
+
 def test_pickle_roundtrip():
     """Plain pickle works too (any pytree of jax arrays); it has no schema or atomicity."""
     buf, _ = fill(CORE["replay"](), 9)

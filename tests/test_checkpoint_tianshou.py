@@ -43,7 +43,30 @@ def _close(actual, expected, what):
                                rtol=1e-6, atol=1e-6, err_msg=what)
 
 
+KINDS = {"rb": jaxbuf.ReplayBuffer, "vrb": jaxbuf.VectorReplayBuffer,
+         "lastobs": jaxbuf.ReplayBuffer, "prio": jaxbuf.PrioritizedReplayBuffer,
+         "pvrb": jaxbuf.PrioritizedVectorReplayBuffer}
+
+
+def _check_priority(buf, prio, what):
+    if prio is None:
+        assert not isinstance(buf, jaxbuf.PrioritizedReplayBuffer), what
+        return
+    _close(buf.priorities(), prio["leaves"], what + " priorities")
+    _close(buf.max_prio, prio["max_prio"], what + " max_prio")
+    _close(buf.beta, prio["beta"], what + " beta")
+    assert buf.alpha == prio["alpha"] and buf.weight_norm == prio["weight_norm"], what
+    # jaxbuf's min tree holds the smallest stored leaf (p_min ** alpha).
+    _close(buf.min_tree.min(), min(prio["leaves"]), what + " min tree")
+
+
+def _core(buf):
+    return buf.buffer if isinstance(buf, jaxbuf.PrioritizedReplayBuffer) else buf
+
+
 def _check_state(buf, state, what):
+    _check_priority(buf, state["priority"], what)
+    buf = _core(buf)
     idx = np.arange(buf.maxsize)
     assert len(buf) == state["len"], what
     for name in ("last_index", "insertion_idx", "lengths", "ep_len", "ep_start"):
@@ -95,16 +118,19 @@ def _running_lengths(buf, ids, batch) -> np.ndarray:
 def test_import_matches_tianshou_then_continues(case):
     record = EXPECTED[case]
     buf = from_tianshou_hdf5(DATA / f"tianshou_{case}.h5")
-    kind = jaxbuf.VectorReplayBuffer if case == "vrb" else jaxbuf.ReplayBuffer
-    assert type(buf) is kind
+    assert type(buf) is KINDS[case]
     _check_state(buf, record["saved"], f"{case} imported")
     for n, op in enumerate(record["continue"]):
-        what = f"{case} continued add {n}"
+        what = f"{case} continued {op['op']} {n}"
+        if op["op"] == "update_weight":
+            buf = buf.update_weight(np.asarray(op["index"]), np.asarray(op["weight"]))
+            _check_state(buf, op["state_after"], what)
+            continue
         batch = _value(op["input"])
-        if buf.ignore_obs_next:
+        if _core(buf).ignore_obs_next:
             batch.pop("obs_next")
         ids = op["buffer_ids"]
-        running = _running_lengths(buf, ids, batch)
+        running = _running_lengths(_core(buf), ids, batch)
         buf, res = _add(buf, batch, None if ids is None else np.asarray(ids))
         out = op["output"]
         np.testing.assert_array_equal(np.reshape(res.index, -1), out["index"], err_msg=what)
@@ -114,7 +140,7 @@ def test_import_matches_tianshou_then_continues(case):
                                       err_msg=what)
         # E7: for an episode longer than its sub-buffer Tianshou reports an overwritten start
         # slot; jaxbuf reports the oldest stored step (see docs/checkpoints.md).
-        fresh = running <= buf.subbuffer_size
+        fresh = running <= _core(buf).subbuffer_size
         np.testing.assert_array_equal(np.reshape(res.episode_start, -1)[fresh],
                                       np.asarray(out["episode_start"])[fresh], err_msg=what)
         _check_state(buf, op["state_after"], what)
@@ -170,8 +196,7 @@ def test_pickled_data_column_is_refused(tmp_path):
         from_tianshou_hdf5(path)
 
 
-@pytest.mark.parametrize("marker, name", [("weight", "PrioritizedReplayBuffer"),
-                                          ("cached_buffer_num", "CachedReplayBuffer"),
+@pytest.mark.parametrize("marker, name", [("cached_buffer_num", "CachedReplayBuffer"),
                                           ("compute_reward_fn", "HERReplayBuffer")])
 def test_unsupported_kinds_are_named(tmp_path, marker, name):
     path = _copy(tmp_path, "rb")
