@@ -116,16 +116,10 @@ def _continue_prioritized(buf, batches, key):
     return buf, results, buf.sample(key, 5), buf.get_weight(jnp.arange(buf.maxsize))
 
 
-@pytest.mark.parametrize("vector", [False, True], ids=["prioritized", "prioritized_vector"])
-def test_roundtrip_prioritized(vector, tmp_path):
-    from jaxbuf.prioritized import PrioritizedReplayBuffer, PrioritizedVectorReplayBuffer
-
-    if vector:
-        buf = PrioritizedVectorReplayBuffer.create(EXAMPLE, 10, 3, alpha=0.6, beta=0.4,
-                                                   stack_num=2, ignore_obs_next=True)
-    else:
-        buf = PrioritizedReplayBuffer.create(EXAMPLE, 6, alpha=0.5, beta=0.3,
-                                             weight_norm=False)
+def test_roundtrip_prioritized(tmp_path):
+    """The prioritized vector buffer: core state, sum and min trees, max_prio, beta, statics."""
+    buf = jaxbuf.PrioritizedVectorReplayBuffer.create(
+        EXAMPLE, 10, 3, alpha=0.6, beta=0.4, weight_norm=False, stack_num=2, ignore_obs_next=True)
     buf, _ = fill(buf, 9)
     buf = buf.update_weight(jnp.arange(4), jnp.asarray([0.5, 3.0, -2.0, 0.0]))
 
