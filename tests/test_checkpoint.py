@@ -236,6 +236,9 @@ def test_manager_async_steps_items_and_pruning(tmp_path):
         assert_bit_identical(out["params"], saved[6][1])
         old = m.restore(4)
         assert_bit_identical(old["buffer"], saved[4][0]) and old.items == {}
+        as_saved = m.restore(4, params=None).items["params"]
+        for k in params:
+            np.testing.assert_array_equal(as_saved[k], saved[4][1][k])
         with pytest.raises(ckpt.CheckpointNotFoundError, match=r"no item\(s\) \['opt'\]"):
             m.restore(6, opt=None)
         with pytest.raises(ValueError, match="reserved"):
@@ -368,3 +371,8 @@ def test_missing(tmp_path, saved_dir):
     path, _ = saved_dir
     with pytest.raises(ckpt.CheckpointNotFoundError, match=r"no committed step 5 .* \[1\]"):
         ckpt.restore(path, step=5)
+    with ckpt.checkpoint_manager(tmp_path / "params_only") as mngr:
+        mngr.save(3, params={"w": jnp.ones(2)}, wait=True)
+    with pytest.raises(ckpt.CheckpointNotFoundError,
+                       match=r"step 3 in .*params_only holds no buffer \(items \['params'\]\)"):
+        ckpt.restore(tmp_path / "params_only")

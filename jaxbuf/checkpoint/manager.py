@@ -289,9 +289,9 @@ def restore(directory: str | os.PathLike, like: Any = None, *, step: int | None 
         raise CheckpointNotFoundError(f"jaxbuf: no checkpoint at {path}: it does not exist")
     with BufferCheckpointManager(path, read_only=True) as mngr:
         restored = mngr.restore(step, like=like)
-    if restored.buffer is None:
-        raise CheckpointNotFoundError(
-            f"jaxbuf: step {restored.step} in {path} holds no buffer "
-            f"(items {mngr.item_names(restored.step)})"
-        )
+        if restored.buffer is None:
+            raise CheckpointNotFoundError(
+                f"jaxbuf: step {restored.step} in {path} holds no buffer "
+                f"(items {mngr.item_names(restored.step)})"
+            )
     return restored.buffer
