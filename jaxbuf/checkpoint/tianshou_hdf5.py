@@ -161,7 +161,7 @@ def read_tianshou_hdf5(path: str | os.PathLike) -> TianshouBuffer:
     Raises:
       ImportError: h5py is not installed.
       FileNotFoundError: ``path`` does not exist.
-      NotImplementedError: a prioritized, cached or HER buffer, or unequal sub-buffer sizes.
+      NotImplementedError: a cached or HER buffer, or unequal sub-buffer sizes.
       ValueError: not a Tianshou buffer file, an empty buffer (no storage yet), pickled data
         columns, or inconsistent counters.
     """
@@ -178,7 +178,7 @@ def read_tianshou_hdf5(path: str | os.PathLike) -> TianshouBuffer:
             if key in f or key in f.attrs:
                 raise NotImplementedError(
                     f"jaxbuf: {path} holds a Tianshou {name}; from_tianshou_hdf5 imports "
-                    "ReplayBuffer and VectorReplayBuffer files only"
+                    "plain, vector and prioritized (vector) replay buffers only"
                 )
         if "_meta" not in f or "options" not in f:
             raise ValueError(f"jaxbuf: {path} is not a Tianshou save_hdf5 buffer (no _meta)")
