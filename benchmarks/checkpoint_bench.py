@@ -52,8 +52,6 @@ def main() -> None:
                jnp.arange(size).astype(v.dtype) for k, v in buf.storage.items()}
     buf = buf.replace(storage=storage, lengths=jnp.full((1,), size, jnp.int32),
                       last_index=jnp.full((1,), size - 1, jnp.int32))
-    # create() shares one zeros array between several counters; donation needs distinct ones.
-    buf = jax.tree_util.tree_map(jnp.copy, buf)
     nbytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(buf))
     root = tempfile.mkdtemp(prefix="jaxbuf-bench-")
     out: dict = {"slots": size, "buffer_bytes": nbytes, "backend": jax.default_backend()}
