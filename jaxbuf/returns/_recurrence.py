@@ -17,10 +17,6 @@ import chex
 import jax
 import jax.numpy as jnp
 
-# Loop unrolling of the sequential scan: fewer loop iterations with the same arithmetic.
-# Measured with benchmarks/bench_gae.py (CPU); values between 4 and 16 behave alike.
-SCAN_UNROLL = 8
-
 
 def _compose(later: tuple[chex.Array, chex.Array], earlier: tuple[chex.Array, chex.Array]):
     """Composes the accumulated map of later steps with the map of an earlier step."""
@@ -52,5 +48,5 @@ def reverse_linear_recurrence(
         x_t = b_t + a_t * x_next
         return x_t, x_t
 
-    _, x = jax.lax.scan(step, jnp.zeros_like(b[0]), (a, b), reverse=True, unroll=SCAN_UNROLL)
+    _, x = jax.lax.scan(step, jnp.zeros_like(b[0]), (a, b), reverse=True)
     return x
