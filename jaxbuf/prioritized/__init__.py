@@ -1,0 +1,6 @@
+"""Prioritized experience replay: segment trees and the prioritized buffers."""
+
+from jaxbuf.prioritized.buffer import PrioritizedReplayBuffer, PrioritizedVectorReplayBuffer
+from jaxbuf.prioritized.sum_tree import MinTree, SumTree
+
+__all__ = ["MinTree", "PrioritizedReplayBuffer", "PrioritizedVectorReplayBuffer", "SumTree"]

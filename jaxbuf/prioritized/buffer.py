@@ -1,0 +1,501 @@
+"""Prioritized experience replay (Schaul et al. 2016) over the pure-state core buffer.
+
+A :class:`PrioritizedReplayBuffer` is a ``flax.struct.PyTreeNode`` that *composes* a core
+:class:`jaxbuf.ReplayBuffer` (or :class:`jaxbuf.VectorReplayBuffer`) with
+
+* a :class:`~jaxbuf.prioritized.SumTree` over the ``maxsize`` global slots holding
+  ``p_i ** alpha`` (0 for slots that hold no transition), for proportional sampling;
+* a :class:`~jaxbuf.prioritized.MinTree` over the same values (``+inf`` for empty slots), for
+  the exact smallest stored ``p ** alpha``;
+* ``max_prio``, the largest raw priority reported so far (starts at 1.0, as in Tianshou);
+* ``beta`` as a traced scalar leaf, so it can be annealed inside ``jit`` / ``lax.scan``.
+
+Semantics (tianshou-semantics.md section 8, with the deliberate fixes of
+``docs/prioritized.md``):
+
+* ``add``: the core add, then every written slot gets ``max_prio ** alpha`` (the float
+  maximum), overwritten slots included.
+* ``update_weight(indices, new_weight)``: ``p = |w| + eps`` with ``eps = 2**-23`` (float32
+  machine epsilon, as Tianshou), leaf ``= p ** alpha``; duplicates: the last one wins;
+  ``max_prio = max(max_prio, max(p))`` over every given value.
+* Sampling: ``P(i) = p_i^alpha / sum_k p_k^alpha`` (optionally stratified).
+* Importance weight (Schaul et al. 2016, eq. 1 and section 3.4):
+  ``w_i = (N * P(i)) ** -beta / max_j (N * P(j)) ** -beta = (p_i^alpha / p_min^alpha) ** -beta``
+  where ``p_min^alpha`` is the smallest stored leaf, so ``w_i`` lies in ``(0, 1]`` for
+  stored slots; slots holding no transition get weight 0, never inf or NaN. With
+  ``weight_norm`` (default, as Tianshou) the weights of one read are further divided by
+  their maximum.
+
+Costs: ``add`` of k rows, ``update_weight`` of B indices and ``sample`` of B draws are
+``O((k or B) log N)`` on top of the core's work, with no ``O(maxsize)`` step.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from jaxbuf._core.checks import runtime_check
+from jaxbuf._core.episodes import AddResult
+from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
+from jaxbuf.prioritized.sum_tree import MinTree, SumTree
+
+__all__ = ["PrioritizedReplayBuffer", "PrioritizedVectorReplayBuffer"]
+
+EPS = float(np.finfo(np.float32).eps)
+"""Added to ``|new_weight|`` so that no stored priority is 0 (Tianshou's ``eps``, 2**-23)."""
+
+_CORE_OPTIONS = ("stack_num", "ignore_obs_next", "save_only_last_obs", "sample_avail")
+
+
+def _concrete(x: Any) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _check_alpha_beta(name: str, alpha: Any, beta: Any) -> None:
+    for arg, value, low in (("alpha", alpha, "> 0"), ("beta", beta, ">= 0")):
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            raise ValueError(f"{name}: {arg} must be a real number {low}, got {value!r}")
+    if not (np.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"{name}: alpha must be a finite number > 0, got {alpha}")
+    if not (np.isfinite(beta) and beta >= 0):
+        raise ValueError(f"{name}: beta must be a finite number >= 0, got {beta}")
+
+
+class _UpdateChecks(NamedTuple):
+    """Per-entry validity of an ``update_weight`` call (bool[B] each)."""
+
+    in_range: jax.Array
+    stored: jax.Array
+    finite: jax.Array
+    ok: jax.Array
+
+
+# The kernels below are jitted so that eager calls compile once instead of op by op. They
+# hold no run-time checks: those stay in the methods, where jaxbuf.checked sees them.
+
+
+@partial(jax.jit, static_argnames=("alpha",))
+def _write_max_priority(
+    sum_tree: SumTree, min_tree: MinTree, max_prio: jax.Array, index: jax.Array, *, alpha: float
+) -> tuple[SumTree, MinTree]:
+    """Set the leaves at ``index`` (int32[k]; negative entries ignored) to ``max_prio**alpha``."""
+    prio = (max_prio**alpha).astype(jnp.float32)
+    return sum_tree.set_unchecked(index, prio), min_tree.set_unchecked(index, prio)
+
+
+@partial(jax.jit, static_argnames=("alpha", "subbuffer_size"))
+def _update_priorities(
+    sum_tree: SumTree,
+    min_tree: MinTree,
+    max_prio: jax.Array,
+    lengths: jax.Array,
+    idx: jax.Array,
+    weight: jax.Array,
+    *,
+    alpha: float,
+    subbuffer_size: int,
+) -> tuple[SumTree, MinTree, jax.Array, _UpdateChecks]:
+    """``leaf[idx] = (|weight| + eps) ** alpha`` for the valid entries of ``idx`` (int32[B]).
+
+    Valid: inside ``[0, maxsize)``, holding a transition (``idx mod m < lengths[idx // m]``,
+    O(1) per entry, no capacity-sized mask) and with a finite weight. ``max_prio`` takes the
+    largest accepted ``|weight| + eps``.
+    """
+    m = subbuffer_size
+    in_range = (idx >= 0) & (idx < sum_tree.capacity)
+    sub = jnp.clip(idx // m, 0, lengths.shape[0] - 1)
+    stored = in_range & (idx % m < lengths[sub])
+    finite = jnp.isfinite(weight)
+    ok = stored & finite
+    p = jnp.abs(weight) + jnp.float32(EPS)
+    prio = p**alpha
+    target = jnp.where(ok, idx, -1)
+    max_prio = jnp.maximum(max_prio, jnp.max(jnp.where(ok, p, 0.0), initial=0.0))
+    return (
+        sum_tree.set_unchecked(target, prio),
+        min_tree.set_unchecked(target, prio),
+        max_prio,
+        _UpdateChecks(in_range, stored, finite, ok),
+    )
+
+
+@partial(jax.jit, static_argnames=("batch_norm",))
+def _weights(
+    sum_tree: SumTree, min_tree: MinTree, beta: jax.Array, index: jax.Array, *, batch_norm: bool
+) -> jax.Array:
+    """``(leaf / ref) ** -beta`` at ``index`` (any shape) where the leaf is positive, else 0.
+
+    ``ref`` is the smallest stored leaf (standard PER normalisation), or with ``batch_norm``
+    the smallest positive leaf among ``index``, which divides the weights by their maximum
+    over the read (Tianshou's ``weight_norm``). The ratio is clamped to ``>= 1`` so float
+    round-off in the division cannot push a weight above 1.
+    """
+    leaf = sum_tree.nodes[sum_tree.bound + index]
+    stored = leaf > 0
+    if batch_norm:
+        ref = jnp.min(jnp.where(stored, leaf, jnp.inf), initial=jnp.inf)
+    else:
+        ref = min_tree.min()
+    ratio = jnp.maximum(leaf / jnp.where(stored, ref, 1.0), 1.0)
+    return jnp.where(stored, ratio ** (-beta), 0.0).astype(jnp.float32)
+
+
+class PrioritizedReplayBuffer(struct.PyTreeNode):
+    """A replay buffer that samples proportionally to priority, as a pure pytree.
+
+    Attributes:
+      buffer: the core buffer (storage and episode counters).
+      sum_tree: ``p ** alpha`` per global slot, 0 where no transition is stored.
+      min_tree: the same values, ``+inf`` where no transition is stored.
+      max_prio: float32 scalar, the largest raw priority ``|w| + eps`` seen (starts at 1).
+      beta: float32 scalar, the importance-sampling exponent (a traced leaf).
+      alpha: static float, the priority exponent.
+      weight_norm: static bool, divide each read's weights by their maximum (Tianshou).
+    """
+
+    buffer: ReplayBuffer
+    sum_tree: SumTree
+    min_tree: MinTree
+    max_prio: jax.Array
+    beta: jax.Array
+    alpha: float = struct.field(pytree_node=False)
+    weight_norm: bool = struct.field(pytree_node=False, default=True)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(
+        cls,
+        example: dict,
+        size: int,
+        alpha: float,
+        beta: float,
+        weight_norm: bool = True,
+        **core_options: Any,
+    ) -> PrioritizedReplayBuffer:
+        """An empty prioritized buffer of ``size`` slots.
+
+        Args:
+          example: one transition without a batch axis (see :meth:`jaxbuf.ReplayBuffer.create`).
+          size: number of slots (> 0).
+          alpha: priority exponent (> 0): ``P(i) ~ p_i ** alpha``.
+          beta: importance-sampling exponent (>= 0); change it with :meth:`set_beta`.
+          weight_norm: divide the weights of each read / sample by their maximum.
+          **core_options: ``stack_num``, ``ignore_obs_next``, ``save_only_last_obs`` (see
+            the core buffer). ``sample_avail`` with ``stack_num > 1`` is rejected: priority
+            sampling cannot honour it (Tianshou silently ignores it).
+        """
+        cls._check_options(cls.__name__ + ".create", alpha, beta, weight_norm, core_options)
+        core = ReplayBuffer.create(example, size, **core_options)
+        return cls._wrap(core, alpha, beta, weight_norm)
+
+    @classmethod
+    def _check_options(
+        cls, name: str, alpha: Any, beta: Any, weight_norm: Any, core_options: dict
+    ) -> None:
+        _check_alpha_beta(name, alpha, beta)
+        if not isinstance(weight_norm, bool | np.bool_):
+            raise ValueError(f"{name}: weight_norm must be a bool, got {weight_norm!r}")
+        unknown = sorted(set(core_options) - set(_CORE_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"{name}: unexpected option(s) {unknown}; core options are {list(_CORE_OPTIONS)}"
+            )
+        if core_options.get("sample_avail") and core_options.get("stack_num", 1) > 1:
+            raise ValueError(
+                f"{name}: sample_avail=True with stack_num > 1 is not supported by prioritized "
+                "buffers (sampling follows priorities only); pass sample_avail=False"
+            )
+
+    @classmethod
+    def _wrap(
+        cls, core: ReplayBuffer, alpha: float, beta: float, weight_norm: bool
+    ) -> PrioritizedReplayBuffer:
+        return cls(
+            buffer=core,
+            sum_tree=SumTree.create(core.maxsize),
+            min_tree=MinTree.create(core.maxsize),
+            max_prio=jnp.asarray(1.0, jnp.float32),
+            beta=jnp.asarray(beta, jnp.float32),
+            alpha=float(alpha),
+            weight_norm=bool(weight_norm),
+        )
+
+    # ------------------------------------------------------------------ writing
+    def add(
+        self, batch: dict, buffer_ids: chex.Array | None = None
+    ) -> tuple[PrioritizedReplayBuffer, AddResult]:
+        """The core :meth:`~jaxbuf.ReplayBuffer.add`; every written slot gets priority
+        ``max_prio ** alpha`` (forgetting an overwritten slot's old priority).
+
+        Returns ``(buffer, AddResult)``; rows dropped by the core (``index == -1``) leave the
+        trees unchanged. Cost: the core add plus ``O(k log N)``.
+        """
+        core, result = self.buffer.add(batch, buffer_ids)
+        sum_tree, min_tree = _write_max_priority(
+            self.sum_tree, self.min_tree, self.max_prio, result.index, alpha=self.alpha
+        )
+        return self.replace(buffer=core, sum_tree=sum_tree, min_tree=min_tree), result
+
+    def update_weight(self, indices: chex.Array, new_weight: chex.Array) -> PrioritizedReplayBuffer:
+        """Set the priorities of stored slots: ``leaf[i] = (|w| + eps) ** alpha``.
+
+        Args:
+          indices: int array, shape ``()`` or ``(B,)``, global slots holding a transition.
+            Duplicates: the last occurrence wins (Tianshou's order).
+          new_weight: real values broadcastable to ``indices.shape`` (e.g. TD errors; the
+            sign is dropped).
+
+        Returns:
+          The updated buffer; ``max_prio`` becomes ``max(max_prio, max(|w| + eps))`` over
+          every accepted value. Cost ``O(B log N)``.
+
+        Raises:
+          TypeError / ValueError / IndexError: eagerly, for non-integer indices, bad shapes,
+          an index outside ``[0, maxsize)``, a slot that holds no transition, or a non-finite
+          weight. Inside ``jit`` such entries are ignored (:func:`jaxbuf.checked` raises).
+        """
+        name = f"{type(self).__name__}.update_weight"
+        idx = jnp.asarray(indices)
+        if not jnp.issubdtype(idx.dtype, jnp.integer):
+            raise TypeError(f"{name}: indices must be integers, got dtype {idx.dtype}")
+        if idx.ndim > 1:
+            raise ValueError(f"{name}: indices must have shape () or (B,), got {idx.shape}")
+        weight = jnp.asarray(new_weight)
+        if not (
+            jnp.issubdtype(weight.dtype, jnp.floating) or jnp.issubdtype(weight.dtype, jnp.integer)
+        ):
+            raise TypeError(f"{name}: new_weight must be real numbers, got dtype {weight.dtype}")
+        try:
+            weight = jnp.broadcast_to(weight, idx.shape)
+        except ValueError as err:
+            raise ValueError(
+                f"{name}: new_weight of shape {weight.shape} does not broadcast to the "
+                f"indices' shape {idx.shape}"
+            ) from err
+        sum_tree, min_tree, max_prio, checks = _update_priorities(
+            self.sum_tree,
+            self.min_tree,
+            self.max_prio,
+            self.buffer.lengths,
+            idx.reshape(-1).astype(jnp.int32),
+            weight.reshape(-1).astype(jnp.float32),
+            alpha=self.alpha,
+            subbuffer_size=self.buffer.subbuffer_size,
+        )
+        if _concrete(checks.ok):
+            self._raise_bad_update(name, idx.reshape(-1), weight.reshape(-1), checks)
+        runtime_check(
+            jnp.all(checks.ok),
+            "jaxbuf: update_weight got an index that holds no transition or a non-finite weight",
+        )
+        return self.replace(sum_tree=sum_tree, min_tree=min_tree, max_prio=max_prio)
+
+    def _raise_bad_update(self, name: str, idx: Any, weight: Any, checks: _UpdateChecks) -> None:
+        idx, weight = np.asarray(idx), np.asarray(weight)
+        in_range, stored, finite = (np.asarray(x) for x in checks[:3])
+        if not in_range.all():
+            raise IndexError(
+                f"{name}: indices must lie in [0, {self.maxsize}), got "
+                f"{idx[~in_range][:8].tolist()}"
+            )
+        if not stored.all():
+            raise ValueError(f"{name}: slot(s) {idx[~stored][:8].tolist()} hold no transition yet")
+        if not finite.all():
+            raise ValueError(
+                f"{name}: new_weight must be finite, got {weight[~finite][:8].tolist()}"
+            )
+
+    def set_beta(self, beta: chex.Numeric) -> PrioritizedReplayBuffer:
+        """Return the buffer with a new importance-sampling exponent (a traced leaf, so it
+        can be annealed inside ``jit``). Eagerly, ``beta`` must be a finite number >= 0."""
+        beta = jnp.asarray(beta, jnp.float32)
+        if beta.shape != ():
+            raise ValueError(
+                f"{type(self).__name__}.set_beta: beta must be a scalar, got shape {beta.shape}"
+            )
+        if _concrete(beta) and not (np.isfinite(float(beta)) and float(beta) >= 0):
+            raise ValueError(
+                f"{type(self).__name__}.set_beta: beta must be a finite number >= 0, "
+                f"got {float(beta)}"
+            )
+        return self.replace(beta=beta)
+
+    # ------------------------------------------------------------------ weights and reads
+    def _global_index(self, index: Any) -> jax.Array:
+        index = jnp.asarray(index)
+        if not jnp.issubdtype(index.dtype, jnp.integer):
+            raise TypeError(f"jaxbuf: indices must be integers, got dtype {index.dtype}")
+        runtime_check(
+            jnp.all((index >= 0) & (index < self.maxsize)),
+            "jaxbuf: index out of range [0, {m})",
+            m=self.maxsize,
+        )
+        return jnp.mod(index, self.maxsize).astype(jnp.int32)
+
+    def priorities(self) -> jax.Array:
+        """float32[maxsize]: ``p ** alpha`` per slot (0 where no transition is stored)."""
+        return self.sum_tree.leaves()
+
+    def get_weight(self, index: chex.Array) -> jax.Array:
+        """Importance weights ``(p_i^alpha / p_min^alpha) ** -beta`` at ``index`` (any shape).
+
+        This is Schaul et al.'s ``(N * P(i)) ** -beta`` divided by its largest possible value
+        ``(N * p_min^alpha / total) ** -beta`` (``N`` and the total cancel), with ``p_min``
+        the smallest priority currently stored. In ``(0, 1]`` for stored slots; 0 for slots
+        that hold no transition. Indices are taken modulo ``maxsize``, like the core.
+        """
+        index = self._global_index(index)
+        return _weights(self.sum_tree, self.min_tree, self.beta, index, batch_norm=False)
+
+    def __getitem__(self, index: Any) -> dict:
+        """The core's ``buf[index]`` plus ``weight``: :meth:`get_weight`, divided by its
+        maximum over this read when ``weight_norm`` (so one element always gets 1.0, and a
+        read of only empty slots gets 0). A slice selects from the chronological order
+        (eager only), as in the core."""
+        if isinstance(index, slice):
+            index = jnp.asarray(self.buffer.chronological_indices()[index], jnp.int32)
+        index = self._global_index(index)
+        out = self.buffer[index]
+        out["weight"] = _weights(
+            self.sum_tree, self.min_tree, self.beta, index, batch_norm=self.weight_norm
+        )
+        return out
+
+    def sample_indices(
+        self, key: chex.PRNGKey, batch_size: int, stratified: bool = False
+    ) -> jax.Array:
+        """int32[batch_size] draws with probability ``p_i^alpha / sum_k p_k^alpha``.
+
+        ``stratified``: one draw in each of ``batch_size`` equal segments of the total mass
+        (indices come out in ascending order). Only slots holding a transition are drawn;
+        an empty buffer gives slot 0 for every draw (:func:`jaxbuf.checked` raises).
+        Cost ``O(batch_size log N)``.
+        """
+        runtime_check(self.buffer.size > 0, "jaxbuf: sampling from an empty buffer")
+        return self.sum_tree.sample(key, batch_size, stratified)
+
+    def sample(
+        self, key: chex.PRNGKey, batch_size: int, stratified: bool = False
+    ) -> tuple[dict, jax.Array]:
+        """``(buf[indices], indices)`` for ``indices = sample_indices(key, batch_size)``;
+        the batch carries the importance weights under ``weight``."""
+        indices = self.sample_indices(key, batch_size, stratified)
+        return self[indices], indices
+
+    # ------------------------------------------------------------------ core read API
+    @property
+    def maxsize(self) -> int:
+        """Total number of slots (static)."""
+        return self.buffer.maxsize
+
+    @property
+    def size(self) -> jax.Array:
+        """Number of stored transitions as an int32 array (traceable)."""
+        return self.buffer.size
+
+    def __len__(self) -> int:
+        """Number of stored transitions (eager only; use ``buf.size`` under ``jit``)."""
+        return len(self.buffer)
+
+    @property
+    def subbuffer_size(self) -> int:
+        """Slots per sub-buffer (static)."""
+        return self.buffer.subbuffer_size
+
+    @property
+    def buffer_num(self) -> int:
+        """Number of sub-buffers (static)."""
+        return self.buffer.buffer_num
+
+    @property
+    def subbuffer_edges(self) -> np.ndarray:
+        """``[0, m, 2m, ..., maxsize]``."""
+        return self.buffer.subbuffer_edges
+
+    @property
+    def stack_num(self) -> int:
+        """Frames per stacked read (static)."""
+        return self.buffer.stack_num
+
+    @property
+    def storage(self) -> dict:
+        """The core's storage dict (arrays with leading axis ``maxsize``)."""
+        return self.buffer.storage
+
+    def input_spec(self) -> dict:
+        """Shape/dtype of one transition as ``add`` expects it."""
+        return self.buffer.input_spec()
+
+    def prev(self, index: chex.Array) -> jax.Array:
+        """The core's :meth:`~jaxbuf.ReplayBuffer.prev`."""
+        return self.buffer.prev(index)
+
+    def next(self, index: chex.Array) -> jax.Array:
+        """The core's :meth:`~jaxbuf.ReplayBuffer.next`."""
+        return self.buffer.next(index)
+
+    def is_episode_end(self, index: chex.Array) -> jax.Array:
+        """The core's :meth:`~jaxbuf.ReplayBuffer.is_episode_end`."""
+        return self.buffer.is_episode_end(index)
+
+    def is_unfinished(self, index: chex.Array) -> jax.Array:
+        """The core's :meth:`~jaxbuf.ReplayBuffer.is_unfinished`."""
+        return self.buffer.is_unfinished(index)
+
+    def unfinished_index(self) -> jax.Array:
+        """The core's :meth:`~jaxbuf.ReplayBuffer.unfinished_index`."""
+        return self.buffer.unfinished_index()
+
+    def unfinished_index_compact(self) -> np.ndarray:
+        """The core's :meth:`~jaxbuf.ReplayBuffer.unfinished_index_compact` (eager)."""
+        return self.buffer.unfinished_index_compact()
+
+    def all_indices(self) -> tuple[jax.Array, jax.Array]:
+        """The core's :meth:`~jaxbuf.ReplayBuffer.all_indices`."""
+        return self.buffer.all_indices()
+
+    def chronological_indices(self) -> np.ndarray:
+        """The core's :meth:`~jaxbuf.ReplayBuffer.chronological_indices` (eager)."""
+        return self.buffer.chronological_indices()
+
+    def valid_mask(self) -> jax.Array:
+        """The core's :meth:`~jaxbuf.ReplayBuffer.valid_mask`."""
+        return self.buffer.valid_mask()
+
+    def get(self, index: chex.Array, key: str, stack_num: int | None = None) -> Any:
+        """The core's :meth:`~jaxbuf.ReplayBuffer.get` (no weights)."""
+        return self.buffer.get(index, key, stack_num)
+
+
+class PrioritizedVectorReplayBuffer(PrioritizedReplayBuffer):
+    """``buffer_num`` sub-buffers (one per env) with one priority tree over all slots.
+
+    Same state and methods as :class:`PrioritizedReplayBuffer`; the core is a
+    :class:`jaxbuf.VectorReplayBuffer`, and sampling is a global prefix-sum draw over all
+    sub-buffers (as in Tianshou). Unlike Tianshou (E19), :meth:`set_beta` takes effect.
+    """
+
+    @classmethod
+    def create(  # type: ignore[override]
+        cls,
+        example: dict,
+        total_size: int,
+        buffer_num: int,
+        alpha: float,
+        beta: float,
+        weight_norm: bool = True,
+        **core_options: Any,
+    ) -> PrioritizedVectorReplayBuffer:
+        """An empty prioritized vector buffer of ``buffer_num`` sub-buffers with
+        ``ceil(total_size / buffer_num)`` slots each; options as
+        :meth:`PrioritizedReplayBuffer.create`."""
+        cls._check_options(cls.__name__ + ".create", alpha, beta, weight_norm, core_options)
+        core = VectorReplayBuffer.create(example, total_size, buffer_num, **core_options)
+        return cls._wrap(core, alpha, beta, weight_norm)

@@ -1,0 +1,416 @@
+"""Tests for ``PrioritizedReplayBuffer`` / ``PrioritizedVectorReplayBuffer``.
+
+The oracle replay compares every recorded Tianshou output except the documented fixes
+(docs/prioritized.md): the importance weights (E18, E21), Tianshou's raw running minimum
+(E18) and the RNG-dependent draws (E20), each skipped with a comment at the comparison.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import oracle
+import pytest
+
+import jaxbuf
+from jaxbuf.prioritized import PrioritizedReplayBuffer, PrioritizedVectorReplayBuffer
+
+EXAMPLE = {
+    "obs": np.zeros(2, np.float32),
+    "act": np.int32(0),
+    "rew": np.float32(0),
+    "terminated": False,
+    "truncated": False,
+    "obs_next": np.zeros(2, np.float32),
+}
+
+
+def step(i: float, done: bool = False) -> dict:
+    """One transition without a batch axis, tagged by ``obs[0] == i``."""
+    return {
+        "obs": np.array([i, 0], np.float32),
+        "act": np.int32(i),
+        "rew": np.float32(1),
+        "terminated": done,
+        "truncated": False,
+        "obs_next": np.array([i + 1, 0], np.float32),
+    }
+
+
+def rows(ids: list[float], done: list[bool] | None = None) -> dict:
+    """A batch with a leading axis, one row per entry of ``ids``."""
+    done = done or [False] * len(ids)
+    return jax.tree.map(lambda *x: np.stack(x), *[step(i, d) for i, d in zip(ids, done)])
+
+
+def filled(n: int, size: int = 8, **kw) -> PrioritizedReplayBuffer:
+    kw = {"alpha": 0.6, "beta": 0.4} | kw
+    buf = PrioritizedReplayBuffer.create(EXAMPLE, size, **kw)
+    for i in range(n):
+        buf, _ = buf.add(step(i, done=i % 3 == 2))
+    return buf
+
+
+def standard_weight(leaves, stored, index, beta):
+    """Schaul et al. (2016): (N P(i))^-beta / max_j (N P(j))^-beta = (l_i / l_min)^-beta,
+    with l = p^alpha and l_min the smallest stored leaf; 0 for an unstored slot."""
+    leaves = np.asarray(leaves, np.float64)
+    l_min = leaves[np.asarray(stored)].min()
+    leaf = leaves[np.asarray(index)]
+    return np.where(leaf > 0, (np.maximum(leaf, 1e-300) / l_min) ** -beta, 0.0)
+
+
+# ---------------------------------------------------------------- oracle replay
+
+(SCENARIO,) = oracle.scenarios("PrioritizedReplayBuffer")
+
+
+def _build(scn):
+    args = scn["buffer"]["args"]
+    return PrioritizedReplayBuffer.create(
+        oracle.example_of(scn), args["size"], args["alpha"], args["beta"], args["weight_norm"]
+    )
+
+
+def _close(actual, expected, what, rtol=1e-6):
+    np.testing.assert_allclose(
+        np.asarray(actual, np.float64),
+        np.asarray(expected, np.float64),
+        rtol=rtol,
+        atol=1e-7,
+        err_msg=what,
+    )
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_oracle_prioritized_scenario(jit):
+    scn = SCENARIO
+    buf = _build(scn)
+    add = jax.jit(lambda b, x: b.add(x)) if jit else (lambda b, x: b.add(x))
+    update = (
+        jax.jit(lambda b, i, w: b.update_weight(i, w))
+        if jit
+        else (lambda b, i, w: b.update_weight(i, w))
+    )
+    beta = scn["buffer"]["args"]["beta"]
+    seen = {
+        "add": 0,
+        "snapshot": 0,
+        "prio_state": 0,
+        "update_weight": 0,
+        "getitem": 0,
+        "prefix_sum_query": 0,
+        "set_beta": 0,
+        "sample_indices": 0,
+    }
+    weights_differ = False
+    for n, op in enumerate(scn["ops"]):
+        what = f"{scn['name']} op {n} ({op['op']})"
+        kind = op["op"]
+        if kind == "add":
+            buf, res = add(buf, oracle.rows_of(op, single=False))
+            out = op["output"]
+            np.testing.assert_array_equal(res.index, out["insertion_idx"], err_msg=what)
+            _close(res.episode_return, out["ep_return"], what)
+            np.testing.assert_array_equal(res.episode_length, out["ep_len"], err_msg=what)
+            np.testing.assert_array_equal(res.episode_start, out["ep_start_idx"], err_msg=what)
+            sub = op["state_after"]["subbuffers"][0]
+            assert len(buf) == op["state_after"]["len"], what
+            assert int(buf.buffer.insertion_idx[0]) == sub["insertion_idx"], what
+        elif kind == "snapshot":
+            for key, data in op["data"].items():
+                got = (
+                    buf.storage["terminated"] | buf.storage["truncated"]
+                    if key == "done"
+                    else buf.storage[key]
+                )
+                _close(got, data, what + " " + key)
+            idx = np.arange(buf.maxsize)
+            np.testing.assert_array_equal(buf.prev(idx), op["prev"], err_msg=what)
+            np.testing.assert_array_equal(buf.next(idx), op["next"], err_msg=what)
+            np.testing.assert_array_equal(buf.unfinished_index_compact(), op["unfinished_index"])
+            np.testing.assert_array_equal(buf.chronological_indices(), op["sample_indices_0"])
+        elif kind == "prio_state":
+            out = op["output"]
+            _close(buf.priorities(), out["tree_leaves"], what + " leaves")
+            _close(buf.sum_tree.total(), out["tree_total"], what + " total")
+            _close(buf.max_prio, out["max_prio"], what + " max_prio")
+            assert buf.alpha == out["alpha"]
+            _close(buf.beta, out["beta"], what + " beta")
+            assert out["beta"] == beta, what
+            # E18: Tianshou's min_prio is a raw running minimum that never increases; jaxbuf
+            # keeps the exact minimum of the stored p**alpha in a min tree instead, so
+            # out["min_prio"] has no counterpart. Its get_weight / batch_weight divide by
+            # that raw minimum (p_min instead of p_min**alpha); we expect the standard
+            # formula computed from the recorded leaves.
+            stored = np.asarray(buf.valid_mask())
+            index = np.asarray(op["index"])
+            expected = standard_weight(out["tree_leaves"], stored, index, beta)
+            _close(buf.get_weight(index), expected, what + " get_weight", rtol=2e-6)
+            _close(buf[index]["weight"], expected / expected.max(), what + " weight", rtol=2e-6)
+            weights_differ |= not np.allclose(expected, out["get_weight"], rtol=1e-3)
+        elif kind == "update_weight":
+            buf = update(buf, np.asarray(op["index"]), np.asarray(op["new_weight"]))
+        elif kind == "prefix_sum_query":
+            got = buf.sum_tree.find_prefix_sum(jnp.asarray(op["values"], jnp.float32))
+            np.testing.assert_array_equal(got, op["output"], err_msg=what)
+        elif kind == "getitem":
+            index = np.asarray(op["index"])
+            got = buf[index]
+            for key, expected in op["output"].items():
+                if key == "weight":
+                    # E18: standard weights, normalised over this read (weight_norm=True)
+                    stored = np.asarray(buf.valid_mask())
+                    w = standard_weight(buf.priorities(), stored, index, beta)
+                    _close(got["weight"], w / w.max(), what + " weight", rtol=2e-6)
+                else:
+                    _close(got[key], expected, what + " " + key)
+        elif kind == "set_beta":
+            beta = op["beta"]
+            buf = buf.set_beta(beta)
+        elif kind == "sample_indices":
+            expected = np.asarray(op["output"])
+            if op["batch_size"] == 0:
+                np.testing.assert_array_equal(buf.chronological_indices(), expected)
+            else:
+                # E20: Tianshou draws from NumPy's global RNG (batch_size None: uniform);
+                # jaxbuf draws with a JAX key, so only the support is compared: slots that
+                # hold a transition with positive priority.
+                got = np.asarray(buf.sample_indices(jax.random.key(n), 64))
+                support = set(np.flatnonzero(np.asarray(buf.priorities()) > 0).tolist())
+                assert support == set(buf.chronological_indices().tolist()), what
+                assert set(got.tolist()) <= support and set(expected.tolist()) <= support
+        elif kind in ("gae", "nstep"):
+            continue  # returns are replayed by the returns tests
+        else:
+            raise AssertionError(f"unhandled op {kind}")
+        seen[kind] += 1
+    assert all(seen.values()), seen
+    assert weights_differ  # the recorded Tianshou weights really are the E18 variant
+
+
+# ---------------------------------------------------------------- semantics
+
+
+def test_new_slots_get_float_max_priority():
+    buf = filled(3, alpha=1.0)
+    buf = buf.update_weight(np.array([1]), np.array([3.7]))
+    buf, res = buf.add(step(9))
+    # the true float maximum (flashbax 0.1.3 truncated it to 3.0)
+    np.testing.assert_allclose(buf.priorities()[int(res.index[0])], 3.7 + 2**-23, rtol=1e-7)
+    np.testing.assert_allclose(buf.max_prio, 3.7, rtol=1e-6)
+
+
+def test_edge_case_e18_standard_weights_and_duplicates():
+    buf = filled(4, size=6, alpha=0.5, beta=0.4)
+    buf = buf.update_weight(np.array([0, 1]), np.array([4.0, -0.25]))
+    np.testing.assert_allclose(buf.priorities()[:4], [2.0, 0.5, 1.0, 1.0], rtol=1e-6)
+    # Tianshou gives [0.435 0.758 0.574 0.574] (divides by p_min, not p_min**alpha)
+    np.testing.assert_allclose(
+        buf.get_weight(np.arange(4)), [4**-0.4, 1, 2**-0.4, 2**-0.4], rtol=1e-6
+    )
+    buf = buf.update_weight(np.array([2, 2]), np.array([9.0, 0.01]))
+    np.testing.assert_allclose(buf.priorities()[2], 0.1, rtol=1e-5)  # the last one wins
+    np.testing.assert_allclose(buf.max_prio, 9.0, rtol=1e-6)  # but max sees every value
+    buf, _ = buf.add(step(9))
+    np.testing.assert_allclose(buf.priorities()[4], 3.0, rtol=1e-6)
+
+
+def test_min_priority_follows_overwrites():
+    buf = filled(4, size=4, alpha=1.0, beta=1.0)
+    buf = buf.update_weight(np.array([0, 1, 2, 3]), np.array([0.5, 2.0, 4.0, 4.0]))
+    np.testing.assert_allclose(buf.get_weight(np.array([0, 1])), [1.0, 0.25], rtol=1e-6)
+    # overwrite slot 0 (the smallest priority): the minimum is now slot 1's 2.0, so slot 1
+    # gets weight 1. Tianshou's raw running minimum would keep 0.5.
+    buf, res = buf.add(step(7))
+    assert int(res.index[0]) == 0
+    np.testing.assert_allclose(buf.get_weight(np.array([1, 2, 0])), [1.0, 0.5, 0.5], rtol=1e-6)
+
+
+def test_edge_case_e21_unwritten_slots_never_sampled_nor_inf():
+    buf = filled(2, size=4)
+    w = np.asarray(buf.get_weight(np.arange(4)))
+    np.testing.assert_allclose(w, [1, 1, 0, 0])  # Tianshou: [1 1 inf inf]
+    np.testing.assert_allclose(buf[np.arange(4)]["weight"], [1, 1, 0, 0])  # Tianshou: NaN
+    np.testing.assert_allclose(buf[[0, 1]]["weight"], [1, 1])  # a list index works
+    drawn = np.asarray(buf.sample_indices(jax.random.key(0), 1000))
+    assert set(drawn.tolist()) <= {0, 1}
+    empty = PrioritizedReplayBuffer.create(EXAMPLE, 4, 0.6, 0.4)
+    batch, idx = empty.sample(jax.random.key(0), 3)
+    np.testing.assert_array_equal(idx, [0, 0, 0])
+    np.testing.assert_array_equal(batch["weight"], [0, 0, 0])
+    assert np.isfinite(np.asarray(empty.get_weight(np.arange(4)))).all()
+
+
+def test_edge_case_e22_weight_norm_per_read_and_off():
+    buf = filled(3, size=4, alpha=1.0, beta=1.0)
+    buf = buf.update_weight(np.array([0, 1, 2]), np.array([1.0, 2.0, 4.0]))
+    np.testing.assert_allclose(buf[np.array([0, 1, 2])]["weight"], [1, 0.5, 0.25], rtol=1e-6)
+    np.testing.assert_allclose(buf[np.array([1, 2])]["weight"], [1, 0.5], rtol=1e-6)
+    np.testing.assert_array_equal(buf[np.array([2])]["weight"], [1.0])
+    assert float(buf[2]["weight"]) == 1.0
+    off = buf.replace(weight_norm=False)
+    np.testing.assert_allclose(off[np.array([1, 2])]["weight"], [0.5, 0.25], rtol=1e-6)
+    sliced = buf[1:3]  # slices follow the chronological order, as in the core
+    np.testing.assert_array_equal(sliced["act"], [1, 2])
+    np.testing.assert_allclose(sliced["weight"], [1, 0.5], rtol=1e-6)
+
+
+def test_weights_match_formula_for_sampled_batches():
+    buf = filled(6, size=8, alpha=0.7, beta=0.5, weight_norm=False)
+    buf = buf.update_weight(np.arange(6), np.array([0.1, 3.0, -1.0, 0.0, 7.5, 2.0]))
+    batch, idx = buf.sample(jax.random.key(3), 32)
+    p = np.abs(np.array([0.1, 3.0, -1.0, 0.0, 7.5, 2.0], np.float64)) + 2**-23
+    prob = p**0.7 / (p**0.7).sum()
+    expected = (6 * prob[idx]) ** -0.5 / ((6 * prob.min()) ** -0.5)
+    np.testing.assert_allclose(batch["weight"], expected, rtol=1e-5)
+    np.testing.assert_array_equal(batch["act"], np.asarray(idx))
+
+
+def test_sampling_frequencies_match_priorities():
+    buf = filled(8, size=10, alpha=0.8)
+    prio = np.array([0.5, 2.0, 0.0, 1.0, 4.0, 0.3, 1.5, 3.0])
+    buf = buf.update_weight(np.arange(8), prio)
+    n = 100_000
+    counts = np.bincount(np.asarray(buf.sample_indices(jax.random.key(1), n)), minlength=10)
+    leaf = (np.abs(prio) + 2**-23) ** 0.8
+    expected = n * leaf / leaf.sum()
+    assert counts[8:].sum() == 0  # unwritten slots
+    stat = ((counts[:8] - expected) ** 2 / expected).sum()
+    assert stat < 24.321886347856854  # scipy.stats.chi2.ppf(0.999, 7)
+    strat = np.asarray(buf.sample_indices(jax.random.key(2), 64, stratified=True))
+    assert (np.diff(strat) >= 0).all() and (strat < 8).all()
+
+
+def test_update_weight_ignores_nothing_valid_and_rejects_bad_input():
+    buf = filled(3, size=6)
+    with pytest.raises(ValueError, match=r"slot\(s\) \[4\] hold no transition yet"):
+        buf.update_weight(np.array([0, 4]), np.array([1.0, 1.0]))
+    with pytest.raises(IndexError, match=r"indices must lie in \[0, 6\), got \[6\]"):
+        buf.update_weight(np.array([6]), np.array([1.0]))
+    with pytest.raises(ValueError, match=r"new_weight must be finite, got \[nan\]"):
+        buf.update_weight(np.array([1]), np.array([np.nan]))
+    with pytest.raises(TypeError, match="indices must be integers"):
+        buf.update_weight(np.array([1.0]), np.array([1.0]))
+    with pytest.raises(ValueError, match=r"new_weight of shape \(3,\) does not broadcast"):
+        buf.update_weight(np.array([0, 1]), np.array([1.0, 2.0, 3.0]))
+    # inside jit the invalid entries are dropped and the valid ones applied
+    upd = jax.jit(lambda b, i, w: b.update_weight(i, w))
+    new = upd(buf, np.array([0, 4, 9, 1]), np.array([2.0, 5.0, 5.0, np.inf]))
+    np.testing.assert_allclose(new.priorities()[:5], [(2 + 2**-23) ** 0.6, 1, 1, 0, 0], rtol=1e-6)
+    np.testing.assert_allclose(new.max_prio, 2.0, rtol=1e-6)
+    # and jaxbuf.checked turns them into errors
+    with pytest.raises(Exception, match="holds no transition"):
+        jaxbuf.checked(lambda b, i, w: b.update_weight(i, w))(buf, np.array([4]), np.array([1.0]))
+
+
+def test_set_beta_and_annealing_under_jit():
+    buf = filled(5, size=8, alpha=1.0, beta=0.0, weight_norm=False)
+    buf = buf.update_weight(np.arange(5), np.array([1.0, 2.0, 4.0, 8.0, 0.5]))
+    np.testing.assert_allclose(buf.get_weight(np.arange(5)), np.ones(5), rtol=1e-6)
+    np.testing.assert_allclose(buf.set_beta(1.0).get_weight(np.array([0, 4])), [0.5, 1], rtol=1e-6)
+    with pytest.raises(ValueError, match="beta must be a finite number >= 0, got -0.5"):
+        buf.set_beta(-0.5)
+
+    @jax.jit
+    def anneal(buf, key):
+        def body(b, t):
+            b = b.set_beta(0.4 + 0.6 * t / 9)
+            batch, idx = b.sample(jax.random.fold_in(key, t), 16)
+            return b, (batch["weight"], idx, b.beta)
+
+        return jax.lax.scan(body, buf, jnp.arange(10))
+
+    out, (w, idx, betas) = anneal(buf, jax.random.key(0))
+    np.testing.assert_allclose(betas, 0.4 + 0.6 * np.arange(10) / 9, rtol=1e-6)
+    assert float(out.beta) == pytest.approx(1.0)
+    leaf = np.array([1.0, 2.0, 4.0, 8.0, 0.5]) + 2**-23
+    expected = (leaf[np.asarray(idx)] / leaf.min()) ** -np.asarray(betas)[:, None]
+    np.testing.assert_allclose(w, expected, rtol=1e-5)
+
+
+def test_vector_buffer_global_tree_and_set_beta_e19():
+    buf = PrioritizedVectorReplayBuffer.create(EXAMPLE, 8, 2, alpha=0.6, beta=0.5)
+    assert buf.maxsize == 8 and buf.sum_tree.capacity == 8
+    buf, res = buf.add(rows([0, 1], [False, True]))
+    np.testing.assert_array_equal(res.index, [0, 4])
+    buf = buf.update_weight(np.array([4]), np.array([2.0]))
+    w1 = np.asarray(buf[np.array([0, 4])]["weight"])
+    w2 = np.asarray(buf.set_beta(1.0)[np.array([0, 4])]["weight"])
+    assert not np.allclose(w1, w2)  # Tianshou's vector set_beta has no effect (E19)
+    np.testing.assert_allclose(w2, [1.0, 1.0 / (2 + 2**-23) ** 0.6], rtol=1e-6)
+    buf, res = buf.add(rows([5, 6, 7]), np.array([1, 1, 0]))
+    np.testing.assert_array_equal(res.index, [5, 6, 1])
+    np.testing.assert_allclose(
+        buf.priorities(), [1, 1.5157166, 0, 0, 1.5157166, 1.5157166, 1.5157166, 0], rtol=1e-6
+    )
+    drawn = np.asarray(buf.sample_indices(jax.random.key(0), 2000))
+    assert set(drawn.tolist()) == {0, 1, 4, 5, 6}
+    np.testing.assert_array_equal(buf.unfinished_index(), [1, 6])
+    np.testing.assert_array_equal(buf.chronological_indices(), [0, 1, 4, 5, 6])
+
+
+def test_vmap_over_buffers():
+    one = filled(4, size=8)
+    bufs = jax.tree.map(lambda *x: jnp.stack(x), one, one)
+    idx = jnp.array([[0, 1], [2, 2]])
+    w = jnp.array([[5.0, 0.0], [3.0, 9.0]])
+
+    @jax.jit
+    @jax.vmap
+    def go(b, i, w, key):
+        b = b.update_weight(i, w)
+        b, _ = b.add(step(20))
+        batch, drawn = b.sample(key, 8)
+        return b, batch["weight"], drawn
+
+    out, weights, drawn = go(bufs, idx, w, jax.random.split(jax.random.key(0), 2))
+    for k in range(2):
+        ref = one.update_weight(np.asarray(idx[k]), np.asarray(w[k])).add(step(20))[0]
+        got = jax.tree.map(lambda x, k=k: x[k], out)
+        np.testing.assert_allclose(got.priorities(), ref.priorities(), rtol=1e-6)
+        np.testing.assert_allclose(got.max_prio, ref.max_prio, rtol=1e-6)
+        np.testing.assert_array_equal(got.storage["obs"], ref.storage["obs"])
+        assert set(np.asarray(drawn[k]).tolist()) <= set(range(5))
+    assert np.isfinite(np.asarray(weights)).all()
+
+
+def test_forwarded_read_api():
+    buf = filled(5, size=8)
+    core = buf.buffer
+    idx = np.arange(8)
+    np.testing.assert_array_equal(buf.prev(idx), core.prev(idx))
+    np.testing.assert_array_equal(buf.next(idx), core.next(idx))
+    np.testing.assert_array_equal(buf.unfinished_index(), core.unfinished_index())
+    np.testing.assert_array_equal(buf.is_episode_end(idx), core.is_episode_end(idx))
+    np.testing.assert_array_equal(buf.is_unfinished(idx), core.is_unfinished(idx))
+    np.testing.assert_array_equal(buf.all_indices()[0], core.all_indices()[0])
+    np.testing.assert_array_equal(buf.get(idx, "obs"), core.get(idx, "obs"))
+    np.testing.assert_array_equal(buf.valid_mask(), core.valid_mask())
+    assert len(buf) == 5 and int(buf.size) == 5 and buf.maxsize == 8
+    assert buf.buffer_num == 1 and buf.subbuffer_size == 8 and buf.stack_num == 1
+    np.testing.assert_array_equal(buf.subbuffer_edges, [0, 8])
+    assert set(buf.input_spec()) == set(EXAMPLE)
+    batch = buf[np.array([1, 2])]
+    for key, value in core[np.array([1, 2])].items():
+        np.testing.assert_array_equal(batch[key], value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"alpha": 0.0}, ValueError, "alpha must be a finite number > 0, got 0.0"),
+        ({"alpha": "x"}, ValueError, "alpha must be a real number > 0"),
+        ({"beta": -1.0}, ValueError, "beta must be a finite number >= 0, got -1.0"),
+        ({"weight_norm": 1}, ValueError, "weight_norm must be a bool"),
+        ({"stack_num": 2, "sample_avail": True}, ValueError, "sample_avail=True"),
+        ({"bogus": 1}, TypeError, r"unexpected option\(s\) \['bogus'\]"),
+    ],
+)
+def test_create_rejects_bad_config(kwargs, error, match):
+    kw = {"alpha": 0.6, "beta": 0.4} | kwargs
+    with pytest.raises(error, match=match):
+        PrioritizedReplayBuffer.create(EXAMPLE, 8, **kw)
+    with pytest.raises(error, match=match):
+        PrioritizedVectorReplayBuffer.create(EXAMPLE, 8, 2, **kw)

@@ -1,0 +1,388 @@
+"""Tests for the pure segment trees in ``jaxbuf.prioritized.sum_tree``."""
+
+from __future__ import annotations
+
+import re
+
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import oracle
+import pytest
+from hypothesis import given, settings
+
+from jaxbuf.prioritized import MinTree, SumTree
+
+SETTINGS = settings(max_examples=25, deadline=None)
+
+
+def rebuild(leaves: np.ndarray, bound: int, op, identity: float) -> np.ndarray:
+    """Reference: the whole float32 tree rebuilt bottom-up from its leaves with numpy."""
+    nodes = np.full(2 * bound, identity, np.float32)
+    nodes[bound : bound + len(leaves)] = leaves
+    for k in range(bound - 1, 0, -1):
+        nodes[k] = op(nodes[2 * k], nodes[2 * k + 1])
+    return nodes
+
+
+def np_prefix(leaves: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Reference for find_prefix_sum: smallest i with v <= cumsum[i], clamped to mass."""
+    cum = np.cumsum(leaves.astype(np.float64))
+    positive = np.flatnonzero(leaves > 0)
+    idx = np.searchsorted(cum, v, side="left")
+    return np.clip(idx, positive[0], positive[-1])
+
+
+# ---------------------------------------------------------------- hand examples
+
+
+def test_create_layout():
+    tree = SumTree.create(5)
+    assert tree.bound == 8 and tree.depth == 3 and tree.capacity == 5
+    assert tree.nodes.shape == (16,) and tree.nodes.dtype == jnp.float32
+    assert float(tree.total()) == 0.0
+    np.testing.assert_array_equal(tree.leaves(), np.zeros(5))
+    one = SumTree.create(1)
+    assert one.bound == 1 and one.depth == 0 and one.nodes.shape == (2,)
+    assert SumTree.create(8).bound == 8 and SumTree.create(9).bound == 16
+    mt = MinTree.create(3)
+    assert mt.bound == 4 and np.isinf(np.asarray(mt.nodes)).all()
+
+
+def test_set_hand_example():
+    # capacity 5, bound 8: leaves at nodes 8..12, padding 13..15.
+    tree = SumTree.create(5).set(jnp.array([0, 3, 4]), jnp.array([1.0, 2.0, 4.0]))
+    expected = [0, 7, 3, 4, 1, 2, 4, 0, 1, 0, 0, 2, 4, 0, 0, 0]
+    np.testing.assert_array_equal(tree.nodes, expected)
+    assert float(tree.total()) == 7.0
+    np.testing.assert_array_equal(tree.leaves(), [1, 0, 0, 2, 4])
+    np.testing.assert_array_equal(tree.get(jnp.array([4, 0, 1])), [4, 1, 0])
+    # overwrite: leaf 3 becomes 0.5, ancestors 5, 2, 1 recomputed
+    tree = tree.set(3, 0.5)
+    np.testing.assert_array_equal(np.asarray(tree.nodes)[[1, 2, 5, 11]], [5.5, 1.5, 0.5, 0.5])
+    # scalar index with scalar value, integer values are cast to the tree dtype
+    tree = tree.set(jnp.array([1]), jnp.array([3]))
+    assert tree.nodes.dtype == jnp.float32 and float(tree.total()) == 8.5
+
+
+def test_set_is_pure():
+    tree = SumTree.create(4)
+    new = tree.set(jnp.array([1]), jnp.array([2.0]))
+    assert float(tree.total()) == 0.0 and float(new.total()) == 2.0
+
+
+def test_prefix_sum_hand_example():
+    # leaves [1, 0, 0, 2, 4], cumsum [1, 1, 1, 3, 7]
+    tree = SumTree.create(5).set(jnp.array([0, 3, 4]), jnp.array([1.0, 2.0, 4.0]))
+    queries = jnp.array([0.0, 0.5, 1.0, 1.0001, 3.0, 3.5, 7.0, 7.5, -1.0])
+    # ties go left (1.0 -> 0, 3.0 -> 3); 0 -> first positive leaf; beyond total -> last
+    np.testing.assert_array_equal(tree.find_prefix_sum(queries), [0, 0, 0, 3, 3, 4, 4, 4, 0])
+    # leading and trailing zero leaves are skipped at the extremes
+    tree = SumTree.create(6).set(jnp.array([2, 3]), jnp.array([1.0, 1.0]))
+    np.testing.assert_array_equal(
+        tree.find_prefix_sum(jnp.array([0.0, 1.0, 1.5, 2.0, 2.5, 100.0])), [2, 2, 3, 3, 3, 3]
+    )
+    # scalar query keeps its shape
+    assert tree.find_prefix_sum(jnp.float32(1.5)).shape == ()
+    # capacity 1: the root is the leaf
+    one = SumTree.create(1).set(0, 2.0)
+    np.testing.assert_array_equal(one.find_prefix_sum(jnp.array([0.0, 1.0, 3.0])), [0, 0, 0])
+
+
+def test_empty_tree_queries_return_zero():
+    tree = SumTree.create(7)
+    np.testing.assert_array_equal(tree.find_prefix_sum(jnp.array([0.0, 1.0])), [0, 0])
+    np.testing.assert_array_equal(tree.sample(jax.random.key(0), 3), [0, 0, 0])
+
+
+def test_min_tree_hand_example():
+    tree = MinTree.create(5).set(jnp.array([0, 3, 4]), jnp.array([3.0, 2.0, 4.0]))
+    assert float(tree.min()) == 2.0
+    np.testing.assert_array_equal(tree.leaves(), [3, np.inf, np.inf, 2, 4])
+    tree = tree.set(3, 5.0)  # the minimum can go up again after an overwrite
+    assert float(tree.min()) == 3.0
+    tree = tree.set(jnp.array([0]), jnp.array([np.inf]))  # +inf clears a leaf
+    assert float(tree.min()) == 4.0
+
+
+# ---------------------------------------------------------------- properties
+
+
+@SETTINGS
+@given(
+    capacity=st.sampled_from([1, 2, 3, 5, 8, 13, 33]),
+    data=st.data(),
+)
+def test_prefix_sum_matches_cumsum_searchsorted(capacity, data):
+    # integer leaves make every partial sum exact in float32, so ties are meaningful
+    leaves = np.array(
+        data.draw(st.lists(st.integers(0, 9), min_size=capacity, max_size=capacity)),
+        np.float32,
+    )
+    if leaves.sum() == 0:
+        leaves[data.draw(st.integers(0, capacity - 1))] = 1.0
+    tree = SumTree.create(capacity).set(jnp.arange(capacity), jnp.asarray(leaves))
+    total = float(leaves.sum())
+    assert float(tree.total()) == total
+    halves = data.draw(st.lists(st.integers(-2, 2 * int(total) + 2), min_size=1, max_size=40))
+    queries = np.array(halves, np.float32) / 2  # exact ties, interior points and both ends
+    got = np.asarray(tree.find_prefix_sum(jnp.asarray(queries)))
+    np.testing.assert_array_equal(got, np_prefix(leaves, queries))
+    assert (leaves[got] > 0).all()
+
+
+@SETTINGS
+@given(
+    capacity=st.sampled_from([1, 5, 40]),
+    batch=st.sampled_from([1, 6, 12]),
+    data=st.data(),
+)
+def test_batch_set_last_wins_and_equals_rebuild(capacity, batch, data):
+    pair = st.tuples(st.integers(0, capacity - 1), st.floats(0, 100, width=32))
+    ops = data.draw(
+        st.lists(st.lists(pair, min_size=batch, max_size=batch), min_size=1, max_size=4)
+    )
+    tree, mtree = SumTree.create(capacity), MinTree.create(capacity)
+    leaves = np.zeros(capacity, np.float32)
+    mleaves = np.full(capacity, np.inf, np.float32)
+    for batch in ops:
+        idx = jnp.array([i for i, _ in batch])
+        val = jnp.array([v for _, v in batch], jnp.float32)
+        tree, mtree = tree.set(idx, val), mtree.set(idx, val)
+        for i, v in batch:  # sequential assignment: the last duplicate wins
+            leaves[i] = mleaves[i] = v
+    np.testing.assert_array_equal(tree.leaves(), leaves)
+    np.testing.assert_array_equal(mtree.leaves(), mleaves)
+    # every internal node equals the one a full rebuild computes, bit for bit
+    np.testing.assert_array_equal(tree.nodes[1:], rebuild(leaves, tree.bound, np.add, 0)[1:])
+    np.testing.assert_array_equal(
+        mtree.nodes[1:], rebuild(mleaves, mtree.bound, np.minimum, np.inf)[1:]
+    )
+
+
+def test_duplicates_last_wins_under_jit():
+    set_jit = jax.jit(lambda t, i, v: t.set(i, v))
+    idx = jnp.array([2, 5, 2, 2, 5, 0])
+    val = jnp.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    tree = set_jit(SumTree.create(8), idx, val)
+    np.testing.assert_array_equal(tree.leaves(), [6, 0, 4, 0, 0, 5, 0, 0])
+    assert float(tree.total()) == 15.0
+    mtree = set_jit(MinTree.create(8), idx, val)
+    assert float(mtree.min()) == 4.0
+
+
+def test_out_of_range_indices_are_dropped_under_jit():
+    tree = jax.jit(lambda t, i, v: t.set(i, v))(
+        SumTree.create(5), jnp.array([-1, 1, 5, 7, 9]), jnp.array([9.0, 1.0, 9.0, 9.0, 9.0])
+    )
+    np.testing.assert_array_equal(tree.nodes[1:], rebuild(np.eye(5)[1], 8, np.add, 0)[1:])
+
+
+def test_million_updates_root_matches_float64_sum():
+    capacity, batch, steps = 3000, 1000, 1000  # 10^6 leaf updates, with duplicates
+    tree = SumTree.create(capacity)
+
+    @jax.jit
+    def run(tree, key):
+        def body(t, k):
+            k_idx, k_val, k_zero = jax.random.split(k, 3)
+            idx = jax.random.randint(k_idx, (batch,), 0, capacity)
+            val = jax.random.uniform(k_val, (batch,), minval=0.0, maxval=10.0) ** 3
+            val = jnp.where(jax.random.uniform(k_zero, (batch,)) < 0.2, 0.0, val)
+            return t.set(idx, val), None
+
+        return jax.lax.scan(body, tree, jax.random.split(key, steps))[0]
+
+    tree = run(tree, jax.random.key(0))
+    leaves = np.asarray(tree.leaves())
+    exact = leaves.astype(np.float64).sum()
+    assert abs(float(tree.total()) - exact) <= 1e-6 * exact
+    np.testing.assert_array_equal(tree.nodes[1:], rebuild(leaves, tree.bound, np.add, 0)[1:])
+    assert (leaves == 0).sum() > 100  # zero leaves exist and must never be drawn
+    drawn = np.asarray(tree.sample(jax.random.key(1), 100_000))
+    assert (leaves[drawn] > 0).all()
+
+
+def test_never_returns_zero_leaf_at_extremes():
+    # zero leaves at both ends, in the middle and as padding (capacity 12, bound 16)
+    leaves = np.array([0, 0, 3e-8, 0, 1e7, 0, 0, 2.5, 1e-30, 0, 0, 0], np.float32)
+    tree = SumTree.create(12).set(jnp.arange(12), jnp.asarray(leaves))
+    total = np.float32(tree.total())
+    extremes = np.array(
+        [
+            0.0,
+            -1.0,
+            total,
+            np.nextafter(total, np.float32(np.inf)),
+            total * 1.01,
+            np.inf,
+            np.float32(1e7),
+            np.nextafter(np.float32(1e7), np.float32(np.inf)),
+        ],
+        np.float32,
+    )
+    got = np.asarray(tree.find_prefix_sum(jnp.asarray(extremes)))
+    assert (leaves[got] > 0).all(), got
+    # v = total lands on leaf 7: leaf 8 (1e-30) is absorbed by rounding in the float32 sums
+    np.testing.assert_array_equal(got[:6], [2, 2, 7, 8, 8, 8])
+    for stratified in (False, True):
+        drawn = np.asarray(tree.sample(jax.random.key(3), 50_000, stratified=stratified))
+        assert (leaves[drawn] > 0).all()
+
+
+# Critical values of the chi-square distribution at p = 0.999, from
+# scipy.stats.chi2.ppf(0.999, df) (scipy 1.17); hard-coded so the test needs no scipy.
+CHI2_999 = {9: 27.877164871256568, 15: 37.69729821835383}
+
+
+@pytest.mark.parametrize("stratified", [False, True])
+def test_sampling_frequencies_match_priorities_chi_square(stratified):
+    rng = np.random.default_rng(0)
+    leaves = np.zeros(24, np.float32)
+    support = rng.choice(24, size=16, replace=False)
+    leaves[support] = rng.uniform(0.05, 3.0, size=16).astype(np.float32)
+    tree = SumTree.create(24).set(jnp.arange(24), jnp.asarray(leaves))
+    n = 200_000
+    counts = np.bincount(np.asarray(tree.sample(jax.random.key(7), n, stratified)), minlength=24)
+    assert counts[leaves == 0].sum() == 0
+    expected = n * leaves[support].astype(np.float64) / leaves.astype(np.float64).sum()
+    stat = ((counts[support] - expected) ** 2 / expected).sum()
+    assert stat < CHI2_999[len(support) - 1], stat
+    if stratified:
+        drawn = np.asarray(tree.sample(jax.random.key(8), 64, stratified=True))
+        assert (np.diff(drawn) >= 0).all()
+
+
+def test_oracle_prefix_sum_queries():
+    (scenario,) = oracle.scenarios("PrioritizedReplayBuffer")
+    leaves, checked = None, 0
+    for op in scenario["ops"]:
+        if op["op"] == "prio_state":
+            leaves = np.array(op["output"]["tree_leaves"], np.float32)
+        elif op["op"] == "prefix_sum_query":
+            tree = SumTree.create(len(leaves)).set(jnp.arange(len(leaves)), jnp.asarray(leaves))
+            np.testing.assert_allclose(
+                float(tree.total()), op["values"][-1] / op["fractions"][-1], rtol=1e-6
+            )
+            got = tree.find_prefix_sum(jnp.asarray(op["values"], jnp.float32))
+            np.testing.assert_array_equal(got, op["output"])
+            checked += 1
+    assert checked == 2
+
+
+# ---------------------------------------------------------------- transformations
+
+
+def test_vmap_over_trees():
+    trees = jax.tree.map(lambda *x: jnp.stack(x), *[SumTree.create(6)] * 3)
+    idx = jnp.array([[0, 1], [2, 2], [5, 0]])
+    val = jnp.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    trees = jax.jit(jax.vmap(lambda t, i, v: t.set(i, v)))(trees, idx, val)
+    assert trees.nodes.shape == (3, 16)
+    np.testing.assert_array_equal(jax.vmap(SumTree.total)(trees), [3, 4, 11])
+    leaves = jax.vmap(SumTree.leaves)(trees)
+    np.testing.assert_array_equal(
+        leaves, [[1, 2, 0, 0, 0, 0], [0, 0, 4, 0, 0, 0], [6, 0, 0, 0, 0, 5]]
+    )
+    q = jnp.array([[1.0, 1.5], [0.0, 4.0], [6.0, 6.5]])
+    np.testing.assert_array_equal(
+        jax.vmap(SumTree.find_prefix_sum)(trees, q), [[0, 1], [2, 2], [0, 5]]
+    )
+    keys = jax.random.split(jax.random.key(0), 3)
+    drawn = jax.vmap(lambda t, k: t.sample(k, 100))(trees, keys)
+    assert drawn.shape == (3, 100)
+    assert (np.take_along_axis(np.asarray(leaves), np.asarray(drawn), 1) > 0).all()
+
+
+def test_vmap_over_batches_of_queries_and_values():
+    tree = SumTree.create(4).set(jnp.arange(4), jnp.array([1.0, 1.0, 1.0, 1.0]))
+    sets = jax.vmap(lambda v: tree.set(jnp.array([3]), v).total())(jnp.array([[0.0], [5.0]]))
+    np.testing.assert_array_equal(sets, [3.0, 8.0])
+
+
+def _capacity_sized_ops(hlo: str, size: int) -> list[str]:
+    """Opcodes in a compiled HLO that produce an array of ``size`` elements, excluding the
+    in-place scatter (and its fusion wrapper) and loop plumbing."""
+    plumbing = {"parameter", "scatter", "fusion", "while", "tuple", "get-tuple-element", "bitcast"}
+    found = re.findall(rf"=\s*\(?[a-z0-9]+\[{size}\]\S*\s+([a-z\-]+)\(", hlo)
+    return [op for op in found if op not in plumbing]
+
+
+def test_no_capacity_sized_step_when_donated():
+    tree = SumTree.create(2**16)
+
+    def step(tree, key, val):
+        return tree.set(tree.sample(key, 256), val)
+
+    args = (tree, jax.random.key(0), jnp.ones(256))
+    donated = jax.jit(step, donate_argnums=0).lower(*args).compile().as_text()
+    assert _capacity_sized_ops(donated, 2 * tree.bound) == []
+    # the check can fail: without donation XLA must copy the whole tree once
+    kept = jax.jit(step).lower(*args).compile().as_text()
+    assert _capacity_sized_ops(kept, 2 * tree.bound) == ["copy"]
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("capacity", [0, -3, 2.5, True, "4", None])
+def test_create_rejects_bad_capacity(capacity):
+    with pytest.raises(ValueError, match="capacity must be a positive int"):
+        SumTree.create(capacity)
+    with pytest.raises(ValueError, match="MinTree.create: capacity"):
+        MinTree.create(capacity)
+
+
+def test_create_rejects_non_float_dtype():
+    with pytest.raises(ValueError, match="dtype must be a floating dtype, got int32"):
+        SumTree.create(4, dtype=jnp.int32)
+
+
+@pytest.mark.parametrize("bad", [-1.0, np.nan, np.inf])
+def test_set_rejects_bad_values_eagerly(bad):
+    tree = SumTree.create(4)
+    with pytest.raises(ValueError, match=r"SumTree.set: values must be >= 0 and finite"):
+        tree.set(jnp.array([0, 1]), jnp.array([1.0, bad]))
+
+
+def test_min_tree_accepts_inf_but_not_negative():
+    tree = MinTree.create(4).set(jnp.array([0]), jnp.array([np.inf]))
+    assert np.isinf(float(tree.min()))
+    with pytest.raises(ValueError, match=r"MinTree.set: values must be >= 0, got \[-2.0\]"):
+        tree.set(jnp.array([0]), jnp.array([-2.0]))
+
+
+def test_set_and_get_reject_bad_indices():
+    tree = SumTree.create(4)
+    with pytest.raises(IndexError, match=r"SumTree.set: indices must lie in \[0, 4\), got \[4\]"):
+        tree.set(jnp.array([1, 4]), jnp.array([1.0, 1.0]))
+    with pytest.raises(IndexError, match=r"got \[-1\]"):
+        tree.get(jnp.array([-1]))
+    with pytest.raises(ValueError, match="indices must be integers, got dtype float32"):
+        tree.set(jnp.array([1.0]), jnp.array([1.0]))
+    with pytest.raises(ValueError, match=r"indices must have shape \(\) or \(B,\), got \(1, 2\)"):
+        tree.set(jnp.array([[0, 1]]), jnp.array([1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"values of shape \(3,\) do not broadcast"):
+        tree.set(jnp.array([0, 1]), jnp.array([1.0, 1.0, 1.0]))
+
+
+def test_sample_rejects_bad_batch_size():
+    tree = SumTree.create(4).set(0, 1.0)
+    with pytest.raises(ValueError, match="batch_size must be >= 0, got -1"):
+        tree.sample(jax.random.key(0), -1)
+    with pytest.raises(ValueError, match="batch_size must be an int"):
+        tree.sample(jax.random.key(0), 2.0)
+    assert tree.sample(jax.random.key(0), 0).shape == (0,)
+
+
+def test_set_unchecked_ignores_out_of_range_eagerly():
+    tree = SumTree.create(4).set_unchecked(jnp.array([-1, 2, 4]), jnp.array([5.0, 1.0, 5.0]))
+    np.testing.assert_array_equal(tree.leaves(), [0, 0, 1, 0])
+    assert float(tree.total()) == 1.0
+
+
+def test_empty_update_is_identity():
+    tree = SumTree.create(4).set(0, 1.0)
+    same = tree.set(jnp.zeros((0,), jnp.int32), jnp.zeros((0,)))
+    np.testing.assert_array_equal(same.nodes, tree.nodes)
