@@ -11,6 +11,7 @@ is what makes bootstrapping a truncated step (CartPole-v1 stops at 500 steps) co
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -109,7 +110,6 @@ class Progress:
 
     def __init__(self, total: int, desc: str, start: int = 0):
         self.total = total
-        self.start_time = time.perf_counter()
         self.last_print = 0.0
         try:
             from tqdm import tqdm
@@ -123,16 +123,18 @@ class Progress:
     def report(self, iteration: Any, env_steps: Any, train_return: Any, eval_return: Any) -> None:
         """Advance to ``iteration + 1`` and show the latest training/evaluation returns."""
         self.done = int(iteration) + 1
+        now = time.perf_counter()
+        interval = 0.2 if self.bar is not None else 5.0
+        if now - self.last_print < interval and self.done != self.total:
+            return
+        self.last_print = now
         show = lambda x: "   --" if np.isnan(float(x)) else f"{float(x):6.1f}"
         text = f"return {show(train_return)}  eval {show(eval_return)}  steps {int(env_steps):,}"
         if self.bar is not None:
             self.bar.n = self.done
             self.bar.set_postfix_str(text, refresh=False)
             self.bar.refresh()
-            return
-        now = time.perf_counter()
-        if now - self.last_print > 5.0 or self.done == self.total:
-            self.last_print = now
+        else:
             print(f"{self.desc}: it {self.done}/{self.total}  {text}", flush=True)
 
     def close(self) -> None:
@@ -195,4 +197,19 @@ def base_parser(description: str, default_out: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / default_out,
                         help="learning-curve PNG (a .json with the numbers is written beside it)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a Config field, e.g. --set lr=3e-4 (repeatable)")
     return parser
+
+
+def with_overrides(cfg: Any, pairs: list[str]) -> Any:
+    """``cfg`` (a frozen dataclass) with ``NAME=VALUE`` overrides in each field's type."""
+    fields = {f.name: type(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    changes = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in fields:
+            raise SystemExit(f"--set expects NAME=VALUE, NAME in {sorted(fields)}; got {pair!r}")
+        kind = fields[name]
+        changes[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return dataclasses.replace(cfg, **changes)
