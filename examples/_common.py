@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -108,7 +109,7 @@ class Progress:
     iteration while the compiled loop runs.
     """
 
-    def __init__(self, total: int, desc: str, start: int = 0):
+    def __init__(self, total: int, desc: str):
         self.total = total
         self.last_print = 0.0
         try:
@@ -116,9 +117,16 @@ class Progress:
         except ImportError:
             self.bar = None
         else:
-            self.bar = tqdm(total=total, initial=start, desc=desc, unit="it", dynamic_ncols=True)
+            self.bar = tqdm(total=total, desc=desc, unit="it", dynamic_ncols=True)
         self.desc = desc
-        self.done = start
+        self.done = 0
+
+    def skip_to(self, done: int) -> None:
+        """Start counting at ``done`` iterations (a resumed run)."""
+        self.done = done
+        if self.bar is not None:
+            self.bar.n = done
+            self.bar.refresh()
 
     def report(self, iteration: Any, env_steps: Any, train_return: Any, eval_return: Any) -> None:
         """Advance to ``iteration + 1`` and show the latest training/evaluation returns."""
@@ -187,6 +195,47 @@ def save_curve(
         "eval_return": np.asarray(eval_return, np.float64).tolist(),
     }
     out.with_suffix(".json").write_text(json.dumps(curve, indent=1))
+
+
+def report(
+    script: str,
+    algorithm: str,
+    title: str,
+    out: Path,
+    cfg: Any,
+    train_curve: np.ndarray,
+    eval_curve: np.ndarray,
+    final_eval: float,
+    wall: float,
+    argv: list[str] | None,
+    extra: dict | None = None,
+) -> dict:
+    """Summarise a run, write its curve (PNG + JSON) to ``out`` and print one line.
+
+    ``train_curve`` / ``eval_curve`` hold one value per iteration done, NaN where no training
+    episode finished / no evaluation ran; ``cfg`` needs ``env_steps_per_iteration`` and
+    ``final_eval_episodes``.
+    """
+    steps = (np.arange(len(train_curve)) + 1) * cfg.env_steps_per_iteration
+    has_eval = ~np.isnan(eval_curve)
+    reached = steps[has_eval & (eval_curve >= 475)]
+    args = sys.argv[1:] if argv is None else argv
+    summary = {
+        "algorithm": algorithm,
+        "final_eval_return": final_eval,
+        "final_eval_episodes": cfg.final_eval_episodes,
+        "env_steps": int(steps[-1]) if len(steps) else 0,
+        "first_eval_ge_475_at_env_steps": int(reached[0]) if len(reached) else None,
+        "wall_time_s": round(wall, 1),
+        "config": dataclasses.asdict(cfg),
+        "command": " ".join(["python", f"examples/{script}", *args]),
+        **(extra or {}),
+    }
+    save_curve(out, title, steps, train_curve, steps[has_eval], eval_curve[has_eval], summary)
+    print(f"{algorithm}: greedy evaluation {final_eval:.1f} (mean of {cfg.final_eval_episodes} "
+          f"episodes) after {summary['env_steps']:,} env steps; {wall:.1f} s in this process "
+          f"(compilation included); curve: {out}", flush=True)
+    return summary
 
 
 def base_parser(description: str, default_out: str) -> argparse.ArgumentParser:

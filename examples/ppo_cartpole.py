@@ -23,8 +23,8 @@ Run ``python examples/ppo_cartpole.py`` (full run) or ``--smoke`` (a few iterati
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import chex
@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import Progress, VecEnv, base_parser, save_curve  # the examples/ folder
+from _common import Progress, VecEnv, base_parser, report, with_overrides  # examples/
 
 import jaxbuf
 import jaxbuf.returns
@@ -235,12 +235,8 @@ def make_train(cfg: Config, env: VecEnv, progress: Progress | None):
 
 def main(argv: list[str] | None = None) -> dict:
     parser = base_parser(__doc__.splitlines()[0], "ppo_cartpole.png")
-    parser.add_argument("--iterations", type=int, default=None,
-                        help=f"override the number of iterations (full run: {Config.iterations})")
     args = parser.parse_args(argv)
-    cfg = SMOKE if args.smoke else Config()
-    if args.iterations is not None:
-        cfg = dataclasses.replace(cfg, iterations=args.iterations)
+    cfg = with_overrides(SMOKE if args.smoke else Config(), args.set)
     env = VecEnv("CartPole-v1", cfg.num_envs)
     progress = Progress(cfg.iterations, "PPO CartPole-v1")
     train, evaluate = make_train(cfg, env, progress)
@@ -250,27 +246,10 @@ def main(argv: list[str] | None = None) -> dict:
     wall = time.perf_counter() - start
     progress.close()
     final = float(evaluate(params, jax.random.fold_in(key, 1), cfg.final_eval_episodes))
-    steps = (np.arange(cfg.iterations) + 1) * cfg.env_steps_per_iteration
-    train_ret, eval_ret = (np.asarray(metrics[k]) for k in ("train_return", "eval_return"))
-    has_eval = ~np.isnan(eval_ret)
-    reached = steps[has_eval & (eval_ret >= 475)]
-    summary = {
-        "algorithm": "PPO",
-        "final_eval_return": final,
-        "final_eval_episodes": cfg.final_eval_episodes,
-        "env_steps": int(steps[-1]),
-        "first_eval_ge_475_at_env_steps": int(reached[0]) if len(reached) else None,
-        "wall_time_s_including_compile": round(wall, 1),
-        "num_envs": cfg.num_envs,
-        "config": dataclasses.asdict(cfg),
-        "command": "python examples/ppo_cartpole.py " + " ".join(sys.argv[1:] if argv is None
-                                                                 else argv),
-    }
-    save_curve(args.out, "PPO on CartPole-v1 (jaxbuf VectorReplayBuffer + returns.gae)",
-               steps, train_ret, steps[has_eval], eval_ret[has_eval], summary)
-    print(f"final greedy evaluation: {final:.1f} over {cfg.final_eval_episodes} episodes; "
-          f"{steps[-1]:,} env steps in {wall:.1f} s (compile included); curve: {args.out}")
-    return summary
+    return report(
+        Path(__file__).name, "PPO", "PPO on CartPole-v1 (jaxbuf VectorReplayBuffer + returns.gae)",
+        args.out, cfg, np.asarray(metrics["train_return"]), np.asarray(metrics["eval_return"]),
+        final, wall, argv)
 
 
 if __name__ == "__main__":
