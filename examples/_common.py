@@ -11,11 +11,12 @@ is what makes bootstrapping a truncated step (CartPole-v1 stops at 500 steps) co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -102,6 +103,21 @@ class VecEnv:
         return ret.mean()
 
 
+class Stopwatch:
+    """Wall-clock and process CPU seconds (all threads) of named phases of a run."""
+
+    def __init__(self):
+        self.times: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time the ``with`` block as ``<name>_wall_s`` and ``<name>_cpu_s``."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        self.times[f"{name}_wall_s"] = round(time.perf_counter() - wall, 1)
+        self.times[f"{name}_cpu_s"] = round(time.process_time() - cpu, 1)
+
+
 class Progress:
     """A progress bar (tqdm when installed, else plain prints) fed from inside ``jit``.
 
@@ -111,25 +127,30 @@ class Progress:
 
     def __init__(self, total: int, desc: str):
         self.total = total
+        self.desc = desc
+        self.done = 0
         self.last_print = 0.0
+        self.bar = None
+        self.bar_started = False
+
+    def _start_bar(self) -> None:
+        """Open the bar at the first report (so its rate excludes compilation)."""
+        self.bar_started = True
         try:
             from tqdm import tqdm
         except ImportError:
-            self.bar = None
-        else:
-            self.bar = tqdm(total=total, desc=desc, unit="it", dynamic_ncols=True)
-        self.desc = desc
-        self.done = 0
+            return
+        self.bar = tqdm(total=self.total, initial=self.done, desc=self.desc, unit="it",
+                        dynamic_ncols=True)
 
     def skip_to(self, done: int) -> None:
         """Start counting at ``done`` iterations (a resumed run)."""
         self.done = done
-        if self.bar is not None:
-            self.bar.n = done
-            self.bar.refresh()
 
     def report(self, iteration: Any, env_steps: Any, train_return: Any, eval_return: Any) -> None:
         """Advance to ``iteration + 1`` and show the latest training/evaluation returns."""
+        if not self.bar_started:
+            self._start_bar()
         self.done = int(iteration) + 1
         now = time.perf_counter()
         interval = 0.2 if self.bar is not None else 5.0
@@ -146,6 +167,7 @@ class Progress:
             print(f"{self.desc}: it {self.done}/{self.total}  {text}", flush=True)
 
     def close(self) -> None:
+        """Close the bar (if one was opened)."""
         if self.bar is not None:
             self.bar.close()
 
@@ -206,15 +228,15 @@ def report(
     train_curve: np.ndarray,
     eval_curve: np.ndarray,
     final_eval: float,
-    wall: float,
+    timing: dict,
     argv: list[str] | None,
     extra: dict | None = None,
 ) -> dict:
     """Summarise a run, write its curve (PNG + JSON) to ``out`` and print one line.
 
     ``train_curve`` / ``eval_curve`` hold one value per iteration done, NaN where no training
-    episode finished / no evaluation ran; ``cfg`` needs ``env_steps_per_iteration`` and
-    ``final_eval_episodes``.
+    episode finished / no evaluation ran; ``timing`` is :attr:`Stopwatch.times`; ``cfg`` needs
+    ``env_steps_per_iteration`` and ``final_eval_episodes``.
     """
     steps = (np.arange(len(train_curve)) + 1) * cfg.env_steps_per_iteration
     has_eval = ~np.isnan(eval_curve)
@@ -226,15 +248,16 @@ def report(
         "final_eval_episodes": cfg.final_eval_episodes,
         "env_steps": int(steps[-1]) if len(steps) else 0,
         "first_eval_ge_475_at_env_steps": int(reached[0]) if len(reached) else None,
-        "wall_time_s": round(wall, 1),
+        **timing,
         "config": dataclasses.asdict(cfg),
         "command": " ".join(["python", f"examples/{script}", *args]),
         **(extra or {}),
     }
     save_curve(out, title, steps, train_curve, steps[has_eval], eval_curve[has_eval], summary)
+    times = ", ".join(f"{k[:-2].replace('_', ' ')} {v} s" for k, v in timing.items())
     print(f"{algorithm}: greedy evaluation {final_eval:.1f} (mean of {cfg.final_eval_episodes} "
-          f"episodes) after {summary['env_steps']:,} env steps; {wall:.1f} s in this process "
-          f"(compilation included); curve: {out}", flush=True)
+          f"episodes) after {summary['env_steps']:,} env steps; {times}; curve: {out}",
+          flush=True)
     return summary
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -44,6 +43,7 @@ import optax
 from _common import (  # the examples/ folder
     RESULTS_DIR,
     Progress,
+    Stopwatch,
     VecEnv,
     base_parser,
     report,
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> dict:
     ckpt = RunCheckpoints(args.ckpt_dir, cfg, args.resume)
     key = jax.random.key(args.seed)
 
-    start = time.perf_counter()
+    clock = Stopwatch()
     progress = Progress(cfg.iterations, "DQN CartPole-v1")
     agent = make_agent(cfg, env, progress, ckpt.save)
     carry = agent.init(key)
@@ -326,12 +326,14 @@ def main(argv: list[str] | None = None) -> dict:
     progress.skip_to(done)
     stop = cfg.iterations if args.stop_after is None else min(args.stop_after, cfg.iterations)
     if stop > done:
-        carry = jax.block_until_ready(agent.run(carry, stop - done))
+        with clock.phase("compile"):
+            compiled = agent.run.lower(carry, stop - done).compile()
+        with clock.phase("train"):
+            carry = jax.block_until_ready(compiled(carry))
     progress.close()
     if ckpt.latest_step() != int(carry.iteration):
         ckpt.save(jax.device_get(carry))
     ckpt.close()
-    wall = time.perf_counter() - start
 
     k_eval = jax.random.fold_in(key, 1)
     final = float(agent.evaluate(carry.params, k_eval, cfg.final_eval_episodes))
@@ -340,7 +342,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = report(
         Path(__file__).name, "DQN", "DQN on CartPole-v1 (jaxbuf prioritized n-step replay)",
         args.out, cfg, np.asarray(carry.train_curve)[:n], np.asarray(carry.eval_curve)[:n],
-        final, wall, argv,
+        final, clock.times, argv,
         extra={
             "iterations_done": n,
             "resumed_from_iteration": done if args.resume else None,

@@ -23,7 +23,6 @@ Run ``python examples/ppo_cartpole.py`` (full run) or ``--smoke`` (a few iterati
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import Progress, VecEnv, base_parser, report, with_overrides  # examples/
+from _common import Progress, Stopwatch, VecEnv, base_parser, report, with_overrides
 
 import jaxbuf
 import jaxbuf.returns
@@ -241,15 +240,17 @@ def main(argv: list[str] | None = None) -> dict:
     progress = Progress(cfg.iterations, "PPO CartPole-v1")
     train, evaluate = make_train(cfg, env, progress)
     key = jax.random.key(args.seed)
-    start = time.perf_counter()
-    params, metrics = jax.block_until_ready(train(key))
-    wall = time.perf_counter() - start
+    clock = Stopwatch()
+    with clock.phase("compile"):
+        compiled = train.lower(key).compile()
+    with clock.phase("train"):
+        params, metrics = jax.block_until_ready(compiled(key))
     progress.close()
     final = float(evaluate(params, jax.random.fold_in(key, 1), cfg.final_eval_episodes))
     return report(
         Path(__file__).name, "PPO", "PPO on CartPole-v1 (jaxbuf VectorReplayBuffer + returns.gae)",
         args.out, cfg, np.asarray(metrics["train_return"]), np.asarray(metrics["eval_return"]),
-        final, wall, argv)
+        final, clock.times, argv)
 
 
 if __name__ == "__main__":

@@ -94,3 +94,42 @@ def test_dqn_resume_refuses_a_different_config(tmp_path):
                        "--out", str(tmp_path / "x.png"), check=False)
     assert proc.returncode != 0
     assert "--resume" in proc.stderr and "same options" in proc.stderr
+
+
+@pytest.fixture()
+def common(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import _common
+
+    return _common
+
+
+def test_progress_prints_plain_lines_without_tqdm(common, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm now raises ImportError
+    progress = common.Progress(total=3, desc="demo")
+    progress.report(0, 16, float("nan"), float("nan"))  # first report always prints
+    progress.report(1, 32, 20.0, float("nan"))  # throttled (< 5 s later)
+    progress.report(2, 48, 21.5, 30.0)  # the last iteration always prints
+    progress.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "demo: it 1/3  return    --  eval    --  steps 16",
+        "demo: it 3/3  return   21.5  eval   30.0  steps 48",
+    ]
+
+
+def test_overrides_convert_to_the_field_type_and_reject_unknown_names(common):
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        lr: float = 1.0
+        steps: int = 2
+        flag: bool = False
+
+    cfg = common.with_overrides(Cfg(), ["lr=3e-4", "steps=7", "flag=true"])
+    assert cfg == Cfg(lr=3e-4, steps=7, flag=True)
+    with pytest.raises(SystemExit, match="NAME=VALUE"):
+        common.with_overrides(Cfg(), ["nope=1"])
+    with pytest.raises(SystemExit, match="NAME=VALUE"):
+        common.with_overrides(Cfg(), ["lr"])
