@@ -20,8 +20,9 @@ Compile time (trace + XLA compile, or the numba JIT of the first call; numba cac
 shapes) is reported separately from run time. Run time per call: each repetition times
 ``--number`` blocking calls of every contender in turn (interleaved, so load changes hit all
 alike); the table gives the median and the minimum over ``--repeats`` repetitions. Throughput
-is T*B transitions per second at the median. ``vs rlax`` is rlax's median time divided by the
-contender's (> 1 means faster than rlax). All contenders are checked to agree first.
+is T*B transitions per second at the median. ``vs rlax`` is the median over repetitions of
+rlax's time divided by the contender's time in the same repetition (paired, so it is robust
+to load drift; > 1 means faster than rlax). All contenders are checked to agree first.
 """
 
 from __future__ import annotations
@@ -154,14 +155,18 @@ def run_shape(steps: int, batch: int, repeats: int, number: int) -> None:
 
     samples = time_interleaved({c.name: c.call for c in contenders}, repeats, number)
     median = {name: statistics.median(s) for name, s in samples.items()}
-    base = median.get("rlax-vmap")
+    rlax = samples.get("rlax-vmap")
     print(f"\nGAE on [T={steps}, B={batch}] ({steps * batch} transitions), float32")
     print(
         f"{'impl':<16}{'compile ms':>11}{'median us':>11}{'min us':>9}"
         f"{'Mtrans/s':>10}{'vs rlax':>9}"
     )
     for c in contenders:
-        ratio = f"{base / median[c.name]:.2f}x" if base else "-"
+        if rlax:
+            paired = [base / own for base, own in zip(rlax, samples[c.name])]
+            ratio = f"{statistics.median(paired):.2f}x"
+        else:
+            ratio = "-"
         print(
             f"{c.name:<16}{c.compile_s * 1e3:>11.1f}{median[c.name] * 1e6:>11.1f}"
             f"{min(samples[c.name]) * 1e6:>9.1f}"

@@ -94,12 +94,21 @@ class ReplayBuffer(struct.PyTreeNode):
           sample_avail: with ``stack_num > 1``, only sample indices whose stack needs no
             padding.
         """
-        return cls._create(example, size, 1, stack_num, ignore_obs_next, save_only_last_obs,
-                           sample_avail)
+        return cls._create(
+            example, size, 1, stack_num, ignore_obs_next, save_only_last_obs, sample_avail
+        )
 
     @classmethod
-    def _create(cls, example, total_size, buffer_num, stack_num, ignore_obs_next,
-                save_only_last_obs, sample_avail):
+    def _create(
+        cls,
+        example,
+        total_size,
+        buffer_num,
+        stack_num,
+        ignore_obs_next,
+        save_only_last_obs,
+        sample_avail,
+    ):
         validate.check_config(total_size, buffer_num, stack_num)
         example = validate.check_example(example)
         m = -(-total_size // buffer_num)
@@ -165,8 +174,14 @@ class ReplayBuffer(struct.PyTreeNode):
         return spec
 
     def _counters(self) -> episodes.Counters:
-        return episodes.Counters(self.insertion_idx, self.lengths, self.last_index,
-                                 self.ep_return, self.ep_len, self.ep_start)
+        return episodes.Counters(
+            self.insertion_idx,
+            self.lengths,
+            self.last_index,
+            self.ep_return,
+            self.ep_len,
+            self.ep_start,
+        )
 
     # ------------------------------------------------------------------ add
     def add(self, batch: dict, buffer_ids: chex.Array | None = None) -> tuple[Any, AddResult]:
@@ -189,9 +204,7 @@ class ReplayBuffer(struct.PyTreeNode):
             self._counters(), self.subbuffer_size, ids, rows["rew"], done
         )
         stored = storage.to_stored(rows, save_only_last_obs=self.save_only_last_obs)
-        new = self.replace(
-            storage=storage.write(self.storage, slots, stored), **counters._asdict()
-        )
+        new = self.replace(storage=storage.write(self.storage, slots, stored), **counters._asdict())
         return new, result
 
     def _rows(self, batch: dict, buffer_ids) -> tuple[dict, jax.Array | None]:
@@ -213,15 +226,16 @@ class ReplayBuffer(struct.PyTreeNode):
                     "ReplayBuffer with buffer_ids=None; field 'act' expected shape "
                     f"(k, *{spec['act'].shape}), got {np.shape(act)}"
                 )
-            batch = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], batch)
-            done = None if done is None else jnp.asarray(done)[None]
-        k = np.shape(act)[0] if (act is not None and not single and np.ndim(act) > 0) else 1
+        k = 1 if single else (np.shape(act)[0] if np.ndim(act) > 0 else 1)
         if buffer_ids is None and not single and k != self.buffer_num:
             raise ValueError(
                 f"jaxbuf: with buffer_ids=None the batch needs buffer_num={self.buffer_num} "
                 f"rows, field 'act' has {k}"
             )
-        rows = validate.flatten_checked(batch, spec, (k,))
+        rows = validate.flatten_checked(batch, spec, () if single else (k,))
+        if single:
+            rows = jax.tree_util.tree_map(lambda x: x[None], rows)
+            done = None if done is None else jnp.asarray(done)[None]
         if done is not None:
             self._check_done(done, rows, k)
         ids = None
@@ -235,7 +249,7 @@ class ReplayBuffer(struct.PyTreeNode):
             ids = ids.astype(jnp.int32)
             runtime_check(
                 jnp.all((ids >= 0) & (ids < self.buffer_num)),
-                "jaxbuf: buffer_ids out of range [0, {n})", n=self.buffer_num,
+                f"jaxbuf: buffer_ids out of range [0, {self.buffer_num})",
             )
             if self.buffer_num == 1 and not isinstance(ids, jax.core.Tracer):
                 if not bool(jnp.all(ids == 0)):
@@ -248,8 +262,10 @@ class ReplayBuffer(struct.PyTreeNode):
         validate.check_leaf("done", done, (k,), jnp.dtype(bool))
         done = jnp.asarray(done, bool)
         if isinstance(done, jax.core.Tracer) or isinstance(derived, jax.core.Tracer):
-            runtime_check(jnp.all(done == derived),
-                          "jaxbuf: field 'done' disagrees with terminated | truncated")
+            runtime_check(
+                jnp.all(done == derived),
+                "jaxbuf: field 'done' disagrees with terminated | truncated",
+            )
         elif not bool(jnp.all(done == derived)):
             raise ValueError(
                 "jaxbuf: field 'done' disagrees with terminated | truncated "
@@ -267,7 +283,7 @@ class ReplayBuffer(struct.PyTreeNode):
             raise TypeError(f"jaxbuf: indices must be integers, got dtype {index.dtype}")
         runtime_check(
             jnp.all((index >= 0) & (index < self.maxsize)),
-            "jaxbuf: index out of range [0, {m})", m=self.maxsize,
+            f"jaxbuf: index out of range [0, {self.maxsize})",
         )
         return index.astype(jnp.int32)
 
@@ -278,13 +294,25 @@ class ReplayBuffer(struct.PyTreeNode):
         (so the oldest slot of a full buffer is a start). Never crosses sub-buffers.
         Shape and int32 dtype follow ``index``.
         """
-        return episodes.prev(self._index(index), self._done_at, self.lengths,
-                             self.last_index, self.subbuffer_size, self.buffer_num)
+        return episodes.prev(
+            self._index(index),
+            self._done_at,
+            self.lengths,
+            self.last_index,
+            self.subbuffer_size,
+            self.buffer_num,
+        )
 
     def next(self, index: chex.Array) -> jax.Array:
         """Next slot of the same episode; ``index`` itself at an episode end (done or head)."""
-        return episodes.next_(self._index(index), self._done_at, self.lengths,
-                              self.last_index, self.subbuffer_size, self.buffer_num)
+        return episodes.next_(
+            self._index(index),
+            self._done_at,
+            self.lengths,
+            self.last_index,
+            self.subbuffer_size,
+            self.buffer_num,
+        )
 
     def is_episode_end(self, index: chex.Array) -> jax.Array:
         """bool: the slot is done, or is the latest write of its sub-buffer (unfinished head)."""
@@ -333,8 +361,9 @@ class ReplayBuffer(struct.PyTreeNode):
 
     def _avail_mask(self) -> jax.Array:
         """bool[maxsize]: valid slots whose stack of ``stack_num`` frames needs no padding."""
-        frames = stacking.frame_indices(jnp.arange(self.maxsize, dtype=jnp.int32), self.prev,
-                                        self.stack_num)
+        frames = stacking.frame_indices(
+            jnp.arange(self.maxsize, dtype=jnp.int32), self.prev, self.stack_num
+        )
         return self.valid_mask() & (frames[:, 0] != frames[:, 1])
 
     # ------------------------------------------------------------------ sampling
@@ -418,8 +447,9 @@ class ReplayBuffer(struct.PyTreeNode):
         if k < 1:
             raise ValueError(f"jaxbuf: stack_num must be >= 1, got {k}")
         index = self._index(index)
-        return stacking.stacked_gather(self.storage[key], jnp.mod(index, self.maxsize),
-                                       self.prev, k)
+        return stacking.stacked_gather(
+            self.storage[key], jnp.mod(index, self.maxsize), self.prev, k
+        )
 
     def __getitem__(self, index: Any) -> dict:
         """The transitions at ``index`` as a dict of arrays.
@@ -440,8 +470,9 @@ class ReplayBuffer(struct.PyTreeNode):
             out[key] = stacking.stacked_gather(value, index, self.prev, k)
         out["done"] = out["terminated"] | out["truncated"]
         if self.ignore_obs_next:
-            out["obs_next"] = stacking.stacked_gather(self.storage["obs"], self.next(index),
-                                                      self.prev, self.stack_num)
+            out["obs_next"] = stacking.stacked_gather(
+                self.storage["obs"], self.next(index), self.prev, self.stack_num
+            )
         return out
 
 
@@ -465,5 +496,12 @@ class VectorReplayBuffer(ReplayBuffer):
         sample_avail: bool = False,
     ) -> VectorReplayBuffer:
         """An empty vector buffer; see :meth:`ReplayBuffer.create` for the options."""
-        return cls._create(example, total_size, buffer_num, stack_num, ignore_obs_next,
-                           save_only_last_obs, sample_avail)
+        return cls._create(
+            example,
+            total_size,
+            buffer_num,
+            stack_num,
+            ignore_obs_next,
+            save_only_last_obs,
+            sample_avail,
+        )

@@ -57,8 +57,9 @@ def build(scn: dict):
     args = dict(scn["buffer"]["args"])
     kind = scn["buffer"]["type"]
     opts = {
-        k: args.pop(k) for k in ("stack_num", "ignore_obs_next", "save_only_last_obs",
-                                 "sample_avail") if k in args
+        k: args.pop(k)
+        for k in ("stack_num", "ignore_obs_next", "save_only_last_obs", "sample_avail")
+        if k in args
     }
     ex = example_of(scn)
     if opts.get("ignore_obs_next"):

@@ -17,8 +17,13 @@ SCENARIOS = oracle.scenarios("ReplayBuffer", "VectorReplayBuffer")
 
 
 def _close(actual, expected, what):
-    np.testing.assert_allclose(np.asarray(actual, np.float64), np.asarray(expected, np.float64),
-                               rtol=1e-6, atol=1e-6, err_msg=what)
+    np.testing.assert_allclose(
+        np.asarray(actual, np.float64),
+        np.asarray(expected, np.float64),
+        rtol=1e-6,
+        atol=1e-6,
+        err_msg=what,
+    )
 
 
 def _check_state(buf, state, what):
@@ -56,8 +61,11 @@ def test_replay(scn, jit):
             long = np.asarray(res.episode_length) > buf.subbuffer_size
             running = _running_lengths(buf, op)
             stale = long | (running > buf.subbuffer_size)
-            np.testing.assert_array_equal(np.asarray(res.episode_start)[~stale],
-                                          np.asarray(out["ep_start_idx"])[~stale], err_msg=what)
+            np.testing.assert_array_equal(
+                np.asarray(res.episode_start)[~stale],
+                np.asarray(out["ep_start_idx"])[~stale],
+                err_msg=what,
+            )
             _check_state(buf, op["state_after"], what)
         elif kind == "snapshot":
             _check_state(buf, op["state"], what)
@@ -75,10 +83,12 @@ def test_replay(scn, jit):
             idx = np.arange(buf.maxsize)
             np.testing.assert_array_equal(buf.prev(idx), op["prev"], err_msg=what + " prev")
             np.testing.assert_array_equal(buf.next(idx), op["next"], err_msg=what + " next")
-            np.testing.assert_array_equal(buf.unfinished_index_compact(), op["unfinished_index"],
-                                          err_msg=what)
-            np.testing.assert_array_equal(buf.chronological_indices(), op["sample_indices_0"],
-                                          err_msg=what)
+            np.testing.assert_array_equal(
+                buf.unfinished_index_compact(), op["unfinished_index"], err_msg=what
+            )
+            np.testing.assert_array_equal(
+                buf.chronological_indices(), op["sample_indices_0"], err_msg=what
+            )
         elif kind == "getitem":
             got = buf[np.asarray(op["index"])]
             for key, expected in op["output"].items():

@@ -7,6 +7,8 @@ The oracle replay compares every recorded Tianshou output except the documented 
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -414,3 +416,39 @@ def test_create_rejects_bad_config(kwargs, error, match):
         PrioritizedReplayBuffer.create(EXAMPLE, 8, **kw)
     with pytest.raises(error, match=match):
         PrioritizedVectorReplayBuffer.create(EXAMPLE, 8, 2, **kw)
+
+
+def test_train_step_has_no_capacity_sized_step():
+    """sample + update_weight + add of B items: the compiled, donated step holds no operation
+    producing an array with a leading dimension of maxsize (or the tree's 2 * bound) other
+    than in-place scatters and loop plumbing."""
+    n = 2**12
+    buf = PrioritizedReplayBuffer.create(EXAMPLE, n, alpha=0.6, beta=0.4)
+
+    def train_step(buf, key, batch):
+        buf, _ = buf.add(batch, jnp.zeros((64,), jnp.int32))
+        sample, idx = buf.sample(key, 64)
+        return buf.update_weight(idx, sample["rew"] * sample["weight"])
+
+    batch = rows(list(range(64)))
+    hlo = (
+        jax.jit(train_step, donate_argnums=0)
+        .lower(buf, jax.random.key(0), batch)
+        .compile()
+        .as_text()
+    )
+    plumbing = {"parameter", "scatter", "fusion", "while", "tuple", "get-tuple-element", "bitcast"}
+    found = re.findall(rf"=\s*\(?[a-z0-9]+\[(?:{n}|{2 * n})(?:,\d+)*\]\S*\s+([a-z\-]+)\(", hlo)
+    assert [op for op in found if op not in plumbing] == []
+    assert "scatter" in found  # the pattern does see the capacity-sized arrays
+
+
+def test_core_options_pass_through_frame_stacking():
+    buf = PrioritizedReplayBuffer.create(EXAMPLE, 6, 0.6, 0.4, stack_num=2, ignore_obs_next=True)
+    for i in range(4):
+        buf, _ = buf.add({k: v for k, v in step(i, done=i == 1).items() if k != "obs_next"})
+    batch = buf[np.array([0, 1, 2, 3])]
+    # frames oldest first; slot 2 starts an episode, so its stack repeats its own frame
+    np.testing.assert_array_equal(batch["obs"][:, :, 0], [[0, 0], [0, 1], [2, 2], [2, 3]])
+    np.testing.assert_array_equal(batch["weight"], [1, 1, 1, 1])
+    assert buf.stack_num == 2 and "obs_next" not in buf.storage

@@ -378,6 +378,22 @@ def test_jit_equals_eager_and_buffer_is_a_traced_argument():
     np.testing.assert_allclose(jitted[0], [4, 2, 16.5, 24, 30])
 
 
+def test_vmap_over_a_stack_of_buffers():
+    bufs = [filled(6, SECTION_11), filled(6, [(r, r == 4, r == 2) for r in range(1, 9)])]
+    stacked = jax.tree.map(lambda *x: jnp.stack(x), *bufs)
+    idx = jnp.array([[0, 1, 2, 3, 4], [2, 3, 4, 5, 0]])
+    v_s_ = jnp.arange(10.0).reshape(2, 5)
+
+    def both(buf, i, v):
+        return episodic_return(buf, i, v, None, 0.9, 0.8), nstep_targets(buf, i, 0.9, 3)
+
+    batched = jax.vmap(both)(stacked, idx, v_s_)
+    for k, buf in enumerate(bufs):
+        single = both(buf, idx[k], v_s_[k])
+        for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(single)):
+            np.testing.assert_allclose(a[k], b, **TOL)
+
+
 def test_nstep_multi_dimensional_indices_and_q_heads():
     buf = filled(6, SECTION_11)
     idx = np.array([[0, 1, 2], [3, 4, -1]])  # -1: padding

@@ -12,10 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxbuf.returns import discounted_returns, gae, lambda_returns, nstep
+from jaxbuf.returns._recurrence import FUSE_MAX_WIDTH
 
 rlax = pytest.importorskip("rlax")  # in the `test` extra
 
 TOL = {"rtol": 1e-6, "atol": 1e-6}
+TOL_REF = {"rtol": 1e-5, "atol": 1e-5}  # float32 vs the float64 Python references
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,19 +177,17 @@ def test_truncation_matches_python_reference(seed, gamma, lam, n):
     flags = (term, trunc)
     exp_adv, exp_ret = per_column(ref_gae, r, v, nv, *flags, gamma=gamma, lam=lam)
     adv, ret = jax.jit(gae)(r, v, nv, *flags, gamma, lam)
-    np.testing.assert_allclose(adv, exp_adv, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(ret, exp_ret, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(adv, exp_adv, **TOL_REF)
+    np.testing.assert_allclose(ret, exp_ret, **TOL_REF)
     np.testing.assert_allclose(
         jax.jit(lambda_returns)(r, nv, *flags, gamma, lam),
         per_column(ref_lambda, r, nv, *flags, gamma=gamma, lam=lam),
-        rtol=1e-5,
-        atol=1e-5,
+        **TOL_REF,
     )
     np.testing.assert_allclose(
         jax.jit(nstep, static_argnames="n")(r, nv, *flags, gamma, n=n),
         per_column(ref_nstep, r, nv, *flags, gamma=gamma, n=n),
-        rtol=1e-5,
-        atol=1e-5,
+        **TOL_REF,
     )
 
 
@@ -223,32 +223,28 @@ def test_per_step_gamma_and_lambda_arrays():
             delta = r[t, b] + (0.0 if term[t, b] else gamma[t, b] * nv[t, b]) - v[t, b]
             nxt = delta + (0.0 if term[t, b] or trunc[t, b] else gamma[t, b] * lam[t, 0] * nxt)
             expected[t, b] = nxt
-    np.testing.assert_allclose(adv, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(adv, expected, **TOL_REF)
 
 
 # ----------------------------------------------------------------------------------------------
 # Implementation variants: associative scan, jit, layouts, gradients.
 
 
-def test_associative_scan_equals_sequential_scan():
-    r, v, nv, term, trunc = rollout(5, steps=37, batch=6)
+@pytest.mark.parametrize("batch", [6, FUSE_MAX_WIDTH + 6])  # both sequential layouts
+def test_associative_and_sequential_scans_match_the_reference(batch):
+    r, v, nv, term, trunc = rollout(5, steps=37, batch=batch)
     flags = (term, trunc)
-    for a, b in zip(
-        gae(r, v, nv, *flags, 0.99, 0.95),
-        gae(r, v, nv, *flags, 0.99, 0.95, use_associative_scan=True),
-        strict=True,
-    ):
-        np.testing.assert_allclose(a, b, **TOL)
-    np.testing.assert_allclose(
-        lambda_returns(r, nv, *flags, 0.99, 0.8),
-        lambda_returns(r, nv, *flags, 0.99, 0.8, use_associative_scan=True),
-        **TOL,
-    )
-    np.testing.assert_allclose(
-        discounted_returns(r, nv, *flags, 0.99),
-        discounted_returns(r, nv, *flags, 0.99, use_associative_scan=True),
-        **TOL,
-    )
+    exp_adv, exp_ret = per_column(ref_gae, r, v, nv, *flags, gamma=0.99, lam=0.95)
+    exp_lam = per_column(ref_lambda, r, nv, *flags, gamma=0.99, lam=0.8)
+    exp_disc = per_column(ref_lambda, r, nv, *flags, gamma=0.99, lam=1.0)
+    for assoc in (False, True):
+        adv, ret = gae(r, v, nv, *flags, 0.99, 0.95, use_associative_scan=assoc)
+        np.testing.assert_allclose(adv, exp_adv, **TOL_REF)
+        np.testing.assert_allclose(ret, exp_ret, **TOL_REF)
+        lam = lambda_returns(r, nv, *flags, 0.99, 0.8, use_associative_scan=assoc)
+        np.testing.assert_allclose(lam, exp_lam, **TOL_REF)
+        disc = discounted_returns(r, nv, *flags, 0.99, use_associative_scan=assoc)
+        np.testing.assert_allclose(disc, exp_disc, **TOL_REF)
 
 
 def test_jit_equals_eager():
@@ -314,8 +310,21 @@ def test_gradients_flow_through_values_like_rlax():
         return jnp.sum(adv**2)
 
     grad = jax.grad(ours)(v_all)
-    np.testing.assert_allclose(grad, jax.grad(theirs)(v_all), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad, jax.grad(theirs)(v_all), **TOL_REF)
     assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+
+
+def test_gradients_agree_across_scan_layouts():
+    r, v, nv, term, trunc = rollout(13, steps=9, batch=FUSE_MAX_WIDTH + 6)
+
+    def loss(values, next_values, assoc):
+        adv, ret = gae(r, values, next_values, term, trunc, 0.9, 0.8, use_associative_scan=assoc)
+        lam = lambda_returns(r, next_values, term, trunc, 0.9, 0.7, use_associative_scan=assoc)
+        return jnp.sum(adv**2) + jnp.sum(ret * lam)
+
+    grads = jax.grad(loss, argnums=(0, 1))
+    for a, b in zip(grads(v, nv, False), grads(v, nv, True)):
+        np.testing.assert_allclose(a, b, **TOL_REF)
 
 
 def test_gradient_of_nstep_and_lambda_wrt_next_values():

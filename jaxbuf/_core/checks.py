@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import jax
 from jax.experimental import checkify
@@ -24,10 +23,10 @@ def checking() -> bool:
     return getattr(_state, "on", False)
 
 
-def runtime_check(pred: jax.Array, msg: str, **fmt: Any) -> None:
+def runtime_check(pred: jax.Array, msg: str) -> None:
     """Assert ``pred`` at run time when tracing under :func:`checked`; a no-op otherwise."""
     if checking():
-        checkify.check(pred, msg, **fmt)
+        checkify.check(pred, msg)
 
 
 def checked(fn: Callable) -> Callable:

@@ -49,14 +49,14 @@ class Counters(NamedTuple):
 
 def init_counters(n: int, m: int, rew_shape: tuple, rew_dtype) -> Counters:
     """Counters of ``n`` empty sub-buffers of ``m`` slots."""
-    zeros = jnp.zeros((n,), jnp.int32)
+    # Distinct arrays per field: a donated buffer must not hold one array twice.
     return Counters(
-        insertion_idx=zeros,
-        lengths=zeros,
+        insertion_idx=jnp.zeros((n,), jnp.int32),
+        lengths=jnp.zeros((n,), jnp.int32),
         last_index=jnp.arange(n, dtype=jnp.int32) * m,
         ep_return=jnp.zeros((n, *rew_shape), rew_dtype),
-        ep_len=zeros,
-        ep_start=zeros,
+        ep_len=jnp.zeros((n,), jnp.int32),
+        ep_start=jnp.zeros((n,), jnp.int32),
     )
 
 
@@ -70,9 +70,7 @@ def _segmented(values, starts: jax.Array, op):
     def combine(a, b):
         fa, va = a
         fb, vb = b
-        merged = jax.tree_util.tree_map(
-            lambda x, y: jnp.where(_bcast(fb, y), y, op(x, y)), va, vb
-        )
+        merged = jax.tree_util.tree_map(lambda x, y: jnp.where(_bcast(fb, y), y, op(x, y)), va, vb)
         return fa | fb, merged
 
     return lax.associative_scan(combine, (starts, values))[1]
@@ -138,9 +136,11 @@ def plan_add(c: Counters, m: int, ids: jax.Array | None, rew: jax.Array, done: j
         # A row is overwritten later in this same add if m or more rows of its id follow it.
         keep = valid & (rank >= counts[jnp.minimum(gid, n - 1)] - m)
         slots = jnp.where(keep, gid * m + w, n * m).astype(jnp.int32)
-        last_rows = jnp.full((n + 1,), -1, jnp.int32).at[jnp.where(last, sg, n)].set(
-            order.astype(jnp.int32)
-        )[:n]
+        last_rows = (
+            jnp.full((n + 1,), -1, jnp.int32)
+            .at[jnp.where(last, sg, n)]
+            .set(order.astype(jnp.int32))[:n]
+        )
         touched = last_rows >= 0
         last_rows = jnp.maximum(last_rows, 0)
 

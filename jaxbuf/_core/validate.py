@@ -34,9 +34,7 @@ def check_config(size: int, buffer_num: int, stack_num: int) -> None:
     if buffer_num <= 0:
         raise ValueError(f"jaxbuf: buffer_num must be > 0, got {buffer_num}")
     if buffer_num > size:
-        raise ValueError(
-            f"jaxbuf: buffer_num ({buffer_num}) must not exceed total_size ({size})"
-        )
+        raise ValueError(f"jaxbuf: buffer_num ({buffer_num}) must not exceed total_size ({size})")
     if stack_num < 1:
         raise ValueError(f"jaxbuf: stack_num must be >= 1, got {stack_num}")
 

@@ -334,8 +334,7 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
             raise TypeError(f"jaxbuf: indices must be integers, got dtype {index.dtype}")
         runtime_check(
             jnp.all((index >= 0) & (index < self.maxsize)),
-            "jaxbuf: index out of range [0, {m})",
-            m=self.maxsize,
+            f"jaxbuf: index out of range [0, {self.maxsize})",
         )
         return jnp.mod(index, self.maxsize).astype(jnp.int32)
 

@@ -16,7 +16,8 @@ per level for ``log2(bound)`` levels: ``O(B log N)`` in all, with no step whose 
 the capacity (no dense scatter, no rebuild, no capacity-sized ``bincount`` as in flashbax).
 Under ``jit`` with the tree donated (or carried through a ``lax.scan``/``fori_loop``), XLA
 performs the scatters in place. Queries (``find_prefix_sum``, ``sample``) walk root to leaf
-in ``log2(bound)`` vectorised steps: ``O(B log N)`` work.
+in ``log2(bound)`` vectorised steps: ``O(B log N)`` work. The kernels are jitted, so eager
+calls compile once per shape instead of op by op; validation runs outside them.
 
 Exactness
 ---------
@@ -292,9 +293,9 @@ class SumTree(_SegmentTree):
     """Binary sum tree over ``capacity`` non-negative leaves (pure pytree state).
 
     ``nodes`` has shape ``(2 * bound,)``; see the module docstring for the layout and costs.
-    All methods are pure (they return new trees), work under ``jit`` and ``vmap`` (a vmapped
-    tree has ``nodes`` of shape ``(..., 2 * bound)``), and never touch more than
-    ``O(B log N)`` nodes for a batch of ``B`` leaves.
+    All methods are pure (they return new trees), work under ``jit`` and ``vmap`` (a stack of
+    trees has ``nodes`` of shape ``(T, 2 * bound)``; call the methods through ``jax.vmap``),
+    and never touch more than ``O(B log N)`` nodes for a batch of ``B`` leaves.
 
     Example::
 

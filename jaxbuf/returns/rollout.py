@@ -39,7 +39,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from jaxbuf.returns._recurrence import reverse_linear_recurrence
+from jaxbuf.returns._recurrence import reverse_affine_scan
 from jaxbuf.returns._validate import (
     check_coefficient,
     check_n_step,
@@ -55,8 +55,13 @@ def _prepare(
     floats: dict[str, chex.Array],
     flags: dict[str, chex.Array],
     coefficients: dict[str, chex.Numeric],
-):
-    """Validates, moves time to axis 0, casts flags and coefficients to the float dtype."""
+) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """Validates and returns ``(steps, consts)``, time on axis 0.
+
+    ``steps`` holds the per-step arrays: the floats in their common float dtype, the flags as
+    bool, and the coefficients that vary (broadcast to the rollout shape). ``consts`` holds
+    the scalar coefficients, kept scalar so that they cost nothing per step.
+    """
     floats = {k: jnp.asarray(v) for k, v in floats.items()}
     flags = {k: jnp.asarray(v) for k, v in flags.items()}
     check_rollout(fn, time_major, floats, flags)
@@ -64,13 +69,16 @@ def _prepare(
     for name, value in coefficients.items():
         check_coefficient(fn, name, value, shape)
     dtype = jnp.result_type(*floats.values())
-    floats = {k: to_time_major(v.astype(dtype), time_major) for k, v in floats.items()}
-    flags = {k: to_time_major(v.astype(bool), time_major) for k, v in flags.items()}
-    coefficients = {
-        k: to_time_major(jnp.broadcast_to(jnp.asarray(v, dtype), shape), time_major)
-        for k, v in coefficients.items()
-    }
-    return floats, flags, coefficients
+    steps = {k: to_time_major(v.astype(dtype), time_major) for k, v in floats.items()}
+    steps.update({k: to_time_major(v.astype(bool), time_major) for k, v in flags.items()})
+    consts = {}
+    for name, value in coefficients.items():
+        value = jnp.asarray(value, dtype)
+        if value.ndim == 0:
+            consts[name] = value
+        else:
+            steps[name] = to_time_major(jnp.broadcast_to(value, shape), time_major)
+    return steps, consts
 
 
 def _finish(x: chex.Array, time_major: bool, stop_target_gradients: bool) -> chex.Array:
@@ -125,21 +133,28 @@ def gae(
       ``(advantages, returns)``, both shaped like ``rewards``, in the common float dtype of
       ``rewards``, ``values`` and ``next_values``.
     """
-    floats, flags, coef = _prepare(
+    steps, consts = _prepare(
         "gae",
         time_major,
         {"rewards": rewards, "values": values, "next_values": next_values},
         {"terminated": terminated, "truncated": truncated},
         {"gamma": gamma, "gae_lambda": gae_lambda},
     )
-    v = floats["values"]
-    term = flags["terminated"]
-    done = term | flags["truncated"]
-    g = coef["gamma"]
-    delta = floats["rewards"] + jnp.where(term, 0.0, g * floats["next_values"]) - v
-    trace = jnp.where(done, 0.0, g * coef["gae_lambda"])
-    advantages = reverse_linear_recurrence(trace, delta, use_associative_scan)
-    returns = advantages + v
+
+    def terms(x):
+        x = {**consts, **x}
+        g = x["gamma"]
+        trace = jnp.where(x["terminated"] | x["truncated"], 0.0, g * x["gae_lambda"])
+        delta = x["rewards"] + jnp.where(x["terminated"], 0.0, g * x["next_values"]) - x["values"]
+        return trace, delta
+
+    advantages, returns = reverse_affine_scan(
+        terms,
+        steps,
+        jnp.zeros_like(steps["rewards"][0]),
+        lambda adv, x: (adv, adv + x["values"]),
+        use_associative_scan,
+    )
     return (
         _finish(advantages, time_major, stop_target_gradients),
         _finish(returns, time_major, stop_target_gradients),
@@ -188,31 +203,29 @@ def lambda_returns(
     Returns:
       ``G``, shaped like ``rewards``, in the common float dtype of the float inputs.
     """
-    floats, flags, coef = _prepare(
+    steps, consts = _prepare(
         "lambda_returns",
         time_major,
         {"rewards": rewards, "next_values": next_values},
         {"terminated": terminated, "truncated": truncated},
         {"gamma": gamma, "lambda_": lambda_},
     )
-    returns = _lambda_recurrence(
-        floats["rewards"],
-        floats["next_values"],
-        flags["terminated"],
-        flags["truncated"],
-        coef["gamma"],
-        coef["lambda_"],
-        use_associative_scan,
-    )
+    returns = _lambda_recurrence(steps, consts, use_associative_scan)
     return _finish(returns, time_major, stop_target_gradients)
 
 
-def _lambda_recurrence(r, next_v, term, trunc, g, lam, use_associative_scan):
-    is_last = jnp.arange(r.shape[0]).reshape((-1,) + (1,) * (r.ndim - 1)) == r.shape[0] - 1
-    mix = jnp.where(trunc | is_last, 0.0, lam)
-    disc = jnp.where(term, 0.0, g)
-    return reverse_linear_recurrence(
-        disc * mix, r + disc * (1.0 - mix) * next_v, use_associative_scan
+def _lambda_recurrence(steps, consts, use_associative_scan):
+    """``G_t = r_t + d_t [(1 - l_t) V'_t + l_t G_{t+1}]``, ``d = gamma (1 - term)``,
+    ``l = lambda (1 - trunc)``, seeded with ``G_T = V'_{T-1}`` (so step T-1 bootstraps)."""
+
+    def terms(x):
+        x = {**consts, **x}
+        disc = jnp.where(x["terminated"], 0.0, x["gamma"])
+        mix = jnp.where(x["truncated"], 0.0, x["lambda_"])
+        return disc * mix, x["rewards"] + disc * (1.0 - mix) * x["next_values"]
+
+    return reverse_affine_scan(
+        terms, steps, steps["next_values"][-1], lambda g, _: g, use_associative_scan
     )
 
 
@@ -253,22 +266,15 @@ def discounted_returns(
     Returns:
       ``G``, shaped like ``rewards``, in the common float dtype of the float inputs.
     """
-    floats, flags, coef = _prepare(
+    steps, consts = _prepare(
         "discounted_returns",
         time_major,
         {"rewards": rewards, "next_values": next_values},
         {"terminated": terminated, "truncated": truncated},
         {"gamma": gamma},
     )
-    returns = _lambda_recurrence(
-        floats["rewards"],
-        floats["next_values"],
-        flags["terminated"],
-        flags["truncated"],
-        coef["gamma"],
-        jnp.ones_like(coef["gamma"]),
-        use_associative_scan,
-    )
+    consts["lambda_"] = jnp.ones((), steps["rewards"].dtype)
+    returns = _lambda_recurrence(steps, consts, use_associative_scan)
     return _finish(returns, time_major, stop_target_gradients)
 
 
@@ -312,33 +318,34 @@ def nstep(
       ``G^(n)``, shaped like ``rewards``, in the common float dtype of the float inputs.
     """
     check_n_step("nstep", n)
-    floats, flags, coef = _prepare(
+    steps, consts = _prepare(
         "nstep",
         time_major,
         {"rewards": rewards, "next_values": next_values},
         {"terminated": terminated, "truncated": truncated},
         {"gamma": gamma},
     )
-    r = floats["rewards"]
+    r = steps["rewards"]
     length = r.shape[0]
     # Pad n-1 steps after the end; padded steps are never active (they are past the rollout).
     pad = [(0, n - 1)] + [(0, 0)] * (r.ndim - 1)
-    padded = {
-        "r": jnp.pad(r, pad),
-        "g": jnp.pad(coef["gamma"], pad),
-        "boot": jnp.pad(jnp.where(flags["terminated"], 0.0, floats["next_values"]), pad),
-        "done": jnp.pad(flags["terminated"] | flags["truncated"], pad),
-        "in_range": jnp.pad(jnp.ones_like(r, dtype=bool), pad),
+    per_step = {
+        "rewards": r,
+        "boot": jnp.where(steps["terminated"], 0.0, steps["next_values"]),
+        "done": steps["terminated"] | steps["truncated"],
+        "in_range": jnp.ones_like(r, dtype=bool),
     }
+    if "gamma" in steps:
+        per_step["gamma"] = steps["gamma"]
+    padded = {key: jnp.pad(x, pad) for key, x in per_step.items()}
 
     def window_step(carry, k):
         partial, scale, bootstrap, active = carry
-        step = {
-            key: jax.lax.dynamic_slice_in_dim(x, k, length, axis=0) for key, x in padded.items()
-        }
+        step = {key: jax.lax.dynamic_slice_in_dim(x, k, length) for key, x in padded.items()}
+        step = {**consts, **step}
         active = active & step["in_range"]
-        partial = partial + jnp.where(active, scale * step["r"], 0.0)
-        scale = scale * step["g"]
+        partial = partial + jnp.where(active, scale * step["rewards"], 0.0)
+        scale = scale * step["gamma"]
         bootstrap = jnp.where(active, scale * step["boot"], bootstrap)
         active = active & ~step["done"]
         return (partial, scale, bootstrap, active), None

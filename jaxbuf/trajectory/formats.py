@@ -1,0 +1,238 @@
+"""Trajectory file formats: ``pt`` (torch zip), ``pkl`` (pickle of torch tensors), ``npz``.
+
+A *payload* is what one trajectory file holds (format card, rlinf-semantics.md §16): a dict
+``field -> value`` in :data:`~jaxbuf.trajectory.trajectory.FIELD_ORDER` order with ``int``
+``max_episode_length``, ``str`` ``model_weights_id``, numpy arrays ``[T(+E), B, ...]`` and
+nested dicts of arrays. Formats:
+
+* ``"pt"`` (default): ``torch.save`` zip container, written and read by jaxbuf's torch-free
+  codec (:mod:`jaxbuf.trajectory.torchfile`); RLinf reads it with
+  ``torch.load(weights_only=True)``.
+* ``"pkl"``: ``pickle.dump`` of a dict of torch tensors, as RLinf writes for any format other
+  than ``"pt"``. Needs PyTorch (``pip install 'jaxbuf[torch]'``); reading goes through a
+  restricted unpickler that only rebuilds tensors.
+* ``"npz"``: jaxbuf's native numpy format (``np.savez``, no pickle); not readable by RLinf.
+
+Every write goes to a temporary name, is fsynced and renamed (:mod:`.atomic`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import zipfile
+from collections import OrderedDict
+from typing import IO, Any
+
+import ml_dtypes
+import numpy as np
+
+from jaxbuf.trajectory.atomic import atomic_write
+from jaxbuf.trajectory.errors import TrajectoryFileError
+from jaxbuf.trajectory.torchfile import TorchFileError, dump_pt, load_pt
+
+__all__ = [
+    "DEFAULT_FORMAT",
+    "FORMATS",
+    "check_format",
+    "file_extension",
+    "format_from_metadata",
+    "read_trajectory_file",
+    "torch_available",
+    "write_trajectory_file",
+]
+
+FORMATS = ("pt", "pkl", "npz")
+DEFAULT_FORMAT = "pt"
+_TORCH_HINT = "install PyTorch with `pip install 'jaxbuf[torch]'`"
+
+
+def torch_available() -> bool:
+    """Whether ``import torch`` succeeds (needed only for the ``pkl`` format)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _import_torch(why: str):
+    try:
+        import torch
+    except ImportError as exc:
+        raise ImportError(f"{why} needs PyTorch, which is not installed; {_TORCH_HINT}") from exc
+    return torch
+
+
+def check_format(fmt: Any, argument: str = "storage_format") -> str:
+    """Validate a format name given by the user; ``pkl`` without torch raises ImportError."""
+    if fmt not in FORMATS:
+        raise ValueError(f"{argument} must be one of {FORMATS}, got {fmt!r}")
+    if fmt == "pkl":
+        _import_torch(f"{argument}='pkl'")
+    return fmt
+
+
+def format_from_metadata(value: Any) -> str:
+    """Map a format value read from ``metadata.json`` to a format, with RLinf's rule.
+
+    RLinf writes ``.pt`` for ``"pt"`` and ``.pkl`` for any other value; ``"npz"`` is ours.
+    """
+    if value is None or value == "pt":
+        return "pt"
+    if value == "npz":
+        return "npz"
+    return "pkl"
+
+
+def file_extension(fmt: str) -> str:
+    """File extension (with the dot) of a format: ``.pt``, ``.npz`` or ``.pkl``."""
+    return {"pt": ".pt", "npz": ".npz"}.get(fmt, ".pkl")
+
+
+# ------------------------------------------------------------------------------------ npz
+
+
+def _npz_layout(value: dict, arrays: dict[str, np.ndarray], where: str) -> list:
+    layout = []
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise TypeError(f"{where}: dict keys must be str, got {key!r}")
+        if isinstance(item, dict):
+            layout.append([key, "dict", _npz_layout(item, arrays, f"{where}[{key!r}]")])
+        elif isinstance(item, np.ndarray):
+            name = f"a{len(arrays)}"
+            arrays[name] = item
+            layout.append([key, "array", [name, str(item.dtype)]])
+        elif isinstance(item, bool):
+            layout.append([key, "bool", item])
+        elif isinstance(item, (int, np.integer)):
+            layout.append([key, "int", int(item)])
+        elif isinstance(item, (float, str)) or item is None:
+            layout.append([key, type(item).__name__, item])
+        else:
+            raise TypeError(f"{where}[{key!r}]: cannot store {type(item).__name__} in npz")
+    return layout
+
+
+def _npz_build(layout: list, archive: Any) -> dict:
+    out: dict[str, Any] = {}
+    for key, kind, value in layout:
+        if kind == "dict":
+            out[key] = _npz_build(value, archive)
+        elif kind == "array":
+            name, dtype_name = value
+            array = archive[name]
+            dtype = np.dtype(getattr(ml_dtypes, dtype_name, dtype_name))
+            out[key] = array.view(dtype) if array.dtype != dtype else array
+        elif kind in ("int", "bool", "float", "str", "NoneType"):
+            out[key] = value
+        else:
+            raise ValueError(f"unknown layout kind {kind!r} for {key!r}")
+    return out
+
+
+def _dump_npz(payload: dict, fileobj: IO[bytes]) -> None:
+    arrays: dict[str, np.ndarray] = {}
+    layout = _npz_layout(payload, arrays, "payload")
+    np.savez(fileobj, __layout__=np.array(json.dumps(layout)), **arrays)
+
+
+def _load_npz(path: str) -> dict:
+    with np.load(path, allow_pickle=False) as archive:
+        layout = json.loads(str(archive["__layout__"][()]))
+        return _npz_build(layout, archive)
+
+
+# ------------------------------------------------------------------------------------ pkl
+
+
+def _to_torch(value: Any, torch) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_torch(v, torch) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        array = np.ascontiguousarray(value)
+        if array.dtype == np.dtype(ml_dtypes.bfloat16):
+            return torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16)
+        return torch.from_numpy(array.copy())
+    return value
+
+
+def _from_torch(value: Any, torch) -> Any:
+    if isinstance(value, dict):
+        return {k: _from_torch(v, torch) for k, v in value.items()}
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        if tensor.dtype == torch.bfloat16:
+            return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16).copy()
+        return tensor.numpy().copy()
+    return value
+
+
+class _TensorUnpickler(pickle.Unpickler):
+    """Unpickles RLinf ``.pkl`` payloads, refusing every global that is not a tensor part."""
+
+    def __init__(self, fileobj: IO[bytes], torch) -> None:
+        super().__init__(fileobj)
+        self._torch = torch
+
+    def find_class(self, module: str, name: str) -> Any:
+        torch = self._torch
+        if module == "torch.storage" and name == "_load_from_bytes":
+            return lambda blob: torch.load(io.BytesIO(blob), weights_only=True)
+        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor_v3"):
+            return getattr(torch._utils, name)
+        if module == "collections" and name == "OrderedDict":
+            return OrderedDict
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+
+
+# ------------------------------------------------------------------------------ dispatch
+
+
+def write_trajectory_file(path: str, payload: dict, fmt: str) -> None:
+    """Write one trajectory payload atomically at ``path`` in format ``fmt``."""
+    if fmt == "pt":
+        stem = os.path.basename(path).removesuffix(".pt")
+        with atomic_write(path) as fh:
+            dump_pt(payload, fh, archive_name=stem)
+    elif fmt == "npz":
+        with atomic_write(path) as fh:
+            _dump_npz(payload, fh)
+    elif fmt == "pkl":
+        torch = _import_torch("writing a .pkl trajectory file")
+        with atomic_write(path) as fh:
+            pickle.dump(_to_torch(payload, torch), fh, protocol=4)
+    else:
+        raise ValueError(f"unknown trajectory format {fmt!r}; expected one of {FORMATS}")
+
+
+def read_trajectory_file(path: str, fmt: str) -> dict:
+    """Read one trajectory payload (numpy arrays) from ``path`` written in format ``fmt``.
+
+    Raises FileNotFoundError naming the file when it is missing, and
+    :class:`~jaxbuf.trajectory.errors.TrajectoryFileError` naming it when it is corrupt.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown trajectory format {fmt!r}; expected one of {FORMATS}")
+    torch = _import_torch(f"reading the .pkl trajectory file {path}") if fmt == "pkl" else None
+    try:
+        if fmt == "pt":
+            payload = load_pt(path)
+        elif fmt == "npz":
+            payload = _load_npz(path)
+        else:
+            with open(path, "rb") as fh:
+                payload = _from_torch(_TensorUnpickler(fh, torch).load(), torch)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"trajectory file not found: {path}") from exc
+    except (TorchFileError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, OSError,
+            KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise TrajectoryFileError(path, f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise TrajectoryFileError(path, f"expected a dict payload, got {type(payload).__name__}")
+    return payload
