@@ -3,11 +3,11 @@
 One compiled ``lax.scan`` runs every iteration of the run; an iteration
 
 1. steps ``num_envs`` vmapped environments once (epsilon-greedy) and adds the 16 transitions
-   to a ``jaxbuf.prioritized.PrioritizedVectorReplayBuffer`` (one sub-buffer per env, so
+   to a ``jaxbuf.PrioritizedVectorReplayBuffer`` (one sub-buffer per env, so
    episodes never interleave). ``obs_next`` is gymnax's ``info["final_observation"]``: the
    true successor, also for the step that ended an episode before the auto-reset;
 2. makes ``updates_per_iteration`` double-DQN updates, each on a prioritized sample:
-   ``jaxbuf.returns.nstep_targets`` follows the buffer's episode links and flags to give the
+   ``jaxbuf.nstep_targets`` follows the buffer's episode links and flags to give the
    discounted reward sum of up to ``n_step`` steps, the slot to bootstrap from and its
    discount. Truncation comes from the buffer's flags: a window that meets ``terminated``
    stops without bootstrap; one that meets ``truncated`` (CartPole-v1's 500-step limit) or
@@ -51,13 +51,12 @@ from _common import (  # the examples/ folder
 )
 from jax.experimental import io_callback
 
+import jaxbuf
 import jaxbuf.checkpoint
-import jaxbuf.prioritized
-import jaxbuf.returns
 
 # The prioritized buffer and its trees are not yet among jaxbuf.checkpoint's built-in classes.
-for _cls in (jaxbuf.prioritized.PrioritizedVectorReplayBuffer, jaxbuf.prioritized.SumTree,
-             jaxbuf.prioritized.MinTree):
+for _cls in (jaxbuf.PrioritizedVectorReplayBuffer, jaxbuf.SumTree,
+             jaxbuf.MinTree):
     jaxbuf.checkpoint.register_buffer(_cls)
 
 
@@ -119,7 +118,7 @@ class Carry(NamedTuple):
     ``shown`` the latest (training, evaluation) returns for the progress bar.
     """
 
-    buf: jaxbuf.prioritized.PrioritizedVectorReplayBuffer
+    buf: jaxbuf.PrioritizedVectorReplayBuffer
     params: Any
     target: Any
     opt_state: Any
@@ -164,7 +163,7 @@ def make_agent(cfg: Config, env: VecEnv, progress: Progress | None, save: Any) -
         k_net, k_env, key = jax.random.split(key, 3)
         obs, env_state = env.reset(k_env)
         params = net.init(k_net, obs)
-        buf = jaxbuf.prioritized.PrioritizedVectorReplayBuffer.create(
+        buf = jaxbuf.PrioritizedVectorReplayBuffer.create(
             example, cfg.buffer_size, cfg.num_envs, alpha=cfg.alpha, beta=cfg.beta0)
         curve = jnp.full((cfg.iterations,), jnp.nan, jnp.float32)
         return Carry(buf, params, params, tx.init(params), env_state, obs,
@@ -182,7 +181,7 @@ def make_agent(cfg: Config, env: VecEnv, progress: Progress | None, save: Any) -
 
     def update(c: Carry, key: chex.PRNGKey) -> Carry:
         batch, idx = c.buf.sample(key, cfg.batch_size)
-        boot, partial, discount = jaxbuf.returns.nstep_targets(c.buf, idx, cfg.gamma,
+        boot, partial, discount = jaxbuf.nstep_targets(c.buf, idx, cfg.gamma,
                                                                cfg.n_step)
         obs_boot = c.buf.get(boot, "obs_next")
         grads, td = jax.grad(loss_fn, has_aux=True)(c.params, c.target, batch, partial,

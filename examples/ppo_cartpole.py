@@ -35,7 +35,6 @@ import optax
 from _common import Progress, Stopwatch, VecEnv, base_parser, report, with_overrides
 
 import jaxbuf
-import jaxbuf.returns
 
 
 @dataclasses.dataclass(frozen=True)
