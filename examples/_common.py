@@ -265,7 +265,7 @@ def base_parser(description: str, default_out: str) -> argparse.ArgumentParser:
     """Arguments every example shares: ``--smoke``, ``--out``, ``--seed``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--smoke", action="store_true",
-                        help="a few iterations only (CI); the thresholds are not checked")
+                        help="a few iterations of a tiny configuration (tests, CI)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / default_out,
                         help="learning-curve PNG (a .json with the numbers is written beside it)")
     parser.add_argument("--seed", type=int, default=0)
@@ -283,5 +283,13 @@ def with_overrides(cfg: Any, pairs: list[str]) -> Any:
         if not sep or name not in fields:
             raise SystemExit(f"--set expects NAME=VALUE, NAME in {sorted(fields)}; got {pair!r}")
         kind = fields[name]
-        changes[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+        if kind is bool:
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise SystemExit(f"--set {name}: expected true/false, got {value!r}")
+            changes[name] = value.lower() in ("true", "1")
+            continue
+        try:
+            changes[name] = kind(value)
+        except ValueError:
+            raise SystemExit(f"--set {name}: expected {kind.__name__}, got {value!r}") from None
     return dataclasses.replace(cfg, **changes)

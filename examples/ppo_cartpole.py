@@ -92,6 +92,9 @@ class ActorCritic(nn.Module):
 
 
 class Carry(NamedTuple):
+    """State carried across iterations; ``train_return`` / ``eval_return`` are the latest
+    values shown on the progress bar."""
+
     params: Any
     opt_state: Any
     buf: jaxbuf.VectorReplayBuffer
@@ -102,7 +105,8 @@ class Carry(NamedTuple):
 
 
 def make_train(cfg: Config, env: VecEnv, progress: Progress | None):
-    """``train(key) -> (params, metrics)``: the whole run as one jittable function.
+    """``(train, evaluate)``, both jitted: ``train(key) -> (params, metrics)`` is the whole
+    run; ``evaluate(params, key, episodes)`` the mean greedy return (``episodes`` static).
 
     ``metrics``: ``train_return [iterations]`` (mean return of the training episodes that
     finished in the iteration, NaN if none did) and ``eval_return [iterations]`` (greedy
@@ -114,15 +118,14 @@ def make_train(cfg: Config, env: VecEnv, progress: Progress | None):
         optax.clip_by_global_norm(cfg.max_grad_norm),
         optax.adam(optax.linear_schedule(cfg.lr, 0.0, grad_steps), eps=1e-5),
     )
-    zeros = lambda shape, dtype: jnp.zeros(shape, dtype)  # an example transition, no batch axis
-    example = {
-        "obs": zeros(env.obs_shape, jnp.float32),
-        "act": zeros((), jnp.int32),
-        "rew": zeros((), jnp.float32),
-        "terminated": zeros((), bool),
-        "truncated": zeros((), bool),
-        "obs_next": zeros(env.obs_shape, jnp.float32),
-        "policy": {"logp": zeros((), jnp.float32), "value": zeros((), jnp.float32)},
+    example = {  # one transition, no batch axis
+        "obs": jnp.zeros(env.obs_shape, jnp.float32),
+        "act": jnp.zeros((), jnp.int32),
+        "rew": jnp.zeros((), jnp.float32),
+        "terminated": jnp.zeros((), bool),
+        "truncated": jnp.zeros((), bool),
+        "obs_next": jnp.zeros(env.obs_shape, jnp.float32),
+        "policy": {"logp": jnp.zeros((), jnp.float32), "value": jnp.zeros((), jnp.float32)},
     }
 
     def greedy(params):

@@ -133,3 +133,7 @@ def test_overrides_convert_to_the_field_type_and_reject_unknown_names(common):
         common.with_overrides(Cfg(), ["nope=1"])
     with pytest.raises(SystemExit, match="NAME=VALUE"):
         common.with_overrides(Cfg(), ["lr"])
+    with pytest.raises(SystemExit, match="steps: expected int, got '1e3'"):
+        common.with_overrides(Cfg(), ["steps=1e3"])
+    with pytest.raises(SystemExit, match="flag: expected true/false"):
+        common.with_overrides(Cfg(), ["flag=maybe"])
