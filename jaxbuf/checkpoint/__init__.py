@@ -26,6 +26,7 @@ from jaxbuf.checkpoint.manager import (
 from jaxbuf.checkpoint.orbax_io import restore_buffer, save_args
 from jaxbuf.checkpoint.registry import register_buffer
 from jaxbuf.checkpoint.schema import SCHEMA_VERSION
+from jaxbuf.checkpoint.tianshou_hdf5 import from_tianshou_hdf5
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -37,6 +38,7 @@ __all__ = [
     "Restored",
     "SchemaVersionError",
     "checkpoint_manager",
+    "from_tianshou_hdf5",
     "register_buffer",
     "restore",
     "restore_buffer",

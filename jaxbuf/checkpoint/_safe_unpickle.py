@@ -2,12 +2,14 @@
 
 Tianshou's ``save_hdf5`` writes a vector buffer's per-child counters (insertion index,
 episode return, length and start) only inside a pickled object array of child
-``ReplayBuffer`` objects; nothing else in the file holds them. Plain ``pickle.loads`` would
-import and call whatever the file names, so this unpickler resolves only:
+``ReplayBuffer`` objects, and a prioritized buffer's priorities only inside a pickled
+``SegmentTree``; nothing else in the file holds them. Plain ``pickle.loads`` would import and
+call whatever the file names, so this unpickler resolves only:
 
 * NumPy's array and scalar reconstructors, ``ndarray`` and ``dtype``;
-* Tianshou's ``ReplayBuffer`` and ``Batch``, replaced by :class:`Record` (a plain attribute
-  bag; no Tianshou code runs and Tianshou need not be installed);
+* Tianshou's ``ReplayBuffer``, ``PrioritizedReplayBuffer``, ``SegmentTree`` and ``Batch``,
+  replaced by :class:`Record` (a plain attribute bag; no Tianshou code runs and Tianshou need
+  not be installed);
 * NumPy's ``RandomState`` and bit-generator constructors, replaced by :class:`Record` too
   (jaxbuf samples with explicit keys, so the child RNG state is dropped).
 
@@ -56,6 +58,8 @@ for _pkg in ("numpy.core", "numpy._core"):
 
 _STAND_INS = {
     ("tianshou.data.buffer.buffer_base", "ReplayBuffer"): Record,
+    ("tianshou.data.buffer.prio", "PrioritizedReplayBuffer"): Record,
+    ("tianshou.data.utils.segtree", "SegmentTree"): Record,
     ("tianshou.data.batch", "Batch"): Record,
     ("numpy.random._pickle", "__randomstate_ctor"): _record_factory,
     ("numpy.random._pickle", "__bit_generator_ctor"): _record_factory,
@@ -77,7 +81,7 @@ class _Restricted(pickle.Unpickler):
             return _STAND_INS[key]
         raise pickle.UnpicklingError(
             f"jaxbuf: refusing to load '{module}.{name}' from {self._what}; only Tianshou "
-            "ReplayBuffer children, Batch and NumPy arrays are read"
+            "buffer children, SegmentTree, Batch and NumPy arrays are read"
         )
 
 

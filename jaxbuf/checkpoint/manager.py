@@ -95,8 +95,10 @@ class BufferCheckpointManager:
             save_decision_policy=checkpoint_managers.FixedIntervalPolicy(save_interval_steps),
             cleanup_tmp_directories=not read_only,
             create=not read_only,
-            read_only=read_only,
         )
+        # read_only is enforced here rather than with orbax's flag, which logs warnings on
+        # every construction; with create and cleanup off, orbax writes nothing on restore.
+        self.read_only = read_only
         self.orbax_manager = ocp.CheckpointManager(self.directory, options=options)
 
     # ------------------------------------------------------------------ saving
@@ -110,6 +112,8 @@ class BufferCheckpointManager:
         Returns:
           Whether a save was started (False for steps skipped by ``save_interval_steps``).
         """
+        if self.read_only:
+            raise ValueError(f"jaxbuf: the manager of {self.directory} was opened read-only")
         args = {}
         if buffer is not None:
             args.update(orbax_io.save_args(buffer))
@@ -198,7 +202,7 @@ class BufferCheckpointManager:
             except Exception as err:  # orbax/tensorstore raise assorted types
                 raise CheckpointCorruptError(
                     f"jaxbuf: cannot restore item(s) {sorted(items)} of step {step} in "
-                    f"{self.directory}: {err}"
+                    f"{self.directory}: {orbax_io.brief(err)}"
                 ) from err
         return Restored(step=step, buffer=buffer, items=restored)
 

@@ -79,7 +79,7 @@ def read_meta(manager: ocp.CheckpointManager, step: int, name: str = BUFFER_ITEM
         meta = restored[meta_item(name)]
     except Exception as err:  # orbax raises assorted types for unreadable files
         raise CheckpointCorruptError(
-            f"jaxbuf: the buffer description at {where} is corrupt or unreadable: {err}"
+            f"jaxbuf: the buffer description at {where} is corrupt or unreadable: {brief(err)}"
         ) from err
     try:
         schema.check_header(meta, str(where))
@@ -88,6 +88,12 @@ def read_meta(manager: ocp.CheckpointManager, step: int, name: str = BUFFER_ITEM
     except (ValueError, TypeError, AttributeError) as err:
         raise CheckpointCorruptError(f"jaxbuf: corrupt checkpoint: {err}") from err
     return meta
+
+
+def brief(err: Exception) -> str:
+    """The first part of an orbax/tensorstore message (they append long JSON specs)."""
+    text = str(err).split(" [tensorstore_spec")[0]
+    return text if len(text) <= 400 else text[:400] + " ..."
 
 
 def _default_sharding() -> jax.sharding.Sharding:
@@ -141,7 +147,8 @@ def restore_buffer(
             **{name: ocp.args.StandardRestore(abstract)}))[name]
     except Exception as err:  # tensorstore/orbax raise assorted types for damaged files
         raise CheckpointCorruptError(
-            f"jaxbuf: the buffer arrays at {where / name} are corrupt or unreadable: {err}"
+            f"jaxbuf: the buffer arrays at {where / name} are corrupt or unreadable: "
+            f"{brief(err)}"
         ) from err
     leaves = [schema.from_saved_leaf(e, restored[_leaf_key(i)]) for i, e in enumerate(entries)]
     if like is None:

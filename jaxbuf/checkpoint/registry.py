@@ -21,6 +21,10 @@ from jaxbuf.checkpoint.errors import CheckpointMismatchError
 BUILTIN_CLASSES: tuple[str, ...] = (
     "jaxbuf.buffers:ReplayBuffer",
     "jaxbuf.buffers:VectorReplayBuffer",
+    "jaxbuf.prioritized.buffer:PrioritizedReplayBuffer",
+    "jaxbuf.prioritized.buffer:PrioritizedVectorReplayBuffer",
+    "jaxbuf.prioritized.sum_tree:SumTree",
+    "jaxbuf.prioritized.sum_tree:MinTree",
 )
 """jaxbuf's own checkpointable node classes, as ``"module:qualname"``. Add new ones here."""
 

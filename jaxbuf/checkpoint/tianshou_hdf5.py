@@ -9,14 +9,18 @@ pickled into byte datasets. This module reads:
   ``_ep_return``, ``_ep_len``, ``_ep_start_idx``; nothing is unpickled.
 * ``VectorReplayBuffer`` / ``ReplayBufferManager`` with equal sub-buffer sizes: storage,
   ``_offset``, ``_lengths``, ``last_index``, and the per-child counters, which Tianshou keeps
-  only in the pickled ``buffers`` member. That member is read with a restricted unpickler
-  (:mod:`jaxbuf.checkpoint._safe_unpickle`) that resolves NumPy arrays and stand-ins for the
-  Tianshou classes only. The ``_random_state`` members are never read (jaxbuf uses keys).
+  only in the pickled ``buffers`` member.
+* ``PrioritizedReplayBuffer`` / ``PrioritizedVectorReplayBuffer``: the above plus ``_alpha``,
+  ``_beta``, ``_max_prio``, ``_weight_norm`` and the leaves ``p ** alpha`` of the pickled
+  ``weight`` SegmentTree (Tianshou's raw ``_min_prio`` is not needed: jaxbuf keeps a min tree).
 
-Prioritized, cached and HER buffers are detected and refused with ``NotImplementedError``:
-their extra state (a pickled ``SegmentTree``, cache children, a pickled reward function) has
-no jaxbuf counterpart in this module. Data columns that Tianshou had to pickle (object
-dtype) are refused too.
+Pickled members are read with a restricted unpickler (:mod:`jaxbuf.checkpoint._safe_unpickle`)
+that resolves NumPy arrays and inert stand-ins for the Tianshou classes only. The
+``_random_state`` members are never read (jaxbuf uses keys).
+
+Cached and HER buffers are detected and refused with ``NotImplementedError`` (cache children
+have no jaxbuf counterpart here; HER pickles its reward function). Data columns that
+Tianshou had to pickle (object dtype) are refused too.
 
 Dtypes follow JAX: with ``jax_enable_x64`` off, Tianshou's int64/float64 columns become
 int32/float32 (an integer out of int32 range, or a finite float that overflows float32,
@@ -36,10 +40,10 @@ import numpy as np
 
 from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
 from jaxbuf.checkpoint import _safe_unpickle
+from jaxbuf.prioritized import PrioritizedReplayBuffer, PrioritizedVectorReplayBuffer
 
 _UNSUPPORTED = (
     ("cached_buffer_num", "CachedReplayBuffer"),
-    ("weight", "PrioritizedReplayBuffer / PrioritizedVectorReplayBuffer"),
     ("compute_reward_fn", "HERReplayBuffer / HERVectorReplayBuffer"),
 )
 
@@ -49,13 +53,15 @@ class TianshouBuffer:
     """The parts of a Tianshou HDF5 buffer that jaxbuf uses, as NumPy values.
 
     Attributes:
-      kind: ``"ReplayBuffer"`` or ``"VectorReplayBuffer"``.
+      kind: ``"ReplayBuffer"`` or ``"VectorReplayBuffer"`` (the core layout).
       storage: nested dict of arrays with leading axis ``maxsize`` (``done`` removed).
       options: ``stack_num``, ``ignore_obs_next``, ``save_only_last_obs``, ``sample_avail``.
       subbuffer_size, buffer_num: layout (``maxsize = subbuffer_size * buffer_num``).
       insertion_idx, lengths, ep_len, ep_start: int64[buffer_num] (local slots).
       last_index: int64[buffer_num] (global slots).
       ep_return: float64[buffer_num, *rew_shape].
+      priority: for prioritized buffers ``{"leaves": float64[maxsize] (p ** alpha),
+        "max_prio", "alpha", "beta": float, "weight_norm": bool}``, else None.
     """
 
     kind: str
@@ -69,6 +75,7 @@ class TianshouBuffer:
     ep_return: np.ndarray
     ep_len: np.ndarray
     ep_start: np.ndarray
+    priority: dict | None
 
 
 def _h5py():
@@ -120,6 +127,27 @@ def _returns(values: list, storage: dict) -> np.ndarray:
     return np.stack([np.broadcast_to(np.asarray(v, np.float64), shape) for v in values])
 
 
+def _priority(f: Any, path: str, maxsize: int) -> dict | None:
+    """Leaves and scalars of a prioritized buffer's ``weight`` SegmentTree, or None."""
+    if "weight" not in f:
+        return None
+    tree = _safe_unpickle.loads(np.asarray(f["weight"][()]).tobytes(),
+                                f"the pickled 'weight' member of {path}").__dict__
+    bound, value = int(tree["_bound"]), np.asarray(tree["_value"], np.float64)
+    if int(tree["_size"]) != maxsize or value.shape != (2 * bound,):
+        raise ValueError(
+            f"jaxbuf: {path}: the priority tree has {tree['_size']} leaves (array "
+            f"{value.shape}), the buffer {maxsize} slots"
+        )
+    return {
+        "leaves": value[bound:bound + maxsize],
+        "max_prio": float(_scalar(f, "_max_prio", path)),
+        "alpha": float(_scalar(f, "_alpha", path)),
+        "beta": float(_scalar(f, "_beta", path)),
+        "weight_norm": bool(_scalar(f, "_weight_norm", path)),
+    }
+
+
 def _children(f: Any, path: str) -> list:
     what = f"the pickled 'buffers' member of {path}"
     data = np.asarray(f["buffers"][()]).tobytes()
@@ -168,6 +196,7 @@ def read_tianshou_hdf5(path: str | os.PathLike) -> TianshouBuffer:
             "sample_avail": bool(opts["sample_avail"]),
         }
         maxsize = int(_scalar(f, "maxsize", path))
+        priority = _priority(f, path, maxsize)
         if "buffer_num" in f.attrs:
             kind = "VectorReplayBuffer"
             offset = _array(f, "_offset", path).astype(np.int64)
@@ -216,7 +245,8 @@ def read_tianshou_hdf5(path: str | os.PathLike) -> TianshouBuffer:
     ):
         raise ValueError(f"jaxbuf: {path}: the stored 'done' is not terminated | truncated")
     return TianshouBuffer(kind=kind, storage=storage, options=options, subbuffer_size=m,
-                          buffer_num=n, lengths=lengths, last_index=last_index, **counters)
+                          buffer_num=n, lengths=lengths, last_index=last_index,
+                          priority=priority, **counters)
 
 
 def _narrow(name: str, value: np.ndarray, dtype: np.dtype, path: str) -> jax.Array:
@@ -250,14 +280,17 @@ def _example(storage: dict, frames: int | None) -> dict:
 
 def from_tianshou_hdf5(
     path: str | os.PathLike, *, obs_stack_len: int | None = None
-) -> ReplayBuffer | VectorReplayBuffer:
+) -> ReplayBuffer | PrioritizedReplayBuffer:
     """The jaxbuf buffer holding the data and state of a Tianshou ``save_hdf5`` file.
 
     A Tianshou ``ReplayBuffer`` becomes a :class:`jaxbuf.ReplayBuffer`, a
     ``VectorReplayBuffer`` (any ``ReplayBufferManager`` of equal-size children) a
     :class:`jaxbuf.VectorReplayBuffer`, with the same options, storage, insertion indices,
     lengths, ``last_index`` and unfinished-episode counters, hence the same ``prev``/``next``
-    links, chronological order and continuation of ``add``. Tianshou itself is not needed.
+    links, chronological order and continuation of ``add``. ``PrioritizedReplayBuffer`` /
+    ``PrioritizedVectorReplayBuffer`` become their jaxbuf counterparts with the same
+    ``alpha``, ``beta``, ``weight_norm``, ``max_prio`` and leaves ``p ** alpha`` (so the same
+    sampling distribution). Tianshou itself is not needed.
 
     Args:
       path: the ``.h5`` file.
@@ -291,4 +324,28 @@ def from_tianshou_hdf5(
         for name in ("insertion_idx", "lengths", "last_index", "ep_len", "ep_start")
     }
     ep_return = _narrow("ep_return", src.ep_return, empty.ep_return.dtype, path)
-    return empty.replace(storage=storage, ep_return=ep_return, **counters)
+    core = empty.replace(storage=storage, ep_return=ep_return, **counters)
+    if src.priority is None:
+        return core
+    return _prioritized(core, src.priority, example, kwargs, path)
+
+
+def _prioritized(
+    core: ReplayBuffer, prio: dict, example: dict, options: dict, path: str
+) -> PrioritizedReplayBuffer:
+    """``core`` wrapped in the prioritized buffer holding Tianshou's priorities."""
+    common = dict(alpha=prio["alpha"], beta=prio["beta"], weight_norm=prio["weight_norm"],
+                  **options)
+    if isinstance(core, VectorReplayBuffer):
+        fresh = PrioritizedVectorReplayBuffer.create(example, core.maxsize, core.buffer_num,
+                                                     **common)
+    else:
+        fresh = PrioritizedReplayBuffer.create(example, core.maxsize, **common)
+    stored = np.flatnonzero(np.asarray(core.valid_mask()))
+    leaves = _narrow("priority", prio["leaves"][stored], fresh.sum_tree.dtype, path)
+    return fresh.replace(
+        buffer=core,
+        sum_tree=fresh.sum_tree.set(stored, leaves),
+        min_tree=fresh.min_tree.set(stored, leaves),
+        max_prio=_narrow("max_prio", np.asarray(prio["max_prio"]), fresh.max_prio.dtype, path),
+    )

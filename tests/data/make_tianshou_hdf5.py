@@ -18,7 +18,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from tianshou.data import Batch, ReplayBuffer, VectorReplayBuffer
+from tianshou.data import (
+    Batch,
+    PrioritizedReplayBuffer,
+    PrioritizedVectorReplayBuffer,
+    ReplayBuffer,
+    VectorReplayBuffer,
+)
 
 HERE = Path(__file__).parent
 
@@ -73,13 +79,34 @@ def _state(buf) -> dict:
         "unfinished_index": buf.unfinished_index().tolist(),
         "sample_indices_0": buf.sample_indices(0).tolist(),
         "data": {k: _jsonable(v) for k, v in buf._meta.__dict__.items()},
+        "priority": _priority(buf),
     }
 
 
-def _add(buf, rows, ids):
-    batch = Batch(rows)
-    out = buf.add(batch, buffer_ids=ids)
+def _priority(buf):
+    """Leaves p**alpha of the priority tree, max_prio, alpha, beta (None if not prioritized)."""
+    if not hasattr(buf, "weight"):
+        return None
+    tree = buf.weight
     return {
+        "leaves": tree._value[tree._bound:tree._bound + buf.maxsize].tolist(),
+        "max_prio": float(buf._max_prio),
+        "alpha": float(buf._alpha),
+        "beta": float(buf._beta),
+        "weight_norm": bool(buf._weight_norm),
+    }
+
+
+def _apply(buf, op):
+    """Apply ``("add", rows, ids)`` or ``("update_weight", indices, weights)``; record it."""
+    if op[0] == "update_weight":
+        buf.update_weight(np.asarray(op[1]), np.asarray(op[2], np.float64))
+        return {"op": "update_weight", "index": list(op[1]), "weight": list(op[2]),
+                "state_after": _state(buf)}
+    _, rows, ids = op
+    out = buf.add(Batch(rows), buffer_ids=ids)
+    return {
+        "op": "add",
         "input": {k: _jsonable(v) for k, v in rows.items()},
         "buffer_ids": None if ids is None else list(ids),
         "output": {
@@ -101,8 +128,8 @@ def case_rb():
         buf.add(Batch(_single(_rows([[s, -s]], [s + 0.5], [term], [trunc],
                                     info={"x": np.array([s], np.int64)}))))
     more = [
-        (_single(_rows([[s, -s]], [s + 0.5], [term], [0], info={"x": np.array([s], np.int64)})),
-         None)
+        ("add", _single(_rows([[s, -s]], [s + 0.5], [term], [0],
+                              info={"x": np.array([s], np.int64)})), None)
         for s, term in ((9, 0), (10, 1), (11, 0))
     ]
     return buf, more
@@ -121,8 +148,8 @@ def case_vrb():
             buffer_ids=[0, 0, 1])
     buf.add(Batch(_rows([[5, 5], [6, 6]], rew(2, 5), [0, 0], [0, 0])), buffer_ids=[0, 0])
     more = [
-        (_rows([[7, 7], [8, 8]], rew(2, 7), [0, 1], [0, 0]), [2, 0]),
-        (_rows([[9, 9], [10, 10], [11, 11]], rew(3, 9), [0, 0, 1], [0, 0, 0]), [1, 2, 1]),
+        ("add", _rows([[7, 7], [8, 8]], rew(2, 7), [0, 1], [0, 0]), [2, 0]),
+        ("add", _rows([[9, 9], [10, 10], [11, 11]], rew(3, 9), [0, 0, 1], [0, 0, 0]), [1, 2, 1]),
     ]
     return buf, more
 
@@ -134,17 +161,45 @@ def case_lastobs():
                        sample_avail=True)
     for s, term in [(0, 0), (1, 0), (2, 1), (3, 0), (4, 0), (5, 0)]:
         buf.add(Batch(_single(_rows([[s, s + 1]], [1.0], [term], [0], frames=3))))
-    more = [(_single(_rows([[6, 7]], [1.0], [1], [0], frames=3)), None),
-            (_single(_rows([[8, 9]], [1.0], [0], [0], frames=3)), None)]
+    more = [("add", _single(_rows([[6, 7]], [1.0], [1], [0], frames=3)), None),
+            ("add", _single(_rows([[8, 9]], [1.0], [0], [0], frames=3)), None)]
     return buf, more
+
+
+def case_prio():
+    """PrioritizedReplayBuffer(5, alpha=0.6, beta=0.4): wrap-around and updated priorities."""
+    buf = PrioritizedReplayBuffer(5, alpha=0.6, beta=0.4)
+    for s in range(7):
+        buf.add(Batch(_single(_rows([[s, s]], [1.0], [s == 3], [0]))))
+        if s == 4:
+            buf.update_weight(np.array([1, 4, 4]), np.array([-2.0, 0.5, 3.0]))
+    more = [("update_weight", [0, 2], [0.0, 7.5]),
+            ("add", _single(_rows([[7, 7]], [1.0], [0], [0])), None)]
+    return buf, more
+
+
+def case_pvrb():
+    """PrioritizedVectorReplayBuffer(6, 2, alpha=0.5, beta=0.3): a finished episode, updates."""
+    buf = PrioritizedVectorReplayBuffer(6, 2, alpha=0.5, beta=0.3)
+    for s in range(4):
+        buf.add(Batch(_rows([[s, s], [s, -s]], [1.0, 2.0], [0, s == 1], [0, 0])),
+                buffer_ids=[0, 1])
+    buf.update_weight(np.array([0, 4]), np.array([4.0, 0.25]))
+    more = [("add", _rows([[9, 9]], [1.0], [1], [0]), [1]),
+            ("update_weight", [1, 3], [9.0, 0.1])]
+    return buf, more
+
+
+CASES = (("rb", case_rb), ("vrb", case_vrb), ("lastobs", case_lastobs), ("prio", case_prio),
+         ("pvrb", case_pvrb))
 
 
 def main() -> None:
     expected = {}
-    for name, make in (("rb", case_rb), ("vrb", case_vrb), ("lastobs", case_lastobs)):
+    for name, make in CASES:
         buf, more = make()
         buf.save_hdf5(str(HERE / f"tianshou_{name}.h5"))
-        record = {"saved": _state(buf), "continue": [_add(buf, r, ids) for r, ids in more]}
+        record = {"saved": _state(buf), "continue": [_apply(buf, op) for op in more]}
         expected[name] = record
     with open(HERE / "tianshou_hdf5_expected.json", "w") as f:
         json.dump(expected, f, indent=1)
