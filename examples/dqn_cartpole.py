@@ -54,11 +54,6 @@ from jax.experimental import io_callback
 import jaxbuf
 import jaxbuf.checkpoint
 
-# The prioritized buffer and its trees are not yet among jaxbuf.checkpoint's built-in classes.
-for _cls in (jaxbuf.PrioritizedVectorReplayBuffer, jaxbuf.SumTree,
-             jaxbuf.MinTree):
-    jaxbuf.checkpoint.register_buffer(_cls)
-
 
 @dataclasses.dataclass(frozen=True)
 class Config:
