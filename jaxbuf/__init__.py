@@ -8,6 +8,8 @@ from jaxbuf import returns
 from jaxbuf._core.checks import checked
 from jaxbuf._core.episodes import AddResult
 from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
+from jaxbuf.cached import CachedAddResult, CachedReplayBuffer
+from jaxbuf.her import HERReplayBuffer, HERVectorReplayBuffer
 from jaxbuf.prioritized import (
     MinTree,
     PrioritizedReplayBuffer,
@@ -21,6 +23,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AddResult",
+    "CachedAddResult",
+    "CachedReplayBuffer",
+    "HERReplayBuffer",
+    "HERVectorReplayBuffer",
     "MinTree",
     "PrioritizedReplayBuffer",
     "PrioritizedVectorReplayBuffer",

@@ -25,39 +25,72 @@ __all__ = ["build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="jaxbuf", description="Inspect, merge and split RLinf-format replay buffers.")
+        prog="jaxbuf", description="Inspect, merge and split RLinf-format replay buffers."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     inspect = commands.add_parser("inspect", help="load a buffer, sample once, print the batch")
-    inspect.add_argument("--load-path", required=True,
-                         help="directory holding metadata.json and trajectory_index.json")
+    inspect.add_argument(
+        "--load-path",
+        required=True,
+        help="directory holding metadata.json and trajectory_index.json",
+    )
     inspect.add_argument("--num-chunks", type=int, default=4)
-    inspect.add_argument("--sample-window-size", type=int, default=10,
-                         help="sample from the last W trajectories (0: all)")
+    inspect.add_argument(
+        "--sample-window-size",
+        type=int,
+        default=10,
+        help="sample from the last W trajectories (0: all)",
+    )
     inspect.add_argument("--cache-size", type=int, default=5)
-    inspect.add_argument("--enable-cache", action="store_true",
-                         help="accepted for RLinf compatibility; inspect always caches")
+    inspect.add_argument(
+        "--enable-cache",
+        action="store_true",
+        help="accepted for RLinf compatibility; inspect always caches",
+    )
     inspect.add_argument("--seed", type=int, default=1234)
-    inspect.add_argument("--skip-corrupt", action="store_true",
-                         help="leave out missing or corrupt trajectory files and report them")
+    inspect.add_argument(
+        "--skip-corrupt",
+        action="store_true",
+        help="leave out missing or corrupt trajectory files and report them",
+    )
     inspect.add_argument("--quiet", action="store_true", help="no progress output")
 
-    for name, helptext in (("merge", "interleave rank_* buffers into one"),
-                           ("split", "write the first N trajectories to a new buffer")):
+    for name, helptext in (
+        ("merge", "interleave rank_* buffers into one"),
+        ("split", "write the first N trajectories to a new buffer"),
+    ):
         sub = commands.add_parser(name, help=helptext)
-        sub.add_argument("--source-path", default=".",
-                         help="directory of rank_* buffers" if name == "merge"
-                         else "buffer directory")
+        sub.add_argument(
+            "--source-path",
+            default=".",
+            help="directory of rank_* buffers" if name == "merge" else "buffer directory",
+        )
         sub.add_argument("--save-path", required=True, help="new (empty) buffer directory")
         if name == "split":
             sub.add_argument("--split-count", type=int, required=True)
         mode = sub.add_mutually_exclusive_group()
-        mode.add_argument("--copy", dest="mode", action="store_const", const="copy",
-                          help="copy the trajectory files (default)")
-        mode.add_argument("--move", dest="mode", action="store_const", const="move",
-                          help="move the files out of the source")
-        mode.add_argument("--link", dest="mode", action="store_const", const="link",
-                          help="hard-link the files (copies across filesystems)")
+        mode.add_argument(
+            "--copy",
+            dest="mode",
+            action="store_const",
+            const="copy",
+            help="copy the trajectory files (default)",
+        )
+        mode.add_argument(
+            "--move",
+            dest="mode",
+            action="store_const",
+            const="move",
+            help="move the files out of the source",
+        )
+        mode.add_argument(
+            "--link",
+            dest="mode",
+            action="store_const",
+            const="link",
+            help="hard-link the files (copies across filesystems)",
+        )
         sub.set_defaults(mode="copy")
         sub.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
@@ -76,16 +109,25 @@ def _describe(batch: dict, prefix: str = "") -> list[tuple[str, tuple, str]]:
 def _inspect(args: argparse.Namespace) -> int:
     from jaxbuf.trajectory.buffer import TrajectoryReplayBuffer
 
-    buffer = TrajectoryReplayBuffer(seed=args.seed, save_trajectories=False, enable_cache=True,
-                                    cache_size=args.cache_size,
-                                    sample_window_size=args.sample_window_size)
-    report = buffer.load_checkpoint(args.load_path, skip_corrupt=args.skip_corrupt,
-                                    show_progress=not args.quiet)
-    print(f"loaded {report.path}: {len(buffer)} trajectories, {buffer.total_samples} "
-          f"transitions, format {report.fmt}")
+    buffer = TrajectoryReplayBuffer(
+        seed=args.seed,
+        save_trajectories=False,
+        enable_cache=True,
+        cache_size=args.cache_size,
+        sample_window_size=args.sample_window_size,
+    )
+    report = buffer.load_checkpoint(
+        args.load_path, skip_corrupt=args.skip_corrupt, show_progress=not args.quiet
+    )
+    print(
+        f"loaded {report.path}: {len(buffer)} trajectories, {buffer.total_samples} "
+        f"transitions, format {report.fmt}"
+    )
     for skipped in report.skipped:
-        print(f"skipped trajectory {skipped.trajectory_id} ({skipped.path}): {skipped.reason}",
-              file=sys.stderr)
+        print(
+            f"skipped trajectory {skipped.trajectory_id} ({skipped.path}): {skipped.reason}",
+            file=sys.stderr,
+        )
     try:
         batch = buffer.sample(args.num_chunks)
     except RuntimeError as exc:
@@ -103,16 +145,26 @@ def _transfer(args: argparse.Namespace) -> int:
     from jaxbuf.trajectory.checkpoint import merge_buffers, split_buffer
 
     if args.command == "merge":
-        report = merge_buffers(args.source_path, args.save_path, mode=args.mode,
-                               show_progress=not args.quiet)
+        report = merge_buffers(
+            args.source_path, args.save_path, mode=args.mode, show_progress=not args.quiet
+        )
         sources = len({src for src, _, _ in report.mapping})
-        print(f"merged {report.count} trajectories ({report.total_samples} transitions) from "
-              f"{sources} rank buffers into {report.save_path} ({args.mode})")
+        print(
+            f"merged {report.count} trajectories ({report.total_samples} transitions) from "
+            f"{sources} rank buffers into {report.save_path} ({args.mode})"
+        )
     else:
-        report = split_buffer(args.source_path, args.save_path, args.split_count,
-                              mode=args.mode, show_progress=not args.quiet)
-        print(f"split the first {report.count} trajectories ({report.total_samples} "
-              f"transitions) into {report.save_path} ({args.mode})")
+        report = split_buffer(
+            args.source_path,
+            args.save_path,
+            args.split_count,
+            mode=args.mode,
+            show_progress=not args.quiet,
+        )
+        print(
+            f"split the first {report.count} trajectories ({report.total_samples} "
+            f"transitions) into {report.save_path} ({args.mode})"
+        )
     return 0
 
 

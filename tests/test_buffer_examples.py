@@ -261,3 +261,17 @@ def test_empty_buffer_documented_results(jit):
     np.testing.assert_array_equal(f(lambda b: b.prev(jnp.arange(8)))(buf), [0] * 4 + [4] * 4)
     np.testing.assert_array_equal(f(lambda b: b.unfinished_index())(buf), [-1, -1])
     assert len(buf) == 0
+
+
+def test_uniform_draws_are_uniform():
+    from jaxbuf._core.sampling import randint_below
+
+    for span in (1, 3, 7, 50):
+        x = np.asarray(randint_below(jax.random.key(span), (50_000,), jnp.int32(span)))
+        assert x.min() >= 0 and x.max() < span
+        expected = 50_000 / span
+        chi2 = ((np.bincount(x, minlength=span) - expected) ** 2 / expected).sum()
+        # 99.9% quantile of chi-square with span-1 degrees of freedom is below 3*dof + 11
+        assert chi2 < 3 * (span - 1) + 11, (span, chi2)
+    big = np.asarray(randint_below(jax.random.key(0), (50_000,), jnp.int32((1 << 22) + 3)))
+    assert big.max() < (1 << 22) + 3 and abs(big.mean() / ((1 << 22) + 3) - 0.5) < 0.01

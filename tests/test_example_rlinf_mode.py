@@ -13,9 +13,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_rlinf_mode_example_smoke(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "examples", "rlinf_mode.py"), "--smoke",
-         "--workdir", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            os.path.join(ROOT, "examples", "rlinf_mode.py"),
+            "--smoke",
+            "--workdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout

@@ -139,7 +139,10 @@ def test_prefix_sum_matches_cumsum_searchsorted(capacity, data):
     data=st.data(),
 )
 def test_batch_set_last_wins_and_equals_rebuild(capacity, batch, data):
-    pair = st.tuples(st.integers(0, capacity - 1), st.floats(0, 100, width=32))
+    # XLA flushes subnormal floats to zero on CPU, the NumPy rebuild does not; priorities
+    # are (|w| + eps) ** alpha, never subnormal, so subnormal leaves are not generated.
+    value = st.floats(0, 100, width=32, allow_subnormal=False)
+    pair = st.tuples(st.integers(0, capacity - 1), value)
     ops = data.draw(
         st.lists(st.lists(pair, min_size=batch, max_size=batch), min_size=1, max_size=4)
     )

@@ -23,8 +23,9 @@ from jaxbuf.trajectory import (
 
 @pytest.fixture
 def buf(tmp_path):
-    buffer = TrajectoryReplayBuffer(storage_dir=str(tmp_path / "live"), cache_size=2,
-                                    sample_window_size=0)
+    buffer = TrajectoryReplayBuffer(
+        storage_dir=str(tmp_path / "live"), cache_size=2, sample_window_size=0
+    )
     yield buffer
     buffer.close()
 
@@ -38,41 +39,67 @@ def test_add_assigns_ids_writes_files_and_listing(buf):
     assert buf.add_trajectories([make_traj(0, mwid=""), make_traj(1, mwid="u-1_2")]) == [0, 1]
     assert buf.add_trajectories([make_traj(2, T=6, E=3, B=3)]) == [2]
     buf.flush()
-    assert listed_files(buf.storage_dir) == ["trajectory_0_.pt", "trajectory_1_u-1_2.pt",
-                                             "trajectory_2_w_0.pt"]
+    assert listed_files(buf.storage_dir) == [
+        "trajectory_0_.pt",
+        "trajectory_1_u-1_2.pt",
+        "trajectory_2_w_0.pt",
+    ]
     index = _index(buf.storage_dir)
     assert index["trajectory_id_list"] == [0, 1, 2]
     assert index["trajectory_index"]["2"] == {
-        "num_samples": 18, "trajectory_id": 2, "max_episode_length": 18, "shape": [6, 3, 6],
-        "model_weights_id": "w_0"}
+        "num_samples": 18,
+        "trajectory_id": 2,
+        "max_episode_length": 18,
+        "shape": [6, 3, 6],
+        "model_weights_id": "w_0",
+    }
     meta = json.load(open(os.path.join(buf.storage_dir, "metadata.json")))
-    assert {k: meta[k] for k in ("size", "total_samples", "trajectory_counter", "seed")} == \
-        {"size": 3, "total_samples": 34, "trajectory_counter": 3, "seed": 1234}
+    assert {k: meta[k] for k in ("size", "total_samples", "trajectory_counter", "seed")} == {
+        "size": 3,
+        "total_samples": 34,
+        "trajectory_counter": 3,
+        "seed": 1234,
+    }
     assert meta["storage_format"] == meta["trajectory_format"] == "pt"
     assert meta["storage_dir"] == buf.storage_dir
     assert len(buf) == 3 and buf.total_samples == 34 and buf.is_ready(3) and not buf.is_ready(4)
     assert asyncio.run(buf.is_ready_async(3)) and not asyncio.run(buf.is_ready_async(4))
-    assert buf.get_stats() == {"num_trajectories": 3, "total_samples": 34, "cache_size": 2,
-                               "pending_writes": 0}
+    assert buf.get_stats() == {
+        "num_trajectories": 3,
+        "total_samples": 34,
+        "cache_size": 2,
+        "pending_writes": 0,
+    }
 
 
 def test_sample_returns_exactly_num_chunks_intact_rows(buf):
     buf.add_trajectories([make_traj(i, prev_values=True) for i in range(3)])
     batch = buf.sample(1000)  # > the 24 transitions held: RLinf would return 24
-    assert list(batch) == ["actions", "rewards", "terminations", "truncations", "dones",
-                           "prev_logprobs", "prev_values", "curr_obs", "next_obs",
-                           "forward_inputs"]
+    assert list(batch) == [
+        "actions",
+        "rewards",
+        "terminations",
+        "truncations",
+        "dones",
+        "prev_logprobs",
+        "prev_values",
+        "curr_obs",
+        "next_obs",
+        "forward_inputs",
+    ]
     code = assert_rows_consistent(batch, 1000)
     np.testing.assert_array_equal(batch["prev_values"][:, 0], code)
     assert batch["curr_obs"]["states"].shape == (1000, 5) and batch["dones"].dtype == bool
-    assert set(code.astype(int)) == {c + 10_000 * i for i in range(3)
-                                     for c in (0, 1, 100, 101, 200, 201, 300, 301)}
+    assert set(code.astype(int)) == {
+        c + 10_000 * i for i in range(3) for c in (0, 1, 100, 101, 200, 201, 300, 301)
+    }
 
 
 def test_sampling_is_uniform_over_transitions_of_the_window(tmp_path):
     buffer = TrajectoryReplayBuffer(save_trajectories=False, sample_window_size=2, seed=7)
-    buffer.add_trajectories([make_traj(0, T=4, B=2), make_traj(1, T=4, B=2),
-                             make_traj(2, T=8, B=3, E=2)])
+    buffer.add_trajectories(
+        [make_traj(0, T=4, B=2), make_traj(1, T=4, B=2), make_traj(2, T=8, B=3, E=2)]
+    )
     code = buffer.sample(24_000)["rewards"][:, 0].astype(int)
     tags = code // 10_000
     assert set(tags) == {1, 2}  # window = the last two trajectories
@@ -235,8 +262,9 @@ def test_heterogeneous_window_is_reported():
     other = make_traj(1)
     other.actions = np.zeros((4, 2, 9), np.float32)
     buffer.add_trajectories([make_traj(0), other])
-    with pytest.raises(ValueError, match="trajectories 0 and 1 in the sampling window have "
-                                         "different fields"):
+    with pytest.raises(
+        ValueError, match="trajectories 0 and 1 in the sampling window have different fields"
+    ):
         buffer.sample(200)
 
 
@@ -256,23 +284,34 @@ def test_clear_and_close(buf):
 
 
 def test_constructor_aliases_and_config_errors(tmp_path):
-    b = TrajectoryReplayBuffer(auto_save=True, auto_save_path=str(tmp_path / "a"),
-                               trajectory_format="npz")
-    assert (b.save_trajectories, b.auto_save, b.storage_dir, b.storage_format) == \
-        (True, True, str(tmp_path / "a"), "npz")
+    b = TrajectoryReplayBuffer(
+        auto_save=True, auto_save_path=str(tmp_path / "a"), trajectory_format="npz"
+    )
+    assert (b.save_trajectories, b.auto_save, b.storage_dir, b.storage_format) == (
+        True,
+        True,
+        str(tmp_path / "a"),
+        "npz",
+    )
     b.add_trajectories([make_traj(0)])
     b.close()
     assert listed_files(str(tmp_path / "a")) == ["trajectory_0_w_0.npz"]
     assert not TrajectoryReplayBuffer(auto_save=False, auto_save_path="").save_trajectories
-    c = TrajectoryReplayBuffer(storage_dir=None, auto_save_path=str(tmp_path / "c"),
-                               storage_format=None, save_trajectories=False)
+    c = TrajectoryReplayBuffer(
+        storage_dir=None,
+        auto_save_path=str(tmp_path / "c"),
+        storage_format=None,
+        save_trajectories=False,
+    )
     assert c.storage_format == "pt" and c.storage_dir is None  # not persisting: no directory
-    with pytest.raises(ValueError, match="save_trajectories=True conflicts with its alias "
-                                         "auto_save=False"):
+    with pytest.raises(
+        ValueError, match="save_trajectories=True conflicts with its alias auto_save=False"
+    ):
         TrajectoryReplayBuffer(save_trajectories=True, auto_save=False)
     with pytest.raises(ValueError, match="storage_format='pt' conflicts"):
-        TrajectoryReplayBuffer(storage_format="pt", trajectory_format="npz",
-                               save_trajectories=False)
+        TrajectoryReplayBuffer(
+            storage_format="pt", trajectory_format="npz", save_trajectories=False
+        )
     with pytest.raises(ValueError, match="storage_format must be one of"):
         TrajectoryReplayBuffer(storage_format="h5", save_trajectories=False)
     with pytest.raises(ValueError, match="cache_size must be >= 1, got 0"):
@@ -304,8 +343,9 @@ def test_resume_on_construction(tmp_path):
 
 
 def test_concurrent_sample_and_add_never_tears_rows(tmp_path):
-    buffer = TrajectoryReplayBuffer(storage_dir=str(tmp_path / "live"), cache_size=2,
-                                    sample_window_size=6)
+    buffer = TrajectoryReplayBuffer(
+        storage_dir=str(tmp_path / "live"), cache_size=2, sample_window_size=6
+    )
     buffer.add_trajectories([make_traj(0)])
     errors, stop = [], threading.Event()
 
@@ -325,13 +365,13 @@ def test_concurrent_sample_and_add_never_tears_rows(tmp_path):
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=producer)] + [threading.Thread(target=consumer)
-                                                     for _ in range(2)]
+    threads = [threading.Thread(target=producer)] + [
+        threading.Thread(target=consumer) for _ in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
     buffer.close()
     assert errors == []
-    assert len(buffer) == 60 and _index(buffer.storage_dir)["trajectory_id_list"] == \
-        list(range(60))
+    assert len(buffer) == 60 and _index(buffer.storage_dir)["trajectory_id_list"] == list(range(60))

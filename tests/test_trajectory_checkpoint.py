@@ -33,8 +33,9 @@ def _tags(buffer, n=400):
 
 
 def _live(tmp_path, name, n, fmt="pt", tag0=0, **kwargs):
-    buffer = TrajectoryReplayBuffer(storage_dir=str(tmp_path / name), storage_format=fmt,
-                                    sample_window_size=0, **kwargs)
+    buffer = TrajectoryReplayBuffer(
+        storage_dir=str(tmp_path / name), storage_format=fmt, sample_window_size=0, **kwargs
+    )
     buffer.add_trajectories([make_traj(tag0 + i, mwid=f"m_{i}") for i in range(n)])
     buffer.flush()
     return buffer
@@ -53,8 +54,15 @@ def test_checkpoint_round_trip_every_format(tmp_path, fmt):
     for name in listed_files(ckpt):  # hard links: no copy on one filesystem
         assert os.path.samefile(os.path.join(ckpt, name), os.path.join(live.storage_dir, name))
     meta = json.load(open(os.path.join(ckpt, "metadata.json")))
-    assert list(meta)[:7] == ["storage_dir", "storage_format", "trajectory_format", "size",
-                              "total_samples", "trajectory_counter", "seed"]
+    assert list(meta)[:7] == [
+        "storage_dir",
+        "storage_format",
+        "trajectory_format",
+        "size",
+        "total_samples",
+        "trajectory_counter",
+        "seed",
+    ]
     assert meta["storage_dir"] == ckpt and meta["storage_format"] == fmt
     reader = _reader()
     report = reader.load_checkpoint(ckpt)
@@ -111,16 +119,16 @@ def test_distributed_load_takes_the_rank_block(tmp_path):
     shares = []
     for rank in range(2):
         reader = _reader()
-        report = reader.load_checkpoint(live.storage_dir, is_distributed=True, local_rank=rank,
-                                        world_size=2)
+        report = reader.load_checkpoint(
+            live.storage_dir, is_distributed=True, local_rank=rank, world_size=2
+        )
         shares.append(report.loaded)
         assert len(reader) == len(report.loaded)
         assert reader.total_samples == 8 * len(report.loaded)
         assert _tags(reader) == report.loaded
     assert shares == [[0, 1], [2]]
     with pytest.raises(ValueError, match="local_rank"):
-        _reader().load_checkpoint(live.storage_dir, is_distributed=True, local_rank=2,
-                                  world_size=2)
+        _reader().load_checkpoint(live.storage_dir, is_distributed=True, local_rank=2, world_size=2)
 
 
 def test_distributed_rank_seeds_differ_and_counter_follows_block(tmp_path):
@@ -150,7 +158,8 @@ def test_loading_into_a_persisting_buffer_links_files_into_its_storage_dir(tmp_p
     assert _tags(again) == [2, 50]
     with pytest.raises(ValueError, match="cannot load a rank's share"):
         TrajectoryReplayBuffer(storage_dir=src.storage_dir).load_checkpoint(
-            src.storage_dir, is_distributed=True, local_rank=0, world_size=2)
+            src.storage_dir, is_distributed=True, local_rank=0, world_size=2
+        )
 
 
 def test_missing_and_corrupt_files_name_the_file_and_can_be_skipped(tmp_path):
@@ -171,8 +180,10 @@ def test_missing_and_corrupt_files_name_the_file_and_can_be_skipped(tmp_path):
     reader = _reader()
     report = reader.load_checkpoint(d, skip_corrupt=True)
     assert report.loaded == [0, 3]
-    assert [(s.trajectory_id, os.path.basename(s.path)) for s in report.skipped] == \
-        [(1, "trajectory_1_m_1.pt"), (2, "trajectory_2_m_2.pt")]
+    assert [(s.trajectory_id, os.path.basename(s.path)) for s in report.skipped] == [
+        (1, "trajectory_1_m_1.pt"),
+        (2, "trajectory_2_m_2.pt"),
+    ]
     assert "not found" in report.skipped[0].reason and "corrupt" in report.skipped[1].reason
     assert _tags(reader) == [0, 3] and len(reader) == 2 and reader.total_samples == 16
     lazy = _reader(cache_size=1)
@@ -210,8 +221,11 @@ def test_invalid_saved_rng_state_names_the_metadata(tmp_path):
 def test_file_that_disagrees_with_its_index_entry_is_corrupt(tmp_path):
     live = _live(tmp_path, "live", 2)
     live.close()
-    write_trajectory_file(os.path.join(live.storage_dir, "trajectory_1_m_1.pt"),
-                          make_traj(1, T=2, E=1).to_payload(), "pt")
+    write_trajectory_file(
+        os.path.join(live.storage_dir, "trajectory_1_m_1.pt"),
+        make_traj(1, T=2, E=1).to_payload(),
+        "pt",
+    )
     with pytest.raises(TrajectoryFileError, match=r"index entry of trajectory 1 says shape"):
         _reader().load_checkpoint(live.storage_dir)
 
@@ -246,15 +260,21 @@ def test_bad_metadata_and_index_name_the_file(tmp_path):
 
 
 def _rlinf_index(entries):
-    return {"trajectory_index": {str(e["trajectory_id"]): e for e in entries},
-            "trajectory_id_list": [e["trajectory_id"] for e in entries]}
+    return {
+        "trajectory_index": {str(e["trajectory_id"]): e for e in entries},
+        "trajectory_id_list": [e["trajectory_id"] for e in entries],
+    }
 
 
 def _entry(tid, traj, mwid):
     shape = list(traj.prev_logprobs.shape)
-    return {"num_samples": shape[0] * shape[1], "trajectory_id": tid,
-            "max_episode_length": traj.max_episode_length, "shape": shape,
-            "model_weights_id": mwid}
+    return {
+        "num_samples": shape[0] * shape[1],
+        "trajectory_id": tid,
+        "max_episode_length": traj.max_episode_length,
+        "shape": shape,
+        "model_weights_id": mwid,
+    }
 
 
 def test_reads_generation_a_pointer_checkpoint(tmp_path):
@@ -267,12 +287,20 @@ def test_reads_generation_a_pointer_checkpoint(tmp_path):
     entries = []
     for tid, mwid in enumerate(mwids):
         traj = make_traj(tid, mwid=mwid, T=6, E=3)
-        write_trajectory_file(str(storage / f"trajectory_{tid}_{mwid}.pt"), traj.to_payload(),
-                              "pt")
+        write_trajectory_file(str(storage / f"trajectory_{tid}_{mwid}.pt"), traj.to_payload(), "pt")
         entries.append(_entry(tid, traj, mwid))
-    (ckpt / "metadata.json").write_text(json.dumps({
-        "storage_dir": str(storage), "storage_format": "pt", "size": 3, "total_samples": 36,
-        "trajectory_counter": 3, "seed": 42}))
+    (ckpt / "metadata.json").write_text(
+        json.dumps(
+            {
+                "storage_dir": str(storage),
+                "storage_format": "pt",
+                "size": 3,
+                "total_samples": 36,
+                "trajectory_counter": 3,
+                "seed": 42,
+            }
+        )
+    )
     (ckpt / "trajectory_index.json").write_text(json.dumps(_rlinf_index(entries)))
     reader = _reader()
     report = reader.load_checkpoint(str(ckpt))
@@ -296,9 +324,17 @@ def test_reads_generation_b_cache_mode_checkpoint_with_legacy_index_name(tmp_pat
         name = f"trajectory_{tid}_{'bare-uuid' if tid != 1 else 'renamed'}.pt"
         write_trajectory_file(str(d / name), traj.to_payload(), "pt")
         entries.append(_entry(tid, traj, "bare-uuid"))
-    (d / "metadata.json").write_text(json.dumps({
-        "trajectory_format": "pt", "size": 3, "total_samples": 24, "trajectory_counter": 3,
-        "seed": 1234}))
+    (d / "metadata.json").write_text(
+        json.dumps(
+            {
+                "trajectory_format": "pt",
+                "size": 3,
+                "total_samples": 24,
+                "trajectory_counter": 3,
+                "seed": 1234,
+            }
+        )
+    )
     (d / "trajector_index.json").write_text(json.dumps(_rlinf_index(entries)))
     reader = _reader()
     assert reader.load_checkpoint(str(d)).loaded == [0, 1, 2]
@@ -375,12 +411,21 @@ def test_split_takes_the_first_n_and_renumbers(tmp_path):
     live.close()
     index = json.load(open(os.path.join(live.storage_dir, "trajectory_index.json")))
     index["trajectory_id_list"] = [3, 0, 4, 1, 2]  # list order, not id order, decides
-    write_listing(live.storage_dir, "pt", index["trajectory_id_list"],
-                  {int(k): v for k, v in index["trajectory_index"].items()}, 5, 1234)
+    write_listing(
+        live.storage_dir,
+        "pt",
+        index["trajectory_id_list"],
+        {int(k): v for k, v in index["trajectory_index"].items()},
+        5,
+        1234,
+    )
     report = split_buffer(live.storage_dir, str(tmp_path / "split"), 3)
     assert [(old, new) for _, old, new in report.mapping] == [(3, 0), (0, 1), (4, 2)]
-    assert listed_files(report.save_path) == ["trajectory_0_m_3.pt", "trajectory_1_m_0.pt",
-                                              "trajectory_2_m_4.pt"]
+    assert listed_files(report.save_path) == [
+        "trajectory_0_m_3.pt",
+        "trajectory_1_m_0.pt",
+        "trajectory_2_m_4.pt",
+    ]
     ids, reader = _merged_tags(report.save_path)
     assert ids == [0, 1, 2] and _tags(reader) == [0, 3, 4]
     with pytest.raises(ValueError, match="split_count=6 but .* lists only 5"):

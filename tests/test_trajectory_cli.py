@@ -25,12 +25,28 @@ def _rank_buffers(root, sizes):
 def test_inspect_prints_keys_shapes_and_dtypes(tmp_path, capsys):
     _rank_buffers(tmp_path, {0: 2})
     before = sorted(os.listdir(tmp_path / "rank_0"))
-    assert main(["inspect", "--load-path", str(tmp_path / "rank_0"), "--num-chunks", "16",
-                 "--cache-size", "1", "--enable-cache", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "inspect",
+                "--load-path",
+                str(tmp_path / "rank_0"),
+                "--num-chunks",
+                "16",
+                "--cache-size",
+                "1",
+                "--enable-cache",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.splitlines()
     assert out[0].endswith("rank_0: 2 trajectories, 16 transitions, format pt")
-    assert out[1] == ("[sample] keys: ['actions', 'rewards', 'terminations', 'truncations', "
-                      "'dones', 'prev_logprobs', 'curr_obs', 'next_obs', 'forward_inputs']")
+    assert out[1] == (
+        "[sample] keys: ['actions', 'rewards', 'terminations', 'truncations', "
+        "'dones', 'prev_logprobs', 'curr_obs', 'next_obs', 'forward_inputs']"
+    )
     rows = {line.split()[0]: line.split(None, 1)[1] for line in out[2:]}
     assert rows["actions"].split() == ["(16,", "6)", "float32"]
     assert rows["dones"].split() == ["(16,", "3)", "bool"]
@@ -43,8 +59,9 @@ def test_inspect_reports_skips_and_failures(tmp_path, capsys):
     os.unlink(tmp_path / "rank_0" / "trajectory_0_u_0.pt")
     assert main(["inspect", "--load-path", str(tmp_path / "rank_0"), "--quiet"]) == 1
     assert "trajectory_0_u_0.pt" in capsys.readouterr().err
-    assert main(["inspect", "--load-path", str(tmp_path / "rank_0"), "--skip-corrupt",
-                 "--quiet"]) == 0
+    assert (
+        main(["inspect", "--load-path", str(tmp_path / "rank_0"), "--skip-corrupt", "--quiet"]) == 0
+    )
     captured = capsys.readouterr()
     assert "skipped trajectory 0" in captured.err and "1 trajectories" in captured.out
     empty = tmp_path / "empty"
@@ -59,18 +76,56 @@ def test_inspect_reports_skips_and_failures(tmp_path, capsys):
 
 def test_merge_then_split(tmp_path, capsys):
     _rank_buffers(tmp_path / "src", {0: 2, 1: 2})
-    assert main(["merge", "--source-path", str(tmp_path / "src"), "--save-path",
-                 str(tmp_path / "merged"), "--copy", "--quiet"]) == 0
-    assert "merged 4 trajectories (32 transitions) from 2 rank buffers" in \
-        capsys.readouterr().out
+    assert (
+        main(
+            [
+                "merge",
+                "--source-path",
+                str(tmp_path / "src"),
+                "--save-path",
+                str(tmp_path / "merged"),
+                "--copy",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert "merged 4 trajectories (32 transitions) from 2 rank buffers" in capsys.readouterr().out
     index = json.load(open(tmp_path / "merged" / "trajectory_index.json"))
     assert index["trajectory_id_list"] == [0, 1, 2, 3]
-    assert main(["split", "--source-path", str(tmp_path / "merged"), "--save-path",
-                 str(tmp_path / "head"), "--split-count", "3", "--move", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "split",
+                "--source-path",
+                str(tmp_path / "merged"),
+                "--save-path",
+                str(tmp_path / "head"),
+                "--split-count",
+                "3",
+                "--move",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert listed_files(str(tmp_path / "head")) == [f"trajectory_{i}_u_0.pt" for i in range(3)]
     assert listed_files(str(tmp_path / "merged")) == ["trajectory_3_u_0.pt"]
-    assert main(["split", "--source-path", str(tmp_path / "merged"), "--save-path",
-                 str(tmp_path / "more"), "--split-count", "5", "--quiet"]) == 1
+    assert (
+        main(
+            [
+                "split",
+                "--source-path",
+                str(tmp_path / "merged"),
+                "--save-path",
+                str(tmp_path / "more"),
+                "--split-count",
+                "5",
+                "--quiet",
+            ]
+        )
+        == 1
+    )
     assert "split_count=5" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["merge", "--save-path", "x", "--copy", "--move"])
@@ -78,12 +133,31 @@ def test_merge_then_split(tmp_path, capsys):
 
 def test_python_dash_m_entry_point_with_progress(tmp_path):
     _rank_buffers(tmp_path / "src", {0: 1, 1: 1})
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-         os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, "-m", "jaxbuf", "merge", "--source-path",
-                           str(tmp_path / "src"), "--save-path", str(tmp_path / "m")],
-                          capture_output=True, text=True, env=env, timeout=120)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [
+                os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                os.environ.get("PYTHONPATH", ""),
+            ]
+        ),
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxbuf",
+            "merge",
+            "--source-path",
+            str(tmp_path / "src"),
+            "--save-path",
+            str(tmp_path / "m"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "merged 2 trajectories" in done.stdout and "merge" in done.stderr
 

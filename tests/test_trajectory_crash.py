@@ -64,11 +64,17 @@ def test_sigkill_mid_run_keeps_every_acknowledged_trajectory(tmp_path, mode):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     tests_dir = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [os.path.dirname(tests_dir), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([os.path.dirname(tests_dir), os.environ.get("PYTHONPATH", "")]),
+    )
     stall = 7 if mode == "mid-write" else -1
-    child = subprocess.Popen([sys.executable, str(script), storage, tests_dir, str(stall)],
-                             stdout=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen(
+        [sys.executable, str(script), storage, tests_dir, str(stall)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     acked, writing = -1, None
     try:
         while True:

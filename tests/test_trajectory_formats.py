@@ -106,8 +106,13 @@ def test_missing_and_truncated_files_name_the_file(tmp_path, fmt):
 
 def test_format_rules_and_pkl_without_torch(monkeypatch):
     assert [file_extension(f) for f in ("pt", "npz", "pkl")] == [".pt", ".npz", ".pkl"]
-    assert [format_from_metadata(v) for v in (None, "pt", "npz", "pkl", "pickle")] == \
-        ["pt", "pt", "npz", "pkl", "pkl"]
+    assert [format_from_metadata(v) for v in (None, "pt", "npz", "pkl", "pickle")] == [
+        "pt",
+        "pt",
+        "npz",
+        "pkl",
+        "pkl",
+    ]
     with pytest.raises(ValueError, match="storage_format must be one of"):
         check_format("h5")
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError

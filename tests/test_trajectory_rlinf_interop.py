@@ -21,16 +21,20 @@ from jaxbuf.trajectory import Trajectory, TrajectoryReplayBuffer, merge_buffers
 
 torch = pytest.importorskip("torch")
 if importlib.util.find_spec("rlinf") is None:  # importing the real package needs omegaconf
-    pytest.skip("rlinf is not installed (optional: pip install --no-deps rlinf==0.3.0)",
-                allow_module_level=True)
+    pytest.skip(
+        "rlinf is not installed (optional: pip install --no-deps rlinf==0.3.0)",
+        allow_module_level=True,
+    )
 RBuffer, RTrajectory = load_rlinf()
 
 MWIDS = ["", "a_b-c", "6f1c2b9e-0d7e-5b8e-9a52-3c1b2f6d4e11_3"]
 
 
 def _to_rlinf(traj: Trajectory):
-    kwargs = {"max_episode_length": traj.max_episode_length,
-              "model_weights_id": traj.model_weights_id}
+    kwargs = {
+        "max_episode_length": traj.max_episode_length,
+        "model_weights_id": traj.model_weights_id,
+    }
     for name in ("actions", "rewards", "terminations", "truncations", "dones", "prev_logprobs"):
         value = getattr(traj, name)
         if value is not None:
@@ -65,8 +69,9 @@ def _wait_for_rlinf_listing(directory, size):
 
 
 def _rlinf_reader(cache_size=2):
-    return RBuffer(seed=1, enable_cache=True, cache_size=cache_size, sample_window_size=10,
-                   auto_save=False)
+    return RBuffer(
+        seed=1, enable_cache=True, cache_size=cache_size, sample_window_size=10, auto_save=False
+    )
 
 
 @pytest.mark.parametrize("fmt", ["pt", "pkl"])
@@ -87,8 +92,9 @@ def test_rlinf_partitions_our_checkpoint_like_we_do(tmp_path):
     buffer.close()
     for rank, want in ((0, [0, 1]), (1, [2])):
         reader = _rlinf_reader()
-        reader.load_checkpoint(buffer.storage_dir, is_distributed=True, local_rank=rank,
-                               world_size=2)
+        reader.load_checkpoint(
+            buffer.storage_dir, is_distributed=True, local_rank=rank, world_size=2
+        )
         assert reader._trajectory_id_list == want
 
 
@@ -103,8 +109,9 @@ def test_rlinf_loads_our_merge_output(tmp_path):
 
 
 def test_we_read_rlinf_auto_save_dir_and_its_checkpoints(tmp_path):
-    auto = RBuffer(seed=5, auto_save=True, auto_save_path=str(tmp_path / "rl_live"),
-                   sample_window_size=10)
+    auto = RBuffer(
+        seed=5, auto_save=True, auto_save_path=str(tmp_path / "rl_live"), sample_window_size=10
+    )
     auto.add_trajectories([_to_rlinf(make_traj(i, mwid=MWIDS[i])) for i in range(3)])
     _wait_for_rlinf_listing(str(tmp_path / "rl_live"), 3)  # RLinf has no flush()
     auto.sample(8)  # RLinf checkpoints copy only the memoised sampling window
@@ -113,8 +120,11 @@ def test_we_read_rlinf_auto_save_dir_and_its_checkpoints(tmp_path):
     cache_mode = RBuffer(seed=5, auto_save=False, sample_window_size=10)
     cache_mode.add_trajectories([_to_rlinf(make_traj(i + 10)) for i in range(2)])
     cache_mode.save_checkpoint(str(tmp_path / "rl_cache_ckpt"))  # T-row dones
-    for directory, tags in (("rl_live", [0, 1, 2]), ("rl_ckpt", [0, 1, 2]),
-                            ("rl_cache_ckpt", [10, 11])):
+    for directory, tags in (
+        ("rl_live", [0, 1, 2]),
+        ("rl_ckpt", [0, 1, 2]),
+        ("rl_cache_ckpt", [10, 11]),
+    ):
         ours = TrajectoryReplayBuffer(save_trajectories=False, sample_window_size=0)
         report = ours.load_checkpoint(str(tmp_path / directory))
         assert report.loaded == list(range(len(tags))) and report.fmt == "pt"
@@ -124,12 +134,19 @@ def test_we_read_rlinf_auto_save_dir_and_its_checkpoints(tmp_path):
 
 
 def test_we_read_rlinf_pkl_files(tmp_path):
-    auto = RBuffer(seed=5, auto_save=True, auto_save_path=str(tmp_path / "rl_pkl"),
-                   sample_window_size=10, trajectory_format="pkl")
+    auto = RBuffer(
+        seed=5,
+        auto_save=True,
+        auto_save_path=str(tmp_path / "rl_pkl"),
+        sample_window_size=10,
+        trajectory_format="pkl",
+    )
     auto.add_trajectories([_to_rlinf(make_traj(i)) for i in range(2)])
     auto.close(wait=True)
-    assert listed_files(str(tmp_path / "rl_pkl")) == ["trajectory_0_w_0.pkl",
-                                                      "trajectory_1_w_0.pkl"]
+    assert listed_files(str(tmp_path / "rl_pkl")) == [
+        "trajectory_0_w_0.pkl",
+        "trajectory_1_w_0.pkl",
+    ]
     ours = TrajectoryReplayBuffer(save_trajectories=False, sample_window_size=0)
     assert ours.load_checkpoint(str(tmp_path / "rl_pkl")).fmt == "pkl"
     assert_rows_consistent(ours.sample(100), 100)

@@ -14,8 +14,9 @@ def test_flatten_hand_worked_t_plus_e_trim_and_row_order():
     T, B = 4, 3
     rewards = np.arange(T * B, dtype=np.float32).reshape(T, B, 1)
     dones = np.array([9, 0, 1, 9, 2, 3])[:, None, None].repeat(B, 1)  # value = step or 9
-    traj = Trajectory(rewards=rewards, dones=dones.astype(np.int64),
-                      prev_values=dones.astype(np.float32))
+    traj = Trajectory(
+        rewards=rewards, dones=dones.astype(np.int64), prev_values=dones.astype(np.float32)
+    )
     flat = traj.flatten()
     assert list(flat) == ["rewards", "dones", "prev_values"]
     # flat row i <-> (t, b) = (i // B, i % B)
@@ -25,9 +26,13 @@ def test_flatten_hand_worked_t_plus_e_trim_and_row_order():
 
 
 def test_flatten_keeps_t_row_fields_and_drops_low_rank_and_empty_dicts():
-    traj = Trajectory(rewards=np.ones((2, 2, 1)), dones=np.zeros((2, 2, 1), bool),
-                      versions=np.ones(3), curr_obs={"a": np.ones((2, 2)), "scalar": np.ones(2)},
-                      next_obs={})
+    traj = Trajectory(
+        rewards=np.ones((2, 2, 1)),
+        dones=np.zeros((2, 2, 1), bool),
+        versions=np.ones(3),
+        curr_obs={"a": np.ones((2, 2)), "scalar": np.ones(2)},
+        next_obs={},
+    )
     flat = traj.flatten()
     assert list(flat) == ["rewards", "dones", "curr_obs"]
     assert flat["dones"].shape == (4, 1)
@@ -60,8 +65,10 @@ def test_validate_reports_geometry_and_counts_prev_logprobs():
         ({"rewards": np.zeros((4, 2)), "actions": np.zeros((5, 2))}, "actions: expected T rows"),
         ({"rewards": np.zeros((4, 2)), "dones": np.zeros((7, 2))}, "T % E != 0"),
         ({"rewards": np.zeros((4, 2)), "dones": np.zeros((3, 2))}, "dones: expected T or T + E"),
-        ({"rewards": np.zeros((4, 2)), "curr_obs": {"x": np.zeros((4, 3, 1))}},
-         "curr_obs['x']: expected shape"),
+        (
+            {"rewards": np.zeros((4, 2)), "curr_obs": {"x": np.zeros((4, 3, 1))}},
+            "curr_obs['x']: expected shape",
+        ),
     ],
 )
 def test_validate_errors_name_the_field(kwargs, message):
@@ -85,9 +92,19 @@ def test_constructor_type_errors():
 def test_payload_round_trip_order_and_unknown_field_warning():
     traj = make_traj(3, mwid="")
     payload = traj.to_payload()
-    assert list(payload) == ["max_episode_length", "model_weights_id", "actions", "rewards",
-                             "terminations", "truncations", "dones", "prev_logprobs",
-                             "forward_inputs", "curr_obs", "next_obs"]
+    assert list(payload) == [
+        "max_episode_length",
+        "model_weights_id",
+        "actions",
+        "rewards",
+        "terminations",
+        "truncations",
+        "dones",
+        "prev_logprobs",
+        "forward_inputs",
+        "curr_obs",
+        "next_obs",
+    ]
     again = Trajectory.from_payload(payload)
     for name, value in payload.items():
         got = getattr(again, name)
@@ -121,8 +138,10 @@ def test_accepts_torch_tensors():
     torch = pytest.importorskip("torch")
     import ml_dtypes
 
-    traj = Trajectory(rewards=torch.ones(2, 2, 1, requires_grad=True),
-                      actions=torch.full((2, 2, 4), 1.5, dtype=torch.bfloat16))
+    traj = Trajectory(
+        rewards=torch.ones(2, 2, 1, requires_grad=True),
+        actions=torch.full((2, 2, 4), 1.5, dtype=torch.bfloat16),
+    )
     assert traj.rewards.dtype == np.float32
     assert traj.actions.dtype == ml_dtypes.bfloat16
     np.testing.assert_array_equal(traj.actions.astype(np.float32), 1.5)

@@ -46,11 +46,14 @@ def _arrays(draw):
     return np.frombuffer(raw.tobytes(), dtype=dtype).reshape(shape)
 
 
-_leaves = st.one_of(_arrays(), st.integers(-(2**80), 2**80), st.text(max_size=8),
-                    st.booleans(), st.none())
-_payloads = st.dictionaries(st.text(max_size=6),
-                            st.one_of(_leaves, st.dictionaries(st.text(max_size=4), _arrays(),
-                                                               max_size=3)), max_size=5)
+_leaves = st.one_of(
+    _arrays(), st.integers(-(2**80), 2**80), st.text(max_size=8), st.booleans(), st.none()
+)
+_payloads = st.dictionaries(
+    st.text(max_size=6),
+    st.one_of(_leaves, st.dictionaries(st.text(max_size=4), _arrays(), max_size=3)),
+    max_size=5,
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -65,8 +68,13 @@ def test_storages_are_64_byte_aligned_and_records_complete():
     with zipfile.ZipFile(buf) as zf:
         names = zf.namelist()
         assert names[0] == "archive/data.pkl"
-        assert {"archive/byteorder", "archive/version", "archive/.format_version",
-                "archive/data/0", "archive/data/1"} <= set(names)
+        assert {
+            "archive/byteorder",
+            "archive/version",
+            "archive/.format_version",
+            "archive/data/0",
+            "archive/data/1",
+        } <= set(names)
         for info in zf.infolist():
             if "/data/" in info.filename:
                 data_start = info.header_offset + 30 + len(info.filename) + len(info.extra)
@@ -97,11 +105,15 @@ def test_corrupt_and_hostile_files_are_refused():
 def test_torch_reads_our_files_with_weights_only():
     torch = pytest.importorskip("torch")
     payload = {
-        "max_episode_length": 7, "model_weights_id": "uuid_3", "big": 2**70,
+        "max_episode_length": 7,
+        "model_weights_id": "uuid_3",
+        "big": 2**70,
         "f32": np.random.default_rng(0).normal(size=(3, 2, 4)).astype(np.float32),
-        "b": np.array([[True, False]]), "u16": np.arange(6, dtype=np.uint16).reshape(2, 3),
+        "b": np.array([[True, False]]),
+        "u16": np.arange(6, dtype=np.uint16).reshape(2, 3),
         "bf16": np.arange(4, dtype=np.float32).astype(ml_dtypes.bfloat16),
-        "empty": np.zeros((0, 3), np.int64), "obs": {"img": np.arange(24, dtype=np.uint8)},
+        "empty": np.zeros((0, 3), np.int64),
+        "obs": {"img": np.arange(24, dtype=np.uint8)},
         "none": {},
     }
     buf = io.BytesIO()
@@ -127,7 +139,8 @@ def test_we_read_torch_save_including_views_and_shared_storage(tmp_path):
         "bf16": torch.tensor([[1.5, -2.0]], dtype=torch.bfloat16),
         "u32": torch.tensor([1, 2, 3]).to(torch.uint32),
         "nested": {"b": torch.tensor([True, False]), "c": torch.zeros(2, 0)},
-        "s": "text", "i": -3,
+        "s": "text",
+        "i": -3,
     }
     path = tmp_path / "t.pt"
     torch.save(obj, path)

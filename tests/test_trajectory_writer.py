@@ -36,8 +36,11 @@ def test_errors_surface_once_and_later_tasks_still_run():
     writer.submit(boom, "writing a.pt")
     writer.submit(lambda: done.append(1), "ok")
     writer.submit(boom, "writing b.pt")
-    with pytest.raises(TrajectoryWriteError, match=r"writing a\.pt: OSError: disk full "
-                                                  r"\(and 1 more failed writes\)") as info:
+    with pytest.raises(
+        TrajectoryWriteError,
+        match=r"writing a\.pt: OSError: disk full "
+        r"\(and 1 more failed writes\)",
+    ) as info:
         writer.flush()
     assert isinstance(info.value.__cause__, OSError)
     assert done == [1]

@@ -25,15 +25,23 @@ def row_codes(tag: int, T: int, B: int) -> np.ndarray:
     return (tag * 10_000 + t * 100 + b).astype(np.float32)
 
 
-def make_traj(tag: int = 0, T: int = 4, B: int = 2, E: int = 2, C: int = 3, A: int = 2,
-              mwid: str = "w_0", image: tuple[int, ...] | None = None,
-              prev_values: bool = False) -> Trajectory:
+def make_traj(
+    tag: int = 0,
+    T: int = 4,
+    B: int = 2,
+    E: int = 2,
+    C: int = 3,
+    A: int = 2,
+    mwid: str = "w_0",
+    image: tuple[int, ...] | None = None,
+    prev_values: bool = False,
+) -> Trajectory:
     codes = row_codes(tag, T, B)
     dones = np.ones((T + E, B, C), bool)
     aligned = np.repeat(((codes % 3) == 0)[:, :, None], C, axis=2)
     per = T // E
     for e in range(E):
-        dones[e * (per + 1) + 1:(e + 1) * (per + 1)] = aligned[e * per:(e + 1) * per]
+        dones[e * (per + 1) + 1 : (e + 1) * (per + 1)] = aligned[e * per : (e + 1) * per]
     curr = {"states": np.repeat(codes[:, :, None], 5, axis=2)}
     if image is not None:
         curr["main_images"] = np.full((T, B, *image), tag % 256, np.uint8)
@@ -53,7 +61,7 @@ def make_traj(tag: int = 0, T: int = 4, B: int = 2, E: int = 2, C: int = 3, A: i
     if prev_values:
         values = np.full((T + E, B, 1), -1.0, np.float32)
         for e in range(E):
-            values[e * (per + 1) + 1:(e + 1) * (per + 1), :, 0] = codes[e * per:(e + 1) * per]
+            values[e * (per + 1) + 1 : (e + 1) * (per + 1), :, 0] = codes[e * per : (e + 1) * per]
         traj.prev_values = values
     return traj
 
@@ -62,8 +70,9 @@ def assert_rows_consistent(batch: dict, n: int) -> np.ndarray:
     """Check every row of a sampled batch is one intact (t, b) cell; return its codes."""
     code = np.asarray(batch["rewards"])[:, 0]
     assert np.asarray(batch["rewards"]).shape[0] == n
-    np.testing.assert_array_equal(np.asarray(batch["rewards"]), code[:, None].repeat(
-        np.asarray(batch["rewards"]).shape[1], 1))
+    np.testing.assert_array_equal(
+        np.asarray(batch["rewards"]), code[:, None].repeat(np.asarray(batch["rewards"]).shape[1], 1)
+    )
     np.testing.assert_array_equal(np.asarray(batch["actions"]).min(1), code)
     np.testing.assert_array_equal(np.asarray(batch["actions"]).max(1), code)
     np.testing.assert_array_equal(np.asarray(batch["prev_logprobs"])[:, 0], code)
@@ -102,5 +111,6 @@ def load_rlinf():
 
 
 def listed_files(directory: str) -> list[str]:
-    return sorted(n for n in os.listdir(directory) if n.startswith("trajectory_")
-                  and not n.endswith(".json"))
+    return sorted(
+        n for n in os.listdir(directory) if n.startswith("trajectory_") and not n.endswith(".json")
+    )

@@ -97,81 +97,96 @@ def plan_add(c: Counters, m: int, ids: jax.Array | None, rew: jax.Array, done: j
     k = done.shape[0]
     rew = rew.astype(c.ep_return.dtype)
     if ids is None:
-        # One row per sub-buffer: no grouping needed.
+        # One row per sub-buffer: every sub-buffer takes exactly its own row, so the counters
+        # update elementwise with no grouping and no gathers.
         w = c.insertion_idx
         ret = c.ep_return + rew
         length = c.ep_len + 1
-        start = c.ep_start
-        slots = jnp.arange(n, dtype=jnp.int32) * m + w
-        counts = jnp.ones((n,), jnp.int32)
-        last_rows = jnp.arange(n)
-        touched = jnp.ones((n,), bool)
-        valid = jnp.ones((k,), bool)
         gid = jnp.arange(n, dtype=jnp.int32)
-        keep = valid
-    else:
-        valid = (ids >= 0) & (ids < n)
-        gid = jnp.where(valid, ids, n).astype(jnp.int32)
-        order = jnp.argsort(gid, stable=True)
-        sg = gid[order]
-        pos = jnp.arange(k)
-        first = jnp.concatenate([jnp.ones((1,), bool), sg[1:] != sg[:-1]])
-        last = jnp.concatenate([sg[1:] != sg[:-1], jnp.ones((1,), bool)])
-        rank_sorted = pos - lax.cummax(jnp.where(first, pos, 0))
-        counts = jnp.zeros((n + 1,), jnp.int32).at[gid].add(1)[:n]
-        sgc = jnp.minimum(sg, n - 1)
-        w_sorted = (c.insertion_idx[sgc] + rank_sorted) % m
-        d_sorted = done[order]
-        prev_done = jnp.concatenate([jnp.zeros((1,), bool), d_sorted[:-1]])
-        seg = first | prev_done
-        r_sorted = rew[order]
-        ret_s = _segmented(
-            r_sorted + jnp.where(_bcast(first, r_sorted), c.ep_return[sgc], 0), seg, jnp.add
+        slots = gid * m + w
+        result = _report(
+            gid * m + w, gid * m + _reported_start(w, length, c.ep_start, m), ret, length, done
         )
-        len_s = _segmented(1 + jnp.where(first, c.ep_len[sgc], 0), seg, jnp.add)
-        start_s = _segmented(jnp.where(first, c.ep_start[sgc], w_sorted), seg, lambda a, b: a)
-        inv = jnp.zeros((k,), jnp.int32).at[order].set(pos.astype(jnp.int32))
-        w, ret, length, start = w_sorted[inv], ret_s[inv], len_s[inv], start_s[inv]
-        rank = rank_sorted[inv]
-        # A row is overwritten later in this same add if m or more rows of its id follow it.
-        keep = valid & (rank >= counts[jnp.minimum(gid, n - 1)] - m)
-        slots = jnp.where(keep, gid * m + w, n * m).astype(jnp.int32)
-        last_rows = (
-            jnp.full((n + 1,), -1, jnp.int32)
-            .at[jnp.where(last, sg, n)]
-            .set(order.astype(jnp.int32))[:n]
-        )
-        touched = last_rows >= 0
-        last_rows = jnp.maximum(last_rows, 0)
+        after = _after(c, m, w, done, ret, length, c.ep_start, jnp.ones((n,), jnp.int32))
+        return slots, result, after
 
-    # Tianshou reports the start slot even when the episode is longer than its sub-buffer
-    # and that slot was overwritten (E7); we report the oldest step still stored instead.
-    start_rep = jnp.where(length > m, (w + 1) % m, start)
-    zero_ret = jnp.zeros_like(ret)
-    result = AddResult(
-        index=jnp.where(valid, gid * m + w, -1).astype(jnp.int32),
-        episode_return=jnp.where(_bcast(done & valid, ret), ret, zero_ret),
-        episode_length=jnp.where(done & valid, length, 0).astype(jnp.int32),
-        episode_start=jnp.where(valid, gid * m + start_rep, -1).astype(jnp.int32),
+    valid = (ids >= 0) & (ids < n)
+    gid = jnp.where(valid, ids, n).astype(jnp.int32)
+    order = jnp.argsort(gid, stable=True)
+    sg = gid[order]
+    pos = jnp.arange(k)
+    first = jnp.concatenate([jnp.ones((1,), bool), sg[1:] != sg[:-1]])
+    last = jnp.concatenate([sg[1:] != sg[:-1], jnp.ones((1,), bool)])
+    rank_sorted = pos - lax.cummax(jnp.where(first, pos, 0))
+    counts = jnp.zeros((n + 1,), jnp.int32).at[gid].add(1)[:n]
+    sgc = jnp.minimum(sg, n - 1)
+    w_sorted = (c.insertion_idx[sgc] + rank_sorted) % m
+    d_sorted = done[order]
+    prev_done = jnp.concatenate([jnp.zeros((1,), bool), d_sorted[:-1]])
+    seg = first | prev_done
+    r_sorted = rew[order]
+    ret_s = _segmented(
+        r_sorted + jnp.where(_bcast(first, r_sorted), c.ep_return[sgc], 0), seg, jnp.add
+    )
+    len_s = _segmented(1 + jnp.where(first, c.ep_len[sgc], 0), seg, jnp.add)
+    start_s = _segmented(jnp.where(first, c.ep_start[sgc], w_sorted), seg, lambda a, b: a)
+    inv = jnp.zeros((k,), jnp.int32).at[order].set(pos.astype(jnp.int32))
+    w, ret, length, start = w_sorted[inv], ret_s[inv], len_s[inv], start_s[inv]
+    rank = rank_sorted[inv]
+    # A row is overwritten later in this same add if m or more rows of its id follow it.
+    keep = valid & (rank >= counts[jnp.minimum(gid, n - 1)] - m)
+    slots = jnp.where(keep, gid * m + w, n * m).astype(jnp.int32)
+    result = _report(
+        jnp.where(valid, gid * m + w, -1),
+        jnp.where(valid, gid * m + _reported_start(w, length, start, m), -1),
+        ret,
+        length,
+        done & valid,
+    )
+    # The last row of each id decides that sub-buffer's counters; untouched ones keep theirs.
+    lr = (
+        jnp.full((n + 1,), -1, jnp.int32)
+        .at[jnp.where(last, sg, n)]
+        .set(order.astype(jnp.int32))[:n]
+    )
+    touched = lr >= 0
+    lr = jnp.maximum(lr, 0)
+    after = _after(c, m, w[lr], done[lr], ret[lr], length[lr], start[lr], counts)
+    after = Counters(*(jnp.where(_bcast(touched, new), new, old) for new, old in zip(after, c)))
+    return slots, result, after
+
+
+def _reported_start(w, length, start, m):
+    """The start slot ``add`` reports (local).
+
+    Tianshou reports the start slot even when the episode is longer than its sub-buffer and
+    that slot was overwritten (E7); jaxbuf reports the oldest step still stored instead.
+    """
+    return jnp.where(length > m, (w + 1) % m, start)
+
+
+def _report(index, start, ret, length, done) -> AddResult:
+    """The :class:`AddResult`: return and length only for rows that end their episode."""
+    return AddResult(
+        index=index.astype(jnp.int32),
+        episode_return=jnp.where(_bcast(done, ret), ret, jnp.zeros_like(ret)),
+        episode_length=jnp.where(done, length, 0).astype(jnp.int32),
+        episode_start=start.astype(jnp.int32),
     )
 
-    lr = last_rows
-    d_last = done[lr]
-    w_last = w[lr]
+
+def _after(c: Counters, m: int, w, done, ret, length, start, counts) -> Counters:
+    """Counters of every sub-buffer after its last written row ``w`` (local slot)."""
+    n = c.lengths.shape[0]
     new = Counters(
         insertion_idx=(c.insertion_idx + counts) % m,
         lengths=jnp.minimum(c.lengths + counts, m),
-        last_index=jnp.where(touched, jnp.arange(n) * m + w_last, c.last_index),
-        ep_return=jnp.where(
-            _bcast(touched, c.ep_return),
-            jnp.where(_bcast(d_last, ret[lr]), jnp.zeros_like(ret[lr]), ret[lr]),
-            c.ep_return,
-        ),
-        ep_len=jnp.where(touched, jnp.where(d_last, 0, length[lr]), c.ep_len),
-        ep_start=jnp.where(touched, jnp.where(d_last, (w_last + 1) % m, start[lr]), c.ep_start),
+        last_index=jnp.arange(n, dtype=jnp.int32) * m + w,
+        ep_return=jnp.where(_bcast(done, ret), jnp.zeros_like(ret), ret),
+        ep_len=jnp.where(done, 0, length),
+        ep_start=jnp.where(done, (w + 1) % m, start),
     )
-    new = Counters(*(x.astype(o.dtype) for x, o in zip(new, c)))
-    return slots, result, new
+    return Counters(*(x.astype(o.dtype) for x, o in zip(new, c)))
 
 
 def locate(index: jax.Array, m: int, n: int) -> tuple[jax.Array, jax.Array]:

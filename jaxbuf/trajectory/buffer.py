@@ -166,22 +166,39 @@ class TrajectoryReplayBuffer:
         def unset_if_empty(value: Any) -> Any:  # None and "" mean "not given"
             return _UNSET if value is None or (isinstance(value, str) and not value) else value
 
-        persist = _pick("save_trajectories", unset_if_empty(save_trajectories), "auto_save",
-                        unset_if_empty(auto_save), True)
+        persist = _pick(
+            "save_trajectories",
+            unset_if_empty(save_trajectories),
+            "auto_save",
+            unset_if_empty(auto_save),
+            True,
+        )
         if not isinstance(persist, bool):
             raise TypeError(f"save_trajectories must be a bool, got {persist!r}")
-        directory = _pick("storage_dir", unset_if_empty(storage_dir), "auto_save_path",
-                          unset_if_empty(auto_save_path), None)
-        fmt = _pick("storage_format", unset_if_empty(storage_format), "trajectory_format",
-                    unset_if_empty(trajectory_format), DEFAULT_FORMAT)
+        directory = _pick(
+            "storage_dir",
+            unset_if_empty(storage_dir),
+            "auto_save_path",
+            unset_if_empty(auto_save_path),
+            None,
+        )
+        fmt = _pick(
+            "storage_format",
+            unset_if_empty(storage_format),
+            "trajectory_format",
+            unset_if_empty(trajectory_format),
+            DEFAULT_FORMAT,
+        )
         self._fmt = check_format(fmt, "storage_format")
         if not isinstance(enable_cache, bool):
             raise TypeError(f"enable_cache must be a bool, got {enable_cache!r}")
         if enable_cache:
             _check_int(cache_size, "cache_size", minimum=1)
         if not persist and not enable_cache:
-            raise ValueError("save_trajectories=False (auto_save=False) keeps trajectories only "
-                             "in memory and requires enable_cache=True")
+            raise ValueError(
+                "save_trajectories=False (auto_save=False) keeps trajectories only "
+                "in memory and requires enable_cache=True"
+            )
         self._window = _check_int(sample_window_size, "sample_window_size")
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**63))
@@ -277,9 +294,11 @@ class TrajectoryReplayBuffer:
             }
 
     def __repr__(self) -> str:
-        return (f"TrajectoryReplayBuffer(trajectories={len(self)}, samples={self._total}, "
-                f"storage_dir={self._storage_dir!r}, format={self._fmt!r}, "
-                f"window={self._window}, persist={self._persist})")
+        return (
+            f"TrajectoryReplayBuffer(trajectories={len(self)}, samples={self._total}, "
+            f"storage_dir={self._storage_dir!r}, format={self._fmt!r}, "
+            f"window={self._window}, persist={self._persist})"
+        )
 
     # ----------------------------------------------------------------------------- adding
 
@@ -293,13 +312,15 @@ class TrajectoryReplayBuffer:
         """
         self._check_writer()
         if not isinstance(trajectories, (list, tuple)):
-            raise TypeError(f"trajectories must be a list of Trajectory, got "
-                            f"{type(trajectories).__name__}")
+            raise TypeError(
+                f"trajectories must be a list of Trajectory, got {type(trajectories).__name__}"
+            )
         prepared = []
         for i, traj in enumerate(trajectories):
             if not isinstance(traj, Trajectory):
-                raise TypeError(f"trajectories[{i}] must be a Trajectory, got "
-                                f"{type(traj).__name__}")
+                raise TypeError(
+                    f"trajectories[{i}] must be a Trajectory, got {type(traj).__name__}"
+                )
             snap = traj.copy()
             try:
                 shape = snap.validate()
@@ -339,8 +360,9 @@ class TrajectoryReplayBuffer:
 
     def _submit_save(self, tid: int, entry: dict, payload: dict, flat: dict) -> None:
         fmt = self._fmt
-        path = os.path.join(self._storage_dir,
-                            trajectory_file_name(tid, entry["model_weights_id"], fmt))
+        path = os.path.join(
+            self._storage_dir, trajectory_file_name(tid, entry["model_weights_id"], fmt)
+        )
 
         def save() -> None:
             write_trajectory_file(path, payload, fmt)
@@ -358,8 +380,7 @@ class TrajectoryReplayBuffer:
         state = self._rng_state()
 
         def write() -> None:
-            write_listing(directory, fmt, list(self._durable), self._durable, counter, seed,
-                          state)
+            write_listing(directory, fmt, list(self._durable), self._durable, counter, seed, state)
 
         self._writer.submit(write, f"writing the listing of {directory}")
 
@@ -369,9 +390,10 @@ class TrajectoryReplayBuffer:
         """(window ids, num_samples per id, cumulative ends); memoised per index version."""
         key = (self._version, self._window)
         if self._window_memo is None or self._window_memo[0] != key:
-            ids = self._ids[-self._window:] if self._window > 0 else list(self._ids)
-            counts = np.fromiter((self._index[t]["num_samples"] for t in ids), np.int64,
-                                 count=len(ids))
+            ids = self._ids[-self._window :] if self._window > 0 else list(self._ids)
+            counts = np.fromiter(
+                (self._index[t]["num_samples"] for t in ids), np.int64, count=len(ids)
+            )
             self._window_memo = (key, ids, counts, np.cumsum(counts))
         return self._window_memo[1:]
 
@@ -402,8 +424,15 @@ class TrajectoryReplayBuffer:
             for k in needed:
                 tid = window[k]
                 flat = self._memory_flat(tid)
-                sources.append((tid, flat, None if flat is not None else
-                                (self._paths.get(tid), self._index[tid], self._fmt)))
+                sources.append(
+                    (
+                        tid,
+                        flat,
+                        None
+                        if flat is not None
+                        else (self._paths.get(tid), self._index[tid], self._fmt),
+                    )
+                )
         groups = np.split(order, starts[1:])
         flats = []
         for tid, flat, where in sources:
@@ -441,11 +470,12 @@ class TrajectoryReplayBuffer:
             flat = traj.flatten()
         except (TypeError, ValueError) as exc:
             raise TrajectoryFileError(path, str(exc)) from exc
-        if shape.num_samples != entry["num_samples"] or list(shape.shape[:2]) != \
-                entry["shape"][:2]:
+        if shape.num_samples != entry["num_samples"] or list(shape.shape[:2]) != entry["shape"][:2]:
             raise TrajectoryFileError(
-                path, f"index entry of trajectory {tid} says shape {entry['shape']} "
-                      f"({entry['num_samples']} samples) but the file holds {list(shape.shape)}")
+                path,
+                f"index entry of trajectory {tid} says shape {entry['shape']} "
+                f"({entry['num_samples']} samples) but the file holds {list(shape.shape)}",
+            )
         return flat
 
     # ----------------------------------------------------------------------- persistence
@@ -479,8 +509,7 @@ class TrajectoryReplayBuffer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def save_checkpoint(self, save_path: str | os.PathLike, *, show_progress: bool = False
-                        ) -> None:
+    def save_checkpoint(self, save_path: str | os.PathLike, *, show_progress: bool = False) -> None:
         """Write a self-contained checkpoint directory at ``save_path``.
 
         Waits for pending writes, then hard-links (or copies, across filesystems) every
@@ -489,8 +518,10 @@ class TrajectoryReplayBuffer:
         both RLinf generations load it. Needs ``save_trajectories=True``.
         """
         if not self._persist:
-            raise RuntimeError("save_checkpoint needs save_trajectories=True (auto_save=True); "
-                               "this buffer keeps trajectories only in memory")
+            raise RuntimeError(
+                "save_checkpoint needs save_trajectories=True (auto_save=True); "
+                "this buffer keeps trajectories only in memory"
+            )
         self._check_writer()
         with self._lock:
             ids = list(self._ids)
@@ -507,8 +538,17 @@ class TrajectoryReplayBuffer:
         if os.path.isdir(save_path) and os.path.samefile(save_path, self._storage_dir):
             write_listing(save_path, fmt, ids, index, counter, seed, state)
         else:
-            write_checkpoint(save_path, fmt, ids, index, sources, counter, seed, state,
-                             show_progress=show_progress)
+            write_checkpoint(
+                save_path,
+                fmt,
+                ids,
+                index,
+                sources,
+                counter,
+                seed,
+                state,
+                show_progress=show_progress,
+            )
 
     def load_checkpoint(
         self,
@@ -542,15 +582,18 @@ class TrajectoryReplayBuffer:
         self._check_writer()
         if self._writer is not None:
             self._writer.flush()
-        listing = read_listing(load_path, is_distributed=is_distributed,
-                               local_rank=local_rank, world_size=world_size)
+        listing = read_listing(
+            load_path, is_distributed=is_distributed, local_rank=local_rank, world_size=world_size
+        )
         fmt = check_format(listing.fmt, f"the format of {listing.directory}")
         same_dir = self._persist and os.path.samefile(listing.directory, self._storage_dir)
         if same_dir and is_distributed:
-            raise ValueError(f"cannot load a rank's share of {listing.directory} into a buffer "
-                             "that persists to that same directory (it would rewrite its "
-                             "listing); use another storage_dir")
-        cache_ids = set(listing.ids[-self._cache.capacity:]) if self._cache is not None else set()
+            raise ValueError(
+                f"cannot load a rank's share of {listing.directory} into a buffer "
+                "that persists to that same directory (it would rewrite its "
+                "listing); use another storage_dir"
+            )
+        cache_ids = set(listing.ids[-self._cache.capacity :]) if self._cache is not None else set()
         kept: list[int] = []
         skipped: list[SkippedTrajectory] = []
         flats: dict[int, dict] = {}
@@ -560,7 +603,8 @@ class TrajectoryReplayBuffer:
                 if path is None:
                     raise FileNotFoundError(
                         f"trajectory {tid}: file {listing.expected[tid]} not found (listed in "
-                        f"{listing.directory})")
+                        f"{listing.directory})"
+                    )
                 if verify or tid in cache_ids:
                     flat = self._read_flat(tid, path, listing.index[tid], fmt)
                     if tid in cache_ids:
@@ -587,7 +631,7 @@ class TrajectoryReplayBuffer:
                 self._rng = rng
             if self._cache is not None:
                 self._cache.clear()
-                for tid in kept[-self._cache.capacity:]:
+                for tid in kept[-self._cache.capacity :]:
                     if tid in flats:  # with skips, ids before the refill range may now fall in
                         self._cache.put(tid, flats[tid])
             self._version += 1
@@ -596,12 +640,14 @@ class TrajectoryReplayBuffer:
         return LoadReport(path=listing.directory, fmt=fmt, loaded=list(kept), skipped=skipped)
 
     @staticmethod
-    def _restored_rng(seed: int, listing: BufferListing, is_distributed: bool, local_rank: int
-                      ) -> np.random.Generator:
+    def _restored_rng(
+        seed: int, listing: BufferListing, is_distributed: bool, local_rank: int
+    ) -> np.random.Generator:
         """The sampler after a load: per-rank seed when distributed, else the saved state."""
         if is_distributed:
             return np.random.Generator(
-                np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(local_rank,))))
+                np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(local_rank,)))
+            )
         rng = np.random.Generator(np.random.PCG64(seed))
         if listing.rng_state is not None:
             try:
@@ -609,7 +655,8 @@ class TrajectoryReplayBuffer:
             except (TypeError, ValueError, KeyError) as exc:
                 raise CheckpointError(
                     f"{os.path.join(listing.directory, METADATA_FILE)}: invalid "
-                    f"jaxbuf.rng_state: {exc}") from exc
+                    f"jaxbuf.rng_state: {exc}"
+                ) from exc
         return rng
 
     def _submit_adoption(self, ids: list[int]) -> None:
@@ -621,8 +668,9 @@ class TrajectoryReplayBuffer:
         self._writer.submit(reset, "resetting the listing")
         for tid in ids:
             entry, src = self._index[tid], self._paths[tid]
-            dst = os.path.join(self._storage_dir,
-                               trajectory_file_name(tid, entry["model_weights_id"], self._fmt))
+            dst = os.path.join(
+                self._storage_dir, trajectory_file_name(tid, entry["model_weights_id"], self._fmt)
+            )
 
             def adopt(tid=tid, entry=entry, src=src, dst=dst) -> None:
                 if not (os.path.exists(dst) and os.path.samefile(src, dst)):
@@ -663,8 +711,9 @@ class TrajectoryReplayBuffer:
                 self._cache.clear()
 
 
-def _gather(flats: list[tuple[int, dict]], groups: list[np.ndarray], local: np.ndarray,
-            n: int) -> dict[str, Any]:
+def _gather(
+    flats: list[tuple[int, dict]], groups: list[np.ndarray], local: np.ndarray, n: int
+) -> dict[str, Any]:
     """Assemble the batch: rows ``groups[j]`` come from ``flats[j]`` at rows ``local[...]``."""
     tid0, template = flats[0]
     sig0 = _signature(template)

@@ -76,12 +76,15 @@ def partition_ids(ids: Sequence[int], world_size: int, local_rank: int) -> list[
     """
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size <= 0:
         raise ValueError(f"world_size must be a positive int, got {world_size!r}")
-    if isinstance(local_rank, bool) or not isinstance(local_rank, int) \
-            or not 0 <= local_rank < world_size:
+    if (
+        isinstance(local_rank, bool)
+        or not isinstance(local_rank, int)
+        or not 0 <= local_rank < world_size
+    ):
         raise ValueError(f"local_rank must be an int in [0, {world_size}), got {local_rank!r}")
     per, rem = divmod(len(ids), world_size)
     start = local_rank * per + min(local_rank, rem)
-    return list(ids[start:start + per + (1 if local_rank < rem else 0)])
+    return list(ids[start : start + per + (1 if local_rank < rem else 0)])
 
 
 @dataclasses.dataclass
@@ -189,8 +192,9 @@ def _normalise_entry(raw: Any, tid: int, path: str) -> dict:
     return {
         "num_samples": num_samples,
         "trajectory_id": tid,
-        "max_episode_length": _as_int(raw.get("max_episode_length", 0),
-                                      f"{where}: max_episode_length"),
+        "max_episode_length": _as_int(
+            raw.get("max_episode_length", 0), f"{where}: max_episode_length"
+        ),
         "shape": shape,
         "model_weights_id": mwid,
     }
@@ -206,8 +210,9 @@ def _read_index(directory: str) -> tuple[str, dict[int, Any], list[int]]:
     raw_index = data.get("trajectory_index", {})
     raw_list = data.get("trajectory_id_list", [])
     if not isinstance(raw_index, dict) or not isinstance(raw_list, list):
-        raise CheckpointError(f"{path}: trajectory_index must be an object and "
-                              "trajectory_id_list a list")
+        raise CheckpointError(
+            f"{path}: trajectory_index must be an object and trajectory_id_list a list"
+        )
     index: dict[int, Any] = {}
     for key, value in raw_index.items():
         try:
@@ -219,8 +224,9 @@ def _read_index(directory: str) -> tuple[str, dict[int, Any], list[int]]:
         raise CheckpointError(f"{path}: trajectory_id_list holds duplicate ids")
     missing = [i for i in ids if i not in index]
     if missing:
-        raise CheckpointError(f"{path}: trajectory_id_list names ids without index entries: "
-                              f"{missing[:10]}")
+        raise CheckpointError(
+            f"{path}: trajectory_id_list names ids without index entries: {missing[:10]}"
+        )
     return path, index, ids
 
 
@@ -239,8 +245,9 @@ def _file_candidates(directory: str, ext: str) -> dict[int, list[str]]:
     return found
 
 
-def read_listing(directory: str, *, is_distributed: bool = False, local_rank: int = 0,
-                 world_size: int = 1) -> BufferListing:
+def read_listing(
+    directory: str, *, is_distributed: bool = False, local_rank: int = 0, world_size: int = 1
+) -> BufferListing:
     """Parse a buffer directory of either RLinf generation (see the module docstring).
 
     Raises FileNotFoundError naming a missing ``metadata.json``/``trajectory_index.json``,
@@ -252,8 +259,9 @@ def read_listing(directory: str, *, is_distributed: bool = False, local_rank: in
     metadata = _read_json(meta_path, "buffer metadata")
     if not isinstance(metadata, dict):
         raise CheckpointError(f"{meta_path}: expected a JSON object")
-    fmt = format_from_metadata(metadata.get("trajectory_format",
-                                            metadata.get("storage_format", "pt")))
+    fmt = format_from_metadata(
+        metadata.get("trajectory_format", metadata.get("storage_format", "pt"))
+    )
     seed = metadata.get("seed")
     if seed is not None:
         seed = _as_int(seed, f"{meta_path}: seed")
@@ -268,8 +276,12 @@ def read_listing(directory: str, *, is_distributed: bool = False, local_rank: in
 
     search = [directory]
     pointer = metadata.get("storage_dir")
-    if isinstance(pointer, str) and pointer and os.path.isdir(pointer) \
-            and not os.path.samefile(pointer, directory):
+    if (
+        isinstance(pointer, str)
+        and pointer
+        and os.path.isdir(pointer)
+        and not os.path.samefile(pointer, directory)
+    ):
         search.append(os.path.abspath(pointer))
     ext = file_extension(fmt)
     candidates = [_file_candidates(d, ext) for d in search]
@@ -288,18 +300,37 @@ def read_listing(directory: str, *, is_distributed: bool = False, local_rank: in
                 if found.get(tid):
                     paths[tid] = os.path.join(d, found[tid][0])
                     break
-    rng_state = metadata.get("jaxbuf", {}).get("rng_state") \
-        if isinstance(metadata.get("jaxbuf"), dict) else None
-    return BufferListing(directory=directory, fmt=fmt, seed=seed, ids=list(ids), index=index,
-                         paths=paths, expected=expected, counter=counter, rng_state=rng_state,
-                         metadata=metadata)
+    rng_state = (
+        metadata.get("jaxbuf", {}).get("rng_state")
+        if isinstance(metadata.get("jaxbuf"), dict)
+        else None
+    )
+    return BufferListing(
+        directory=directory,
+        fmt=fmt,
+        seed=seed,
+        ids=list(ids),
+        index=index,
+        paths=paths,
+        expected=expected,
+        counter=counter,
+        rng_state=rng_state,
+        metadata=metadata,
+    )
 
 
 # ------------------------------------------------------------------------------- writing
 
 
-def build_metadata(directory: str, fmt: str, ids: Sequence[int], index: dict[int, dict],
-                   counter: int, seed: int | None, rng_state: dict | None = None) -> dict:
+def build_metadata(
+    directory: str,
+    fmt: str,
+    ids: Sequence[int],
+    index: dict[int, dict],
+    counter: int,
+    seed: int | None,
+    rng_state: dict | None = None,
+) -> dict:
     """The metadata superset of both RLinf generations (module docstring)."""
     meta: dict[str, Any] = {
         "storage_dir": os.path.abspath(directory),
@@ -318,27 +349,48 @@ def build_metadata(directory: str, fmt: str, ids: Sequence[int], index: dict[int
     return meta
 
 
-def write_listing(directory: str, fmt: str, ids: Sequence[int], index: dict[int, dict],
-                  counter: int, seed: int | None, rng_state: dict | None = None) -> None:
+def write_listing(
+    directory: str,
+    fmt: str,
+    ids: Sequence[int],
+    index: dict[int, dict],
+    counter: int,
+    seed: int | None,
+    rng_state: dict | None = None,
+) -> None:
     """Write ``trajectory_index.json`` then ``metadata.json``, each atomically."""
     os.makedirs(directory, exist_ok=True)
-    atomic_write_json(os.path.join(directory, INDEX_FILE), {
-        "trajectory_index": {str(tid): index[tid] for tid in ids},
-        "trajectory_id_list": [int(tid) for tid in ids],
-    })
-    atomic_write_json(os.path.join(directory, METADATA_FILE),
-                      build_metadata(directory, fmt, ids, index, counter, seed, rng_state))
+    atomic_write_json(
+        os.path.join(directory, INDEX_FILE),
+        {
+            "trajectory_index": {str(tid): index[tid] for tid in ids},
+            "trajectory_id_list": [int(tid) for tid in ids],
+        },
+    )
+    atomic_write_json(
+        os.path.join(directory, METADATA_FILE),
+        build_metadata(directory, fmt, ids, index, counter, seed, rng_state),
+    )
 
 
-def write_checkpoint(directory: str, fmt: str, ids: Sequence[int], index: dict[int, dict],
-                     sources: dict[int, str], counter: int, seed: int | None,
-                     rng_state: dict | None, show_progress: bool = False) -> None:
+def write_checkpoint(
+    directory: str,
+    fmt: str,
+    ids: Sequence[int],
+    index: dict[int, dict],
+    sources: dict[int, str],
+    counter: int,
+    seed: int | None,
+    rng_state: dict | None,
+    show_progress: bool = False,
+) -> None:
     """Make ``directory`` a self-contained buffer: hard-link (or copy) each trajectory file
     from ``sources[id]`` under its canonical name, then write the listing."""
     os.makedirs(directory, exist_ok=True)
     for tid in progress_iter(ids, len(ids), "checkpoint", enabled=show_progress):
-        dst = os.path.join(directory,
-                           trajectory_file_name(tid, index[tid]["model_weights_id"], fmt))
+        dst = os.path.join(
+            directory, trajectory_file_name(tid, index[tid]["model_weights_id"], fmt)
+        )
         atomic_link_or_copy(sources[tid], dst)
     write_listing(directory, fmt, ids, index, counter, seed, rng_state)
 
@@ -364,11 +416,14 @@ def _prepare_destination(save_path: str, sources: Sequence[str]) -> str:
     save_path = os.path.abspath(os.fspath(save_path))
     for src in sources:
         if os.path.commonpath([save_path, src]) in (save_path, src):
-            raise ValueError(f"save path {save_path} must not contain or lie inside the source "
-                             f"buffer {src}")
+            raise ValueError(
+                f"save path {save_path} must not contain or lie inside the source buffer {src}"
+            )
     if os.path.exists(os.path.join(save_path, METADATA_FILE)):
-        raise FileExistsError(f"save path {save_path} already holds a buffer "
-                              f"({METADATA_FILE}); choose an empty directory")
+        raise FileExistsError(
+            f"save path {save_path} already holds a buffer "
+            f"({METADATA_FILE}); choose an empty directory"
+        )
     os.makedirs(save_path, exist_ok=True)
     return save_path
 
@@ -376,8 +431,10 @@ def _prepare_destination(save_path: str, sources: Sequence[str]) -> str:
 def _require_files(listing: BufferListing, ids: Sequence[int]) -> None:
     missing = [listing.expected[tid] for tid in ids if listing.paths[tid] is None]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} trajectory file(s) listed in "
-                                f"{listing.directory} are missing, first: {missing[0]}")
+        raise FileNotFoundError(
+            f"{len(missing)} trajectory file(s) listed in "
+            f"{listing.directory} are missing, first: {missing[0]}"
+        )
 
 
 def _rank_dirs(source_path: str) -> list[tuple[int, str]]:
@@ -395,9 +452,15 @@ def _rank_dirs(source_path: str) -> list[tuple[int, str]]:
     return sorted(ranks)
 
 
-def _write_transfer(save_path: str, fmt: str, plan: list[tuple[BufferListing, int, int]],
-                    seed: int | None, mode: str, show_progress: bool, desc: str
-                    ) -> TransferReport:
+def _write_transfer(
+    save_path: str,
+    fmt: str,
+    plan: list[tuple[BufferListing, int, int]],
+    seed: int | None,
+    mode: str,
+    show_progress: bool,
+    desc: str,
+) -> TransferReport:
     new_index: dict[int, dict] = {}
     for listing, old, new in progress_iter(plan, len(plan), desc, enabled=show_progress):
         entry = dict(listing.index[old], trajectory_id=new)
@@ -407,14 +470,16 @@ def _write_transfer(save_path: str, fmt: str, plan: list[tuple[BufferListing, in
     new_ids = [new for _, _, new in plan]
     write_listing(save_path, fmt, new_ids, new_index, len(new_ids), seed)
     return TransferReport(
-        save_path=save_path, count=len(new_ids),
+        save_path=save_path,
+        count=len(new_ids),
         total_samples=int(sum(e["num_samples"] for e in new_index.values())),
         mapping=[(listing.directory, old, new) for listing, old, new in plan],
     )
 
 
-def merge_buffers(source_path: str, save_path: str, *, mode: str = "copy",
-                  show_progress: bool = False) -> TransferReport:
+def merge_buffers(
+    source_path: str, save_path: str, *, mode: str = "copy", show_progress: bool = False
+) -> TransferReport:
     """Merge ``source_path/rank_*`` buffers into one buffer at ``save_path`` (§9).
 
     Rank directories are visited in **numeric** order (rank_2 before rank_10). New ids
@@ -432,8 +497,10 @@ def merge_buffers(source_path: str, save_path: str, *, mode: str = "copy",
     fmt = listings[0].fmt
     for listing in listings[1:]:
         if listing.fmt != fmt:
-            raise ValueError(f"cannot merge formats {fmt!r} ({listings[0].directory}) and "
-                             f"{listing.fmt!r} ({listing.directory})")
+            raise ValueError(
+                f"cannot merge formats {fmt!r} ({listings[0].directory}) and "
+                f"{listing.fmt!r} ({listing.directory})"
+            )
     for listing in listings:
         _require_files(listing, listing.ids)
     save_path = _prepare_destination(save_path, [path for _, path in ranks])
@@ -456,8 +523,14 @@ def merge_buffers(source_path: str, save_path: str, *, mode: str = "copy",
     return report
 
 
-def split_buffer(source_path: str, save_path: str, split_count: int, *, mode: str = "copy",
-                 show_progress: bool = False) -> TransferReport:
+def split_buffer(
+    source_path: str,
+    save_path: str,
+    split_count: int,
+    *,
+    mode: str = "copy",
+    show_progress: bool = False,
+) -> TransferReport:
     """Write the first ``split_count`` trajectories of ``trajectory_id_list`` as ids
     ``0..split_count-1`` of a new buffer at ``save_path`` (§9).
 
@@ -469,16 +542,26 @@ def split_buffer(source_path: str, save_path: str, split_count: int, *, mode: st
         raise ValueError(f"split_count must be a positive int, got {split_count!r}")
     listing = read_listing(source_path)
     if len(listing.ids) < split_count:
-        raise ValueError(f"split_count={split_count} but {listing.directory} lists only "
-                         f"{len(listing.ids)} trajectories")
+        raise ValueError(
+            f"split_count={split_count} but {listing.directory} lists only "
+            f"{len(listing.ids)} trajectories"
+        )
     head = listing.ids[:split_count]
     _require_files(listing, head)
     save_path = _prepare_destination(save_path, [listing.directory])
     plan = [(listing, old, new) for new, old in enumerate(head)]
-    report = _write_transfer(save_path, listing.fmt, plan, listing.seed, mode, show_progress,
-                             "split")
+    report = _write_transfer(
+        save_path, listing.fmt, plan, listing.seed, mode, show_progress, "split"
+    )
     if mode == "move":
         rest = listing.ids[split_count:]
-        write_listing(listing.directory, listing.fmt, rest, listing.index, listing.counter,
-                      listing.seed, listing.rng_state)
+        write_listing(
+            listing.directory,
+            listing.fmt,
+            rest,
+            listing.index,
+            listing.counter,
+            listing.seed,
+            listing.rng_state,
+        )
     return report

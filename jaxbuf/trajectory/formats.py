@@ -230,8 +230,17 @@ def read_trajectory_file(path: str, fmt: str) -> dict:
                 payload = _from_torch(_TensorUnpickler(fh, torch).load(), torch)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"trajectory file not found: {path}") from exc
-    except (TorchFileError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, OSError,
-            KeyError, ValueError, TypeError, RuntimeError) as exc:
+    except (
+        TorchFileError,
+        zipfile.BadZipFile,
+        pickle.UnpicklingError,
+        EOFError,
+        OSError,
+        KeyError,
+        ValueError,
+        TypeError,
+        RuntimeError,
+    ) as exc:
         raise TrajectoryFileError(path, f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(payload, dict):
         raise TrajectoryFileError(path, f"expected a dict payload, got {type(payload).__name__}")

@@ -18,8 +18,9 @@ class TextProgress:
     The first and the last step are always printed.
     """
 
-    def __init__(self, total: int, desc: str, stream: IO[str] | None = None,
-                 interval: float = 0.5) -> None:
+    def __init__(
+        self, total: int, desc: str, stream: IO[str] | None = None, interval: float = 0.5
+    ) -> None:
         self.total = total
         self.desc = desc
         self.stream = stream if stream is not None else sys.stderr
@@ -33,12 +34,14 @@ class TextProgress:
         if self.done >= self.total or self.done == n or now - self._last >= self.interval:
             self._last = now
             pct = 100.0 * self.done / self.total if self.total else 100.0
-            print(f"{self.desc}: {self.done}/{self.total} ({pct:.0f}%)", file=self.stream,
-                  flush=True)
+            print(
+                f"{self.desc}: {self.done}/{self.total} ({pct:.0f}%)", file=self.stream, flush=True
+            )
 
 
-def progress(items: Iterable[T], total: int, desc: str, enabled: bool = True,
-             stream: IO[str] | None = None) -> Iterator[T]:
+def progress(
+    items: Iterable[T], total: int, desc: str, enabled: bool = True, stream: IO[str] | None = None
+) -> Iterator[T]:
     """Iterate ``items`` while reporting progress (tqdm if importable, else :class:`TextProgress`).
 
     With ``enabled=False`` the items are yielded silently.
@@ -54,5 +57,6 @@ def progress(items: Iterable[T], total: int, desc: str, enabled: bool = True,
             yield item
             bar.update()
         return
-    yield from tqdm(items, total=total, desc=desc,
-                    file=stream if stream is not None else sys.stderr)
+    yield from tqdm(
+        items, total=total, desc=desc, file=stream if stream is not None else sys.stderr
+    )

@@ -83,8 +83,11 @@ _TORCH_DTYPES: dict[str, np.dtype] = {
     "uint32": np.dtype(np.uint32),
     "uint64": np.dtype(np.uint64),
 }
-_V3_ONLY = {np.dtype(np.uint16): "uint16", np.dtype(np.uint32): "uint32",
-            np.dtype(np.uint64): "uint64"}
+_V3_ONLY = {
+    np.dtype(np.uint16): "uint16",
+    np.dtype(np.uint32): "uint32",
+    np.dtype(np.uint64): "uint64",
+}
 _ALIGN = 64
 
 
@@ -177,7 +180,7 @@ class _PickleEmitter:
         key = str(len(self.storages))
         self.storages.append(data)
         shape = tuple(int(s) for s in array.shape)
-        strides = tuple(math.prod(shape[i + 1:]) for i in range(len(shape)))
+        strides = tuple(math.prod(shape[i + 1 :]) for i in range(len(shape)))
         v3 = dtype in _V3_ONLY
         self.global_("torch._utils", "_rebuild_tensor_v3" if v3 else "_rebuild_tensor_v2")
         self.out += b"(("
@@ -248,8 +251,9 @@ class _TorchDtype:
         self.dtype = dtype
 
 
-def _rebuild(storage: np.ndarray, offset: int, size: tuple, stride: tuple, dtype: np.dtype
-             ) -> np.ndarray:
+def _rebuild(
+    storage: np.ndarray, offset: int, size: tuple, stride: tuple, dtype: np.dtype
+) -> np.ndarray:
     if storage.dtype != dtype:  # untyped storage: reinterpret the bytes
         usable = len(storage) - len(storage) % dtype.itemsize
         storage = storage[:usable].view(dtype)
@@ -307,8 +311,12 @@ class _Unpickler(pickle.Unpickler):
         raise TorchFileError(f"unsupported object {module}.{name} (only tensors and dicts)")
 
     def persistent_load(self, pid: Any) -> np.ndarray:
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType)):
+        if not (
+            isinstance(pid, tuple)
+            and len(pid) == 5
+            and pid[0] == "storage"
+            and isinstance(pid[1], _StorageType)
+        ):
             raise TorchFileError(f"unsupported persistent id {pid!r}")
         _, kind, key, _location, numel = pid
         if key in self._storages:
@@ -320,8 +328,7 @@ class _Unpickler(pickle.Unpickler):
             raise TorchFileError(f"storage record data/{key} is missing") from exc
         if len(raw) < int(numel) * dtype.itemsize:
             raise TorchFileError(
-                f"storage data/{key} holds {len(raw)} bytes, expected "
-                f"{int(numel) * dtype.itemsize}"
+                f"storage data/{key} holds {len(raw)} bytes, expected {int(numel) * dtype.itemsize}"
             )
         array = np.frombuffer(raw, dtype=dtype, count=int(numel))
         if self._big_endian and dtype.itemsize > 1:
@@ -350,12 +357,24 @@ def load_pt(source: str | IO[bytes]) -> Any:
             raise TorchFileError("no <archive>/data.pkl record (not a torch.save zip file)")
         prefix = pkl_names[0][: -len("data.pkl")]
         try:
-            order = zf.read(prefix + "byteorder").decode() if prefix + "byteorder" in names \
+            order = (
+                zf.read(prefix + "byteorder").decode()
+                if prefix + "byteorder" in names
                 else "little"
+            )
             unpickler = _Unpickler(zf.read(pkl_names[0]), zf, prefix, order == "big")
             return unpickler.load()
         except TorchFileError:
             raise
-        except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError,
-                struct.error, UnicodeDecodeError, AttributeError, IndexError) as exc:
+        except (
+            zipfile.BadZipFile,
+            pickle.UnpicklingError,
+            EOFError,
+            ValueError,
+            TypeError,
+            struct.error,
+            UnicodeDecodeError,
+            AttributeError,
+            IndexError,
+        ) as exc:
             raise TorchFileError(f"corrupt torch zip file: {type(exc).__name__}: {exc}") from exc

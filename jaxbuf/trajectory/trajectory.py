@@ -160,8 +160,9 @@ class Trajectory:
         if rewards is None:
             raise ValueError("rewards is required (shape [T, B, ...]) but is None")
         if rewards.ndim < 2 or rewards.shape[0] == 0 or rewards.shape[1] == 0:
-            raise ValueError(f"rewards must have shape [T, B, ...] with T, B > 0, got "
-                             f"{rewards.shape}")
+            raise ValueError(
+                f"rewards must have shape [T, B, ...] with T, B > 0, got {rewards.shape}"
+            )
         T, B = int(rewards.shape[0]), int(rewards.shape[1])
         for name in ARRAY_FIELDS:
             value = getattr(self, name)
@@ -178,8 +179,9 @@ class Trajectory:
                     )
             elif rows != T:
                 expect = "T or T + E" if name in EPOCH_ROW_FIELDS else "T"
-                raise ValueError(f"{name}: expected {expect} rows (T={T}, B={B}), got "
-                                 f"shape {value.shape}")
+                raise ValueError(
+                    f"{name}: expected {expect} rows (T={T}, B={B}), got shape {value.shape}"
+                )
         for name in DICT_FIELDS:
             for key, value in getattr(self, name).items():
                 if value.ndim >= 2 and value.shape[:2] != (T, B):
@@ -189,8 +191,12 @@ class Trajectory:
         ref = self.prev_logprobs if self.prev_logprobs is not None else rewards
         if ref.ndim < 2:
             raise ValueError(f"prev_logprobs must have shape [T, B, ...], got {ref.shape}")
-        return TrajectoryShape(T=T, B=B, num_samples=int(ref.shape[0]) * int(ref.shape[1]),
-                               shape=tuple(int(s) for s in ref.shape))
+        return TrajectoryShape(
+            T=T,
+            B=B,
+            num_samples=int(ref.shape[0]) * int(ref.shape[1]),
+            shape=tuple(int(s) for s in ref.shape),
+        )
 
     # ------------------------------------------------------------------------ conversions
 
@@ -213,8 +219,9 @@ class Trajectory:
         for name in BATCH_DICT_ORDER:
             entries = getattr(self, name)
             if entries:
-                flat[name] = {k: v.reshape(-1, *v.shape[2:]) for k, v in entries.items()
-                              if v.ndim >= 2}
+                flat[name] = {
+                    k: v.reshape(-1, *v.shape[2:]) for k, v in entries.items() if v.ndim >= 2
+                }
         return flat
 
     def to_payload(self) -> dict[str, Any]:
@@ -237,8 +244,9 @@ class Trajectory:
             value = getattr(self, name)
             kwargs[name] = None if value is None else np.array(value, copy=True, order="C")
         for name in DICT_FIELDS:
-            kwargs[name] = {k: np.array(v, copy=True, order="C")
-                            for k, v in getattr(self, name).items()}
+            kwargs[name] = {
+                k: np.array(v, copy=True, order="C") for k, v in getattr(self, name).items()
+            }
         return Trajectory(**kwargs)
 
     @classmethod

@@ -80,8 +80,7 @@ class BackgroundWriter:
         first_desc, first_exc = errors[0]
         more = f" (and {len(errors) - 1} more failed writes)" if len(errors) > 1 else ""
         raise TrajectoryWriteError(
-            f"background write failed: {first_desc}: {type(first_exc).__name__}: "
-            f"{first_exc}{more}"
+            f"background write failed: {first_desc}: {type(first_exc).__name__}: {first_exc}{more}"
         ) from first_exc
 
     def flush(self) -> None:

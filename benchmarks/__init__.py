@@ -1,0 +1,1 @@
+"""Benchmarks of jaxbuf against flashbax, Tianshou and rlax (issue 7); not part of the package."""

@@ -1,0 +1,116 @@
+"""Workload 3: episode-aware work flashbax cannot do.
+
+* ``prev``/``next`` of 256 random indices of a full ``VectorReplayBuffer(2^20, 64)``
+  (jaxbuf per jitted call and in a scan; Tianshou per call, numba kernels);
+* frame-stacked sampling: ``obs uint8[84, 84]``, ``stack_num=4``, ``ignore_obs_next`` and
+  ``save_only_last_obs``, sample 256 (``obs`` and ``obs_next`` both ``[256, 4, 84, 84]``),
+  jaxbuf per call and in a scan, Tianshou per call.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import data, peers
+from benchmarks.harness import Case, compile_jit, unavailable
+from benchmarks.workloads.add import jaxbuf_add, jaxbuf_buffer, tianshou_buffer
+from benchmarks.workloads.common import loop_calls, read_scan
+
+LINK_UNIT = "us per prev+next of 256"
+STACK_UNIT = "us per stacked sample of 256"
+NO_EPISODES = "flashbax has no episode boundaries (no prev/next, no frame stacking)"
+
+
+def prev_next(buf, idx):
+    """Both links of ``idx``."""
+    return buf.prev(idx), buf.next(idx)
+
+
+def _links(cfg) -> list:
+    cap = cfg.episode_capacity
+    params = {"capacity": cap, "indices": 256}
+    rng = np.random.default_rng(0)
+    idx_rows = jnp.asarray(rng.integers(0, cap, (cfg.scan_steps, 256)), jnp.int32)
+    idx = idx_rows[0]
+    buf = data.fill_by_scan(jaxbuf_add, jaxbuf_buffer(cap), data.step, cap // data.N_ENV)
+    call_c, call_t = compile_jit(prev_next, buf, idx)
+    scan_c, scan_t = compile_jit(read_scan(prev_next), buf, idx_rows)
+    out: list = [
+        Case("prev_next/call", params, "jaxbuf", loop_calls(lambda: call_c(buf, idx), cfg.calls),
+             cfg.calls, LINK_UNIT, call_t),
+        Case("prev_next/scan", params, "jaxbuf",
+             lambda: jax.block_until_ready(scan_c(buf, idx_rows)), cfg.scan_steps, LINK_UNIT,
+             scan_t),
+        unavailable("prev_next/call", params, "flashbax", LINK_UNIT, NO_EPISODES),
+    ]
+    ts, why = peers.module("tianshou.data")
+    if ts is None:
+        out.append(unavailable("prev_next/call", params, "tianshou", LINK_UNIT, why))
+    else:
+        tbuf = data.fill_tianshou(tianshou_buffer(cap), data.numpy_layout(cap),
+                                  data.first(data.step))
+        nidx = np.asarray(idx, np.int64)
+        assert np.array_equal(tbuf.prev(nidx), np.asarray(buf.prev(idx)))
+        assert np.array_equal(tbuf.next(nidx), np.asarray(buf.next(idx)))
+        out.append(Case("prev_next/call", params, "tianshou",
+                        loop_calls(lambda: (tbuf.prev(nidx), tbuf.next(nidx)), cfg.calls),
+                        cfg.calls, LINK_UNIT))
+    return out
+
+
+def stacked_buffer(capacity: int):
+    """jaxbuf Atari-like buffer: stack 4, ``ignore_obs_next``, ``save_only_last_obs``."""
+    import jaxbuf
+
+    buf = jaxbuf.VectorReplayBuffer.create(
+        data.atari_example(), capacity, data.N_ENV, stack_num=data.STACK,
+        ignore_obs_next=True, save_only_last_obs=True,
+    )
+    return data.own_buffers(buf)
+
+
+def _stacked(cfg) -> list:
+    cap = cfg.stack_capacity
+    bs = cfg.batch_size
+    params = {"capacity": cap, "stack": data.STACK}
+    buf = data.fill_by_scan(jaxbuf_add, stacked_buffer(cap), data.atari_step,
+                            cap // data.N_ENV)
+    steps = max(10, cfg.scan_steps // 10)
+    keys = jax.random.split(jax.random.key(0), steps)
+    key = jax.random.key(1)
+
+    def sample(b, k):
+        return b.sample(k, bs)
+
+    call_c, call_t = compile_jit(sample, buf, key)
+    scan_c, scan_t = compile_jit(read_scan(sample), buf, keys)
+    calls = max(1, cfg.calls // 4)
+    out: list = [
+        Case("stacked_sample/call", params, "jaxbuf",
+             loop_calls(lambda: call_c(buf, key), calls), calls, STACK_UNIT, call_t),
+        Case("stacked_sample/scan", params, "jaxbuf",
+             lambda: jax.block_until_ready(scan_c(buf, keys)), steps, STACK_UNIT, scan_t),
+        unavailable("stacked_sample/call", params, "flashbax", STACK_UNIT, NO_EPISODES),
+    ]
+    ts, why = peers.module("tianshou.data")
+    if ts is None:
+        out.append(unavailable("stacked_sample/call", params, "tianshou", STACK_UNIT, why))
+    else:
+        tbuf = tianshou_buffer(cap, stack_num=data.STACK, save_only_last_obs=True)
+        tbuf = data.fill_tianshou(tbuf, data.numpy_atari_layout(cap),
+                                  data.first(data.atari_step))
+        idx = np.asarray(jax.random.randint(key, (bs,), 0, cap))
+        ref, mine = tbuf[idx], buf[jnp.asarray(idx, jnp.int32)]
+        assert np.array_equal(ref.obs, np.asarray(mine["obs"]))
+        assert np.array_equal(ref.obs_next, np.asarray(mine["obs_next"]))
+        out.append(Case("stacked_sample/call", params, "tianshou",
+                        loop_calls(lambda: tbuf.sample(bs), calls), calls, STACK_UNIT))
+    return out
+
+
+def groups(cfg):
+    """prev/next, then frame-stacked sampling."""
+    yield _links(cfg)
+    yield _stacked(cfg)
