@@ -54,15 +54,16 @@ def assert_bit_identical(actual: Any, expected: Any, what: str = "") -> None:
 def abstract_of(buf: Any) -> Any:
     """``buf`` with every array replaced by its ``ShapeDtypeStruct`` (sharding kept)."""
     return jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
-        if isinstance(x, jax.Array) else x,
+        lambda x: (
+            jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+            if isinstance(x, jax.Array)
+            else x
+        ),
         buf,
     )
 
 
-def assert_roundtrip(
-    buf: Any, continue_fn: Callable[[Any], Any], directory: str | Path
-) -> Any:
+def assert_roundtrip(buf: Any, continue_fn: Callable[[Any], Any], directory: str | Path) -> Any:
     """Save ``buf``, restore it without and with ``like``, and check it behaves the same.
 
     Checks: both restores are bit-identical to ``buf`` (same class, static config, leaves),

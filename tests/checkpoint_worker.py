@@ -25,8 +25,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import jaxbuf
 import jaxbuf.checkpoint as ckpt
 
-EXAMPLE = {"obs": np.zeros(4, np.float32), "act": np.int32(0), "rew": np.float32(0),
-           "terminated": False, "truncated": False}
+EXAMPLE = {
+    "obs": np.zeros(4, np.float32),
+    "act": np.int32(0),
+    "rew": np.float32(0),
+    "terminated": False,
+    "truncated": False,
+}
 
 
 def rows(n: int, step: int) -> dict:
@@ -44,8 +49,9 @@ def rows(n: int, step: int) -> dict:
 def filled(n: int, size: int, steps: int, start: int = 0) -> jaxbuf.VectorReplayBuffer:
     """A VectorReplayBuffer(size, n) after ``steps`` adds of :func:`rows`."""
     buf = jaxbuf.VectorReplayBuffer.create(EXAMPLE, size, n)
-    batches = jax.tree_util.tree_map(lambda *x: jnp.stack(x),
-                                     *[rows(n, s) for s in range(start, start + steps)])
+    batches = jax.tree_util.tree_map(
+        lambda *x: jnp.stack(x), *[rows(n, s) for s in range(start, start + steps)]
+    )
     return jax.jit(lambda b, x: jax.lax.scan(lambda bb, r: bb.add(r), b, x))(buf, batches)[0]
 
 
@@ -63,7 +69,8 @@ def _shard(tree, devices: int):
     """``tree`` as ShapeDtypeStructs split along their leading axis over ``devices``."""
     sharding = NamedSharding(Mesh(np.array(jax.devices()[:devices]), ("d",)), PartitionSpec("d"))
     return jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree
+    )
 
 
 def _continue(buf):
@@ -104,8 +111,9 @@ def main(mode: str, directory: str) -> None:
             assert len(a.sharding.device_set) == 4, a.sharding
             assert a.dtype == b.dtype and np.array_equal(np.asarray(a), np.asarray(b))
         cont = jax.jit(_continue)
-        for a, b in zip(jax.tree_util.tree_leaves(cont(got)), jax.tree_util.tree_leaves(
-                cont(want))):
+        for a, b in zip(
+            jax.tree_util.tree_leaves(cont(got)), jax.tree_util.tree_leaves(cont(want))
+        ):
             assert np.array_equal(np.asarray(a), np.asarray(b))
         print("restored on", len(got.storage["obs"].sharding.device_set), "devices")
     elif mode == "crash_async":

@@ -38,8 +38,11 @@ def rows(buf: jaxbuf.ReplayBuffer, step: int) -> dict:
         return jnp.asarray(vals.reshape((n, *spec.shape)), spec.dtype)
 
     spec = buf.input_spec()
-    out = {k: jax.tree_util.tree_map(partial(leaf, salt=i), v)
-           for i, (k, v) in enumerate(spec.items()) if k not in ("terminated", "truncated")}
+    out = {
+        k: jax.tree_util.tree_map(partial(leaf, salt=i), v)
+        for i, (k, v) in enumerate(spec.items())
+        if k not in ("terminated", "truncated")
+    }
     ids = np.arange(n)
     out["terminated"] = jnp.asarray((step + ids) % 4 == 3)
     out["truncated"] = jnp.asarray((step + 2 * ids) % 5 == 4)
@@ -64,8 +67,7 @@ def fill(buf, steps: int, start: int = 0):
 def _continue_body(buf, batches, key):
     buf, results = jax.lax.scan(lambda b, x: b.add(x), buf, batches)
     everything = jnp.arange(buf.maxsize)
-    links = (buf.prev(everything), buf.next(everything), buf.unfinished_index(),
-             buf.all_indices())
+    links = (buf.prev(everything), buf.next(everything), buf.unfinished_index(), buf.all_indices())
     return buf, results, buf.sample(key, 5), links
 
 
@@ -87,10 +89,16 @@ def _frames_example():
 CORE = {
     "replay": lambda: jaxbuf.ReplayBuffer.create(EXAMPLE, 6),
     "replay_all_options": lambda: jaxbuf.ReplayBuffer.create(
-        _frames_example(), 6, stack_num=3, ignore_obs_next=True, save_only_last_obs=True,
-        sample_avail=True),
+        _frames_example(),
+        6,
+        stack_num=3,
+        ignore_obs_next=True,
+        save_only_last_obs=True,
+        sample_avail=True,
+    ),
     "vector_stack_ignore": lambda: jaxbuf.VectorReplayBuffer.create(
-        EXAMPLE, 10, 3, stack_num=2, ignore_obs_next=True),
+        EXAMPLE, 10, 3, stack_num=2, ignore_obs_next=True
+    ),
 }
 
 
@@ -104,8 +112,13 @@ def test_roundtrip_core(name, tmp_path):
 def _per_buffer(batches, copies):
     """``copies`` different versions of ``batches`` stacked on a new leading axis."""
     return jax.tree_util.tree_map(
-        lambda x: jnp.stack([x] * copies) if x.dtype == bool
-        else jnp.stack([x + c for c in range(copies)]), batches)
+        lambda x: (
+            jnp.stack([x] * copies)
+            if x.dtype == bool
+            else jnp.stack([x + c for c in range(copies)])
+        ),
+        batches,
+    )
 
 
 @jax.jit
@@ -119,7 +132,8 @@ def _continue_prioritized(buf, batches, key):
 def test_roundtrip_prioritized(tmp_path):
     """The prioritized vector buffer: core state, sum and min trees, max_prio, beta, statics."""
     buf = jaxbuf.PrioritizedVectorReplayBuffer.create(
-        EXAMPLE, 10, 3, alpha=0.6, beta=0.4, weight_norm=False, stack_num=2, ignore_obs_next=True)
+        EXAMPLE, 10, 3, alpha=0.6, beta=0.4, weight_norm=False, stack_num=2, ignore_obs_next=True
+    )
     buf, _ = fill(buf, 9)
     buf = buf.update_weight(jnp.arange(4), jnp.asarray([0.5, 3.0, -2.0, 0.0]))
 
@@ -143,7 +157,8 @@ def test_roundtrip_vmapped_stack(tmp_path):
     one = jaxbuf.VectorReplayBuffer.create(EXAMPLE, 6, 2)
     stack = jax.vmap(lambda _: jaxbuf.VectorReplayBuffer.create(EXAMPLE, 6, 2))(jnp.arange(3))
     stack, _ = jax.jit(jax.vmap(_add_all.__wrapped__))(
-        stack, _per_buffer(stacked_rows(one, range(5)), 3))
+        stack, _per_buffer(stacked_rows(one, range(5)), 3)
+    )
     vcontinue = jax.jit(jax.vmap(_continue_body, in_axes=(0, 0, None)))
     more = _per_buffer(stacked_rows(one, range(50, 54)), 3)
 
@@ -167,8 +182,13 @@ class Wrapped(struct.PyTreeNode):
 
 def test_roundtrip_registered_nested_node(tmp_path):
     inner, _ = fill(CORE["vector_stack_ignore"](), 9)  # same shapes: reuses compiled code
-    buf = Wrapped(inner=inner, key=jax.random.split(jax.random.key(1), 2), steps=5,
-                  extras=(jnp.arange(3), None, [jnp.ones(2, jnp.int8)]), tag=("b", 2, (3,)))
+    buf = Wrapped(
+        inner=inner,
+        key=jax.random.split(jax.random.key(1), 2),
+        steps=5,
+        extras=(jnp.arange(3), None, [jnp.ones(2, jnp.int8)]),
+        tag=("b", 2, (3,)),
+    )
 
     def cont(w):
         return continue_core(w.inner), jax.random.split(w.key[1]), w.steps + 1
@@ -253,9 +273,14 @@ def test_raw_orbax_recipe_with_two_buffers(tmp_path):
     b = WithFn(x=jnp.arange(5.0))
     params = {"w": jnp.ones(3)}
     with ocp.CheckpointManager(tmp_path / "raw") as mngr:
-        mngr.save(7, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
-                                             **ckpt.save_args(a, name="online"),
-                                             **ckpt.save_args(b, name="offline")))
+        mngr.save(
+            7,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(params),
+                **ckpt.save_args(a, name="online"),
+                **ckpt.save_args(b, name="offline"),
+            ),
+        )
         mngr.wait_until_finished()
         assert_bit_identical(ckpt.restore_buffer(mngr, 7, name="online"), a)
         assert_bit_identical(ckpt.restore_buffer(mngr, 7, like=b, name="offline"), b)
@@ -285,8 +310,9 @@ def test_mismatch_shape_names_field(saved_dir):
     with pytest.raises(ckpt.CheckpointMismatchError) as err:
         ckpt.restore(path, like=like)
     msg = str(err.value)
-    assert "storage.obs: like expects shape (6, 4) dtype float32, checkpoint has shape (6, 3)" \
-        in msg
+    assert (
+        "storage.obs: like expects shape (6, 4) dtype float32, checkpoint has shape (6, 3)" in msg
+    )
     assert str(path) in msg and "1 difference" in msg
 
 
@@ -301,17 +327,23 @@ def test_mismatch_structure_dtype_and_config(saved_dir):
     assert "subbuffer_size (static): like expects 8, checkpoint has 6" in msg
     assert "storage: like expects fields" in msg
     assert "(checkpoint lacks ['cost']; checkpoint has extra ['extra'])" in msg
-    assert "storage.info: like expects fields ['x'], checkpoint has ['x', 'y'] (checkpoint has " \
+    assert (
+        "storage.info: like expects fields ['x'], checkpoint has ['x', 'y'] (checkpoint has "
         "extra ['y'])" in msg
-    assert "storage.act: like expects shape (8,) dtype int8, checkpoint has shape (6,) dtype " \
+    )
+    assert (
+        "storage.act: like expects shape (8,) dtype int8, checkpoint has shape (6,) dtype "
         "int32" in msg
+    )
 
 
 def test_mismatch_class(saved_dir):
     path, _ = saved_dir
-    with pytest.raises(ckpt.CheckpointMismatchError,
-                       match=r"<root>: like expects jaxbuf.buffers:VectorReplayBuffer, "
-                             r"checkpoint has jaxbuf.buffers:ReplayBuffer"):
+    with pytest.raises(
+        ckpt.CheckpointMismatchError,
+        match=r"<root>: like expects jaxbuf.buffers:VectorReplayBuffer, "
+        r"checkpoint has jaxbuf.buffers:ReplayBuffer",
+    ):
         ckpt.restore(path, like=_like(size=12, cls=jaxbuf.VectorReplayBuffer))
 
 
@@ -334,9 +366,11 @@ def _edit_meta(path, fn):
 def test_schema_version_newer(saved_dir, tmp_path):
     path, _ = _copy(saved_dir, tmp_path)
     _edit_meta(path, lambda m: {**m, "schema_version": 99, "jaxbuf_version": "9.0"})
-    with pytest.raises(ckpt.SchemaVersionError,
-                       match=r"schema version 99 \(written by jaxbuf 9.0\); this jaxbuf reads "
-                             r"schema version 1; upgrade"):
+    with pytest.raises(
+        ckpt.SchemaVersionError,
+        match=r"schema version 99 \(written by jaxbuf 9.0\); this jaxbuf reads "
+        r"schema version 1; upgrade",
+    ):
         ckpt.restore(path)
 
 
@@ -356,8 +390,10 @@ def test_corrupt_arrays(tmp_path):
     for f in (tmp_path / "c" / "1" / "buffer").rglob("*"):
         if f.is_file() and f.parent.name == "d":
             f.write_bytes(b"garbage")
-    with pytest.raises(ckpt.CheckpointCorruptError,
-                       match=r"buffer arrays at .*/c/1/buffer are corrupt or unreadable"):
+    with pytest.raises(
+        ckpt.CheckpointCorruptError,
+        match=r"buffer arrays at .*/c/1/buffer are corrupt or unreadable",
+    ):
         ckpt.restore(tmp_path / "c")
 
 
@@ -365,14 +401,18 @@ def test_missing(tmp_path, saved_dir):
     with pytest.raises(ckpt.CheckpointNotFoundError, match=r"no checkpoint at .*nowhere"):
         ckpt.restore(tmp_path / "nowhere")
     (tmp_path / "empty" / "3.orbax-checkpoint-tmp-12").mkdir(parents=True)
-    with pytest.raises(ckpt.CheckpointNotFoundError,
-                       match=r"no committed checkpoint in .*empty \(unfinished.*3.orbax"):
+    with pytest.raises(
+        ckpt.CheckpointNotFoundError,
+        match=r"no committed checkpoint in .*empty \(unfinished.*3.orbax",
+    ):
         ckpt.restore(tmp_path / "empty")
     path, _ = saved_dir
     with pytest.raises(ckpt.CheckpointNotFoundError, match=r"no committed step 5 .* \[1\]"):
         ckpt.restore(path, step=5)
     with ckpt.checkpoint_manager(tmp_path / "params_only") as mngr:
         mngr.save(3, params={"w": jnp.ones(2)}, wait=True)
-    with pytest.raises(ckpt.CheckpointNotFoundError,
-                       match=r"step 3 in .*params_only holds no buffer \(items \['params'\]\)"):
+    with pytest.raises(
+        ckpt.CheckpointNotFoundError,
+        match=r"step 3 in .*params_only holds no buffer \(items \['params'\]\)",
+    ):
         ckpt.restore(tmp_path / "params_only")

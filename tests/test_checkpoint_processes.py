@@ -27,9 +27,13 @@ def _start(mode: str, directory: Path, devices: int = 1) -> subprocess.Popen:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TESTS), env.get("PYTHONPATH", "")])
-    return subprocess.Popen([sys.executable, str(TESTS / "checkpoint_worker.py"), mode,
-                             str(directory)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(TESTS / "checkpoint_worker.py"), mode, str(directory)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _finish(proc: subprocess.Popen) -> str:

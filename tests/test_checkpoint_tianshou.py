@@ -39,13 +39,22 @@ def _value(x):
 
 
 def _close(actual, expected, what):
-    np.testing.assert_allclose(np.asarray(actual, np.float64), np.asarray(expected, np.float64),
-                               rtol=1e-6, atol=1e-6, err_msg=what)
+    np.testing.assert_allclose(
+        np.asarray(actual, np.float64),
+        np.asarray(expected, np.float64),
+        rtol=1e-6,
+        atol=1e-6,
+        err_msg=what,
+    )
 
 
-KINDS = {"rb": jaxbuf.ReplayBuffer, "vrb": jaxbuf.VectorReplayBuffer,
-         "lastobs": jaxbuf.ReplayBuffer, "prio": jaxbuf.PrioritizedReplayBuffer,
-         "pvrb": jaxbuf.PrioritizedVectorReplayBuffer}
+KINDS = {
+    "rb": jaxbuf.ReplayBuffer,
+    "vrb": jaxbuf.VectorReplayBuffer,
+    "lastobs": jaxbuf.ReplayBuffer,
+    "prio": jaxbuf.PrioritizedReplayBuffer,
+    "pvrb": jaxbuf.PrioritizedVectorReplayBuffer,
+}
 
 
 def _check_priority(buf, prio, what):
@@ -75,10 +84,12 @@ def _check_state(buf, state, what):
         _close(buf.ep_return[k], np.broadcast_to(ret, buf.ep_return.shape[1:]), what)
     np.testing.assert_array_equal(buf.prev(idx), state["prev"], err_msg=what + " prev")
     np.testing.assert_array_equal(buf.next(idx), state["next"], err_msg=what + " next")
-    np.testing.assert_array_equal(buf.unfinished_index_compact(), state["unfinished_index"],
-                                  err_msg=what)
-    np.testing.assert_array_equal(buf.chronological_indices(), state["sample_indices_0"],
-                                  err_msg=what)
+    np.testing.assert_array_equal(
+        buf.unfinished_index_compact(), state["unfinished_index"], err_msg=what
+    )
+    np.testing.assert_array_equal(
+        buf.chronological_indices(), state["sample_indices_0"], err_msg=what
+    )
     data = _value(state["data"])
     done = data.pop("done")
     np.testing.assert_array_equal(buf.storage["terminated"] | buf.storage["truncated"], done)
@@ -134,15 +145,22 @@ def test_import_matches_tianshou_then_continues(case):
         buf, res = _add(buf, batch, None if ids is None else np.asarray(ids))
         out = op["output"]
         np.testing.assert_array_equal(np.reshape(res.index, -1), out["index"], err_msg=what)
-        _close(np.reshape(res.episode_return, np.shape(out["episode_return"])),
-               out["episode_return"], what)
-        np.testing.assert_array_equal(np.reshape(res.episode_length, -1), out["episode_length"],
-                                      err_msg=what)
+        _close(
+            np.reshape(res.episode_return, np.shape(out["episode_return"])),
+            out["episode_return"],
+            what,
+        )
+        np.testing.assert_array_equal(
+            np.reshape(res.episode_length, -1), out["episode_length"], err_msg=what
+        )
         # E7: for an episode longer than its sub-buffer Tianshou reports an overwritten start
         # slot; jaxbuf reports the oldest stored step (see docs/checkpoints.md).
         fresh = running <= _core(buf).subbuffer_size
-        np.testing.assert_array_equal(np.reshape(res.episode_start, -1)[fresh],
-                                      np.asarray(out["episode_start"])[fresh], err_msg=what)
+        np.testing.assert_array_equal(
+            np.reshape(res.episode_start, -1)[fresh],
+            np.asarray(out["episode_start"])[fresh],
+            err_msg=what,
+        )
         _check_state(buf, op["state_after"], what)
 
 
@@ -181,8 +199,11 @@ def test_restricted_unpickler_refuses_other_globals(tmp_path, capsys):
         del f["buffers"]
         f.create_dataset("buffers", data=np.frombuffer(pickle.dumps([_Evil()]), np.int8))
         f["buffers"].attrs.update(attrs)
-    with pytest.raises(pickle.UnpicklingError, match=r"refusing to load 'builtins.print' from "
-                                                     r"the pickled 'buffers' member of .*vrb.h5"):
+    with pytest.raises(
+        pickle.UnpicklingError,
+        match=r"refusing to load 'builtins.print' from "
+        r"the pickled 'buffers' member of .*vrb.h5",
+    ):
         from_tianshou_hdf5(path)
     assert "pwned" not in capsys.readouterr().out
 
@@ -196,8 +217,10 @@ def test_pickled_data_column_is_refused(tmp_path):
         from_tianshou_hdf5(path)
 
 
-@pytest.mark.parametrize("marker, name", [("cached_buffer_num", "CachedReplayBuffer"),
-                                          ("compute_reward_fn", "HERReplayBuffer")])
+@pytest.mark.parametrize(
+    "marker, name",
+    [("cached_buffer_num", "CachedReplayBuffer"), ("compute_reward_fn", "HERReplayBuffer")],
+)
 def test_unsupported_kinds_are_named(tmp_path, marker, name):
     path = _copy(tmp_path, "rb")
     with h5py.File(path, "r+") as f:

@@ -26,7 +26,11 @@ def run_example(script: str, cwd: Path, *args: str, check: bool = True):
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / script), "--smoke", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if check:
         assert proc.returncode == 0, f"{script} {args} failed:\n{proc.stdout}\n{proc.stderr}"
@@ -57,12 +61,28 @@ def test_ppo_smoke_writes_curve_and_reports_progress(tmp_path):
 
 def test_dqn_smoke_checkpoints_and_resumes_exactly(tmp_path):
     full_png, part_png, resumed_png = (tmp_path / f"{n}.png" for n in ("full", "part", "res"))
-    run_example("dqn_cartpole.py", tmp_path, "--out", str(full_png),
-                "--ckpt-dir", str(tmp_path / "ck_full"))
-    run_example("dqn_cartpole.py", tmp_path, "--out", str(part_png),
-                "--ckpt-dir", str(tmp_path / "ck"), "--stop-after", "20")
-    proc = run_example("dqn_cartpole.py", tmp_path, "--out", str(resumed_png),
-                       "--ckpt-dir", str(tmp_path / "ck"), "--resume")
+    run_example(
+        "dqn_cartpole.py", tmp_path, "--out", str(full_png), "--ckpt-dir", str(tmp_path / "ck_full")
+    )
+    run_example(
+        "dqn_cartpole.py",
+        tmp_path,
+        "--out",
+        str(part_png),
+        "--ckpt-dir",
+        str(tmp_path / "ck"),
+        "--stop-after",
+        "20",
+    )
+    proc = run_example(
+        "dqn_cartpole.py",
+        tmp_path,
+        "--out",
+        str(resumed_png),
+        "--ckpt-dir",
+        str(tmp_path / "ck"),
+        "--resume",
+    )
     full, part, resumed = (load_curve(p) for p in (full_png, part_png, resumed_png))
 
     # SMOKE: 40 iterations of 16 envs, a checkpoint every 20 iterations
@@ -81,7 +101,8 @@ def test_dqn_smoke_checkpoints_and_resumes_exactly(tmp_path):
         assert resumed["summary"][key] == full["summary"][key], key
     for key in ("train_return", "eval_return", "env_steps"):
         np.testing.assert_array_equal(
-            np.array(resumed[key], dtype=float), np.array(full[key], dtype=float), err_msg=key)
+            np.array(resumed[key], dtype=float), np.array(full[key], dtype=float), err_msg=key
+        )
     assert part["train_return"] == full["train_return"][:20]
     assert "DQN CartPole-v1" in proc.stdout + proc.stderr
 
@@ -90,8 +111,16 @@ def test_dqn_resume_refuses_a_different_config(tmp_path):
     ck = tmp_path / "ck"
     ck.mkdir()
     (ck / "config.json").write_text(json.dumps({"lr": 1.0}))
-    proc = run_example("dqn_cartpole.py", tmp_path, "--ckpt-dir", str(ck), "--resume",
-                       "--out", str(tmp_path / "x.png"), check=False)
+    proc = run_example(
+        "dqn_cartpole.py",
+        tmp_path,
+        "--ckpt-dir",
+        str(ck),
+        "--resume",
+        "--out",
+        str(tmp_path / "x.png"),
+        check=False,
+    )
     assert proc.returncode != 0
     assert "--resume" in proc.stderr and "same options" in proc.stderr
 

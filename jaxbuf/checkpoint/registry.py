@@ -25,6 +25,9 @@ BUILTIN_CLASSES: tuple[str, ...] = (
     "jaxbuf.prioritized.buffer:PrioritizedVectorReplayBuffer",
     "jaxbuf.prioritized.sum_tree:SumTree",
     "jaxbuf.prioritized.sum_tree:MinTree",
+    "jaxbuf.her:HERReplayBuffer",
+    "jaxbuf.her:HERVectorReplayBuffer",
+    "jaxbuf.cached:CachedReplayBuffer",
 )
 """jaxbuf's own checkpointable node classes, as ``"module:qualname"``. Add new ones here."""
 

@@ -89,7 +89,7 @@ def _priority(buf):
         return None
     tree = buf.weight
     return {
-        "leaves": tree._value[tree._bound:tree._bound + buf.maxsize].tolist(),
+        "leaves": tree._value[tree._bound : tree._bound + buf.maxsize].tolist(),
         "max_prio": float(buf._max_prio),
         "alpha": float(buf._alpha),
         "beta": float(buf._beta),
@@ -101,8 +101,12 @@ def _apply(buf, op):
     """Apply ``("add", rows, ids)`` or ``("update_weight", indices, weights)``; record it."""
     if op[0] == "update_weight":
         buf.update_weight(np.asarray(op[1]), np.asarray(op[2], np.float64))
-        return {"op": "update_weight", "index": list(op[1]), "weight": list(op[2]),
-                "state_after": _state(buf)}
+        return {
+            "op": "update_weight",
+            "index": list(op[1]),
+            "weight": list(op[2]),
+            "state_after": _state(buf),
+        }
     _, rows, ids = op
     out = buf.add(Batch(rows), buffer_ids=ids)
     return {
@@ -122,14 +126,33 @@ def _apply(buf, op):
 def case_rb():
     """ReplayBuffer(6, stack_num=2): wrap-around, terminated and truncated ends, nested info."""
     buf = ReplayBuffer(6, stack_num=2)
-    steps = [(0, 1, 0), (1, 0, 0), (2, 0, 0), (3, 0, 1), (4, 0, 0), (5, 0, 0), (6, 1, 0),
-             (7, 0, 0), (8, 0, 0)]
+    steps = [
+        (0, 1, 0),
+        (1, 0, 0),
+        (2, 0, 0),
+        (3, 0, 1),
+        (4, 0, 0),
+        (5, 0, 0),
+        (6, 1, 0),
+        (7, 0, 0),
+        (8, 0, 0),
+    ]
     for s, term, trunc in steps:
-        buf.add(Batch(_single(_rows([[s, -s]], [s + 0.5], [term], [trunc],
-                                    info={"x": np.array([s], np.int64)}))))
+        buf.add(
+            Batch(
+                _single(
+                    _rows(
+                        [[s, -s]], [s + 0.5], [term], [trunc], info={"x": np.array([s], np.int64)}
+                    )
+                )
+            )
+        )
     more = [
-        ("add", _single(_rows([[s, -s]], [s + 0.5], [term], [0],
-                              info={"x": np.array([s], np.int64)})), None)
+        (
+            "add",
+            _single(_rows([[s, -s]], [s + 0.5], [term], [0], info={"x": np.array([s], np.int64)})),
+            None,
+        )
         for s, term in ((9, 0), (10, 1), (11, 0))
     ]
     return buf, more
@@ -144,8 +167,10 @@ def case_vrb():
         return [[base + j, -(base + j)] for j in range(k)]
 
     buf.add(Batch(_rows([[0, 0], [1, 1]], rew(2, 0), [0, 0], [0, 0])), buffer_ids=[0, 1])
-    buf.add(Batch(_rows([[2, 2], [3, 3], [4, 4]], rew(3, 2), [0, 0, 1], [0, 0, 0])),
-            buffer_ids=[0, 0, 1])
+    buf.add(
+        Batch(_rows([[2, 2], [3, 3], [4, 4]], rew(3, 2), [0, 0, 1], [0, 0, 0])),
+        buffer_ids=[0, 0, 1],
+    )
     buf.add(Batch(_rows([[5, 5], [6, 6]], rew(2, 5), [0, 0], [0, 0])), buffer_ids=[0, 0])
     more = [
         ("add", _rows([[7, 7], [8, 8]], rew(2, 7), [0, 1], [0, 0]), [2, 0]),
@@ -157,12 +182,15 @@ def case_vrb():
 def case_lastobs():
     """ReplayBuffer(5, stack_num=3, ignore_obs_next, save_only_last_obs, sample_avail), uint8
     frame stacks."""
-    buf = ReplayBuffer(5, stack_num=3, ignore_obs_next=True, save_only_last_obs=True,
-                       sample_avail=True)
+    buf = ReplayBuffer(
+        5, stack_num=3, ignore_obs_next=True, save_only_last_obs=True, sample_avail=True
+    )
     for s, term in [(0, 0), (1, 0), (2, 1), (3, 0), (4, 0), (5, 0)]:
         buf.add(Batch(_single(_rows([[s, s + 1]], [1.0], [term], [0], frames=3))))
-    more = [("add", _single(_rows([[6, 7]], [1.0], [1], [0], frames=3)), None),
-            ("add", _single(_rows([[8, 9]], [1.0], [0], [0], frames=3)), None)]
+    more = [
+        ("add", _single(_rows([[6, 7]], [1.0], [1], [0], frames=3)), None),
+        ("add", _single(_rows([[8, 9]], [1.0], [0], [0], frames=3)), None),
+    ]
     return buf, more
 
 
@@ -173,8 +201,10 @@ def case_prio():
         buf.add(Batch(_single(_rows([[s, s]], [1.0], [s == 3], [0]))))
         if s == 4:
             buf.update_weight(np.array([1, 4, 4]), np.array([-2.0, 0.5, 3.0]))
-    more = [("update_weight", [0, 2], [0.0, 7.5]),
-            ("add", _single(_rows([[7, 7]], [1.0], [0], [0])), None)]
+    more = [
+        ("update_weight", [0, 2], [0.0, 7.5]),
+        ("add", _single(_rows([[7, 7]], [1.0], [0], [0])), None),
+    ]
     return buf, more
 
 
@@ -182,16 +212,19 @@ def case_pvrb():
     """PrioritizedVectorReplayBuffer(6, 2, alpha=0.5, beta=0.3): a finished episode, updates."""
     buf = PrioritizedVectorReplayBuffer(6, 2, alpha=0.5, beta=0.3)
     for s in range(4):
-        buf.add(Batch(_rows([[s, s], [s, -s]], [1.0, 2.0], [0, s == 1], [0, 0])),
-                buffer_ids=[0, 1])
+        buf.add(Batch(_rows([[s, s], [s, -s]], [1.0, 2.0], [0, s == 1], [0, 0])), buffer_ids=[0, 1])
     buf.update_weight(np.array([0, 4]), np.array([4.0, 0.25]))
-    more = [("add", _rows([[9, 9]], [1.0], [1], [0]), [1]),
-            ("update_weight", [1, 3], [9.0, 0.1])]
+    more = [("add", _rows([[9, 9]], [1.0], [1], [0]), [1]), ("update_weight", [1, 3], [9.0, 0.1])]
     return buf, more
 
 
-CASES = (("rb", case_rb), ("vrb", case_vrb), ("lastobs", case_lastobs), ("prio", case_prio),
-         ("pvrb", case_pvrb))
+CASES = (
+    ("rb", case_rb),
+    ("vrb", case_vrb),
+    ("lastobs", case_lastobs),
+    ("prio", case_prio),
+    ("pvrb", case_pvrb),
+)
 
 
 def main() -> None:
