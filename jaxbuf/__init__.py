@@ -4,11 +4,19 @@ Pure pytree state with Tianshou's episode semantics; every operation runs under 
 ``vmap`` and ``lax.scan``.
 """
 
-from jaxbuf import returns
+from jaxbuf import checkpoint, returns
 from jaxbuf._core.checks import checked
 from jaxbuf._core.episodes import AddResult
 from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
 from jaxbuf.cached import CachedAddResult, CachedReplayBuffer
+from jaxbuf.checkpoint import (
+    BufferCheckpointManager,
+    checkpoint_manager,
+    from_tianshou_hdf5,
+    register_buffer,
+    restore,
+    save,
+)
 from jaxbuf.her import HERReplayBuffer, HERVectorReplayBuffer
 from jaxbuf.prioritized import (
     MinTree,
@@ -23,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AddResult",
+    "BufferCheckpointManager",
     "CachedAddResult",
     "CachedReplayBuffer",
     "HERReplayBuffer",
@@ -36,8 +45,14 @@ __all__ = [
     "TrajectoryReplayBuffer",
     "VectorReplayBuffer",
     "checked",
+    "checkpoint",
+    "checkpoint_manager",
     "episodic_return",
+    "from_tianshou_hdf5",
     "nstep_return",
     "nstep_targets",
+    "register_buffer",
+    "restore",
     "returns",
+    "save",
 ]

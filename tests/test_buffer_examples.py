@@ -275,3 +275,14 @@ def test_uniform_draws_are_uniform():
         assert chi2 < 3 * (span - 1) + 11, (span, chi2)
     big = np.asarray(randint_below(jax.random.key(0), (50_000,), jnp.int32((1 << 22) + 3)))
     assert big.max() < (1 << 22) + 3 and abs(big.mean() / ((1 << 22) + 3) - 0.5) < 0.01
+
+
+def test_example_may_be_abstract():
+    spec = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), EXAMPLE
+    )
+    spec["obs"] = jax.ShapeDtypeStruct((3,), jnp.float32)
+    buf = jaxbuf.VectorReplayBuffer.create(spec, 8, 2)
+    assert buf.storage["obs"].shape == (8, 3) and buf.storage["terminated"].dtype == bool
+    abstract = jax.eval_shape(lambda: jaxbuf.ReplayBuffer.create(EXAMPLE, 16))
+    assert abstract.storage["obs"].shape == (16,)

@@ -65,7 +65,10 @@ def check_example(example: Any) -> dict:
 
 def storage_dtype(key: str, value: Any) -> np.dtype:
     """The dtype a field is stored with: flags are bool, integer rewards become float."""
-    dtype = jnp.asarray(value).dtype
+    if hasattr(value, "dtype"):  # arrays and jax.ShapeDtypeStruct
+        dtype = jax.dtypes.canonicalize_dtype(value.dtype)
+    else:
+        dtype = jnp.asarray(value).dtype
     if key in FLAG_KEYS:
         return jnp.dtype(bool)
     if key == "rew" and not jnp.issubdtype(dtype, jnp.inexact):

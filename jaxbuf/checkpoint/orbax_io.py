@@ -1,0 +1,156 @@
+"""A buffer as two orbax items, and back: the piece to drop into any ``CheckpointManager``.
+
+A buffer is saved as
+
+* ``<name>``: a ``StandardSave`` item holding every leaf, keyed ``leaf_0000``, ``leaf_0001``, ...
+  in ``jax.tree_util`` flatten order (sharded arrays are written shard by shard);
+* ``<name>_meta``: a ``JsonSave`` item holding :mod:`jaxbuf.checkpoint.schema`'s description
+  (library and schema version, classes, static configuration, paths, shapes, dtypes).
+
+Restoring reads the JSON first, checks it against ``like`` (or rebuilds the classes from the
+registry without ``like``), then restores the leaves onto the target shardings, so a buffer
+saved on one device layout restores onto another.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+from jaxbuf.checkpoint import schema
+from jaxbuf.checkpoint.errors import (
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+)
+
+BUFFER_ITEM = "buffer"
+"""Default orbax item name of a buffer's leaves."""
+
+
+def meta_item(name: str) -> str:
+    """Orbax item name of the JSON description of the buffer saved as item ``name``."""
+    return f"{name}_meta"
+
+
+def _leaf_key(i: int) -> str:
+    return f"leaf_{i:04d}"
+
+
+def save_args(buf: Any, name: str = BUFFER_ITEM) -> dict[str, ocp.args.CheckpointArgs]:
+    """Orbax save arguments for ``buf``: ``{name: StandardSave, name + "_meta": JsonSave}``.
+
+    Merge them into your own ``ocp.args.Composite`` to save the buffer beside other items::
+
+        mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
+                                                **jaxbuf.checkpoint.save_args(buf)))
+    """
+    meta, leaves = schema.describe(buf)
+    arrays = {_leaf_key(i): leaf for i, leaf in enumerate(leaves)}
+    return {name: ocp.args.StandardSave(arrays), meta_item(name): ocp.args.JsonSave(meta)}
+
+
+def step_path(manager: ocp.CheckpointManager, step: int) -> epath.Path:
+    """Directory of ``step`` under ``manager`` (orbax's default step naming), for messages."""
+    return epath.Path(manager.directory) / str(step)
+
+
+def read_meta(manager: ocp.CheckpointManager, step: int, name: str = BUFFER_ITEM) -> dict:
+    """The checked JSON description of the buffer item ``name`` at ``step``.
+
+    Raises:
+      CheckpointNotFoundError: the step holds no buffer item ``name``.
+      CheckpointCorruptError: the JSON cannot be read or is not jaxbuf's.
+      SchemaVersionError: written with another checkpoint schema version.
+    """
+    where = step_path(manager, step) / meta_item(name)
+    if not where.exists():
+        raise CheckpointNotFoundError(
+            f"jaxbuf: step {step} at {step_path(manager, step)} holds no buffer item '{name}' "
+            f"(no {meta_item(name)} directory)"
+        )
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(
+            **{meta_item(name): ocp.args.JsonRestore()}))
+        meta = restored[meta_item(name)]
+    except Exception as err:  # orbax raises assorted types for unreadable files
+        raise CheckpointCorruptError(
+            f"jaxbuf: the buffer description at {where} is corrupt or unreadable: {brief(err)}"
+        ) from err
+    try:
+        schema.check_header(meta, str(where))
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, AttributeError) as err:
+        raise CheckpointCorruptError(f"jaxbuf: corrupt checkpoint: {err}") from err
+    return meta
+
+
+def brief(err: Exception) -> str:
+    """The first part of an orbax/tensorstore message (they append long JSON specs)."""
+    text = str(err).split(" [tensorstore_spec")[0]
+    return text if len(text) <= 400 else text[:400] + " ..."
+
+
+def _default_sharding() -> jax.sharding.Sharding:
+    return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+
+def _target(like_leaf: Any) -> jax.ShapeDtypeStruct:
+    sharding = getattr(like_leaf, "sharding", None)
+    if sharding is None:
+        sharding = _default_sharding()
+    if isinstance(like_leaf, (bool, int, float)):
+        like_leaf = jax.numpy.asarray(like_leaf)
+    return jax.ShapeDtypeStruct(like_leaf.shape, like_leaf.dtype, sharding=sharding)
+
+
+def restore_buffer(
+    manager: ocp.CheckpointManager, step: int, like: Any = None, name: str = BUFFER_ITEM
+) -> Any:
+    """Restore the buffer saved as item ``name`` at ``step`` of an orbax ``manager``.
+
+    Args:
+      manager: any ``ocp.CheckpointManager`` whose step was saved with :func:`save_args`.
+      step: the step to read.
+      like: ``None`` to rebuild the saved class on the default device, or a buffer (concrete,
+        or abstract from ``jax.eval_shape``) whose leaves' shardings say where each restored
+        array goes; leaves without a sharding go to the default device.
+      name: the buffer's item name.
+    Raises:
+      CheckpointMismatchError: ``like`` differs from the checkpoint (every difference is
+        listed with its field path, what ``like`` expects and what the checkpoint has).
+      CheckpointCorruptError: the array files cannot be read.
+    """
+    meta = read_meta(manager, step, name)
+    where = step_path(manager, step)
+    if like is None:
+        entries = meta["leaves"]
+        targets = [schema.leaf_abstract(e, _default_sharding()) for e in entries]
+    else:
+        like_meta, like_leaves = schema.describe(like)
+        diffs = schema.differences(meta, like_meta)
+        if diffs:
+            raise CheckpointMismatchError(
+                f"jaxbuf: the checkpoint at {where} does not match like "
+                f"({len(diffs)} difference(s)):\n  " + "\n  ".join(diffs)
+            )
+        entries = meta["leaves"]
+        targets = [_target(leaf) for leaf in like_leaves]
+    abstract = {_leaf_key(i): t for i, t in enumerate(targets)}
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(
+            **{name: ocp.args.StandardRestore(abstract)}))[name]
+    except Exception as err:  # tensorstore/orbax raise assorted types for damaged files
+        raise CheckpointCorruptError(
+            f"jaxbuf: the buffer arrays at {where / name} are corrupt or unreadable: "
+            f"{brief(err)}"
+        ) from err
+    leaves = [schema.from_saved_leaf(e, restored[_leaf_key(i)]) for i, e in enumerate(entries)]
+    if like is None:
+        return schema.build(meta, leaves)
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), leaves)
