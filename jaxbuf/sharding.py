@@ -91,6 +91,23 @@ def buffer_sharding(buf: Any, mesh: Mesh, axis: str) -> Any:
     return jax.tree_util.tree_map(lambda _: sharding, buf)
 
 
+def sharded_like(buf: Any, mesh: Mesh, axis: str) -> Any:
+    """The abstract value of ``buf`` laid out over ``mesh``: ``ShapeDtypeStruct`` leaves.
+
+    ``buf`` is a buffer (any layout) or ``jax.eval_shape`` of one. The result is the ``like``
+    for restoring a checkpoint onto this mesh, whatever device count it was saved from::
+
+        buf = jaxbuf.restore(path, like=sharded_like(saved_like, mesh4, "env"))
+
+    Each leaf carries ``NamedSharding(mesh, P(axis))``; orbax reads only the blocks each
+    device needs.
+    """
+    shardings = buffer_sharding(buf, mesh, axis)
+    return jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), buf, shardings
+    )
+
+
 def create_sharded(
     example: dict, total_size: int, buffer_num: int, mesh: Mesh, axis: str, **options: Any
 ) -> VectorReplayBuffer:

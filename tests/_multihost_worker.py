@@ -1,11 +1,13 @@
 """One process of a two-process JAX run on localhost (CPU, gloo collectives).
 
-Usage: ``python _multihost_worker.py PROCESS_ID PORT`` with ``JAX_PLATFORMS=cpu`` and
+Usage: ``python _multihost_worker.py PROCESS_ID PORT CHECKPOINT_DIR`` with ``JAX_PLATFORMS=cpu`` and
 ``XLA_FLAGS=--xla_force_host_platform_device_count=2``; tests/test_sharding.py starts two.
 The mesh spans the 4 devices of both processes; the buffer has 8 sub-buffers, so each
 process owns 4 (2 per device). Each process feeds only its own envs' rows
 (``global_batch``) and checks the blocks it can address against an unsharded reference it
-builds locally from all envs' rows. Prints ``process I ok`` on success.
+builds locally from all envs' rows. Finally both processes save the buffer to
+``CHECKPOINT_DIR`` (each writes the shards it owns) and restore it collectively onto the same
+mesh. Prints ``process I ok`` on success.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from jaxbuf import sharding as shd
 
-PROCESS_ID, PORT = int(sys.argv[1]), sys.argv[2]
+PROCESS_ID, PORT, CHECKPOINT_DIR = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 N_ENV, SIZE, STEPS, B = 8, 80, 13, 5
 
 
@@ -38,6 +40,8 @@ def main() -> None:
 
     # Imported after initialize: the module creates arrays, which must not precede it.
     from _sharding_data import EXAMPLE, builder, rows, stacked_rows
+
+    import jaxbuf
 
     mesh = jax.make_mesh((4,), ("env",))
     sb = shd.create_sharded(EXAMPLE, SIZE, N_ENV, mesh, "env", stack_num=2)
@@ -75,6 +79,12 @@ def main() -> None:
         want_rows, want_idx = sample(ref, key, 4 * B)
         check_blocks(idx, want_idx)
         check_blocks(batch["obs"], want_rows["obs"])
+
+        # Checkpoint: a collective save, then a collective restore onto the global mesh.
+        jaxbuf.save(CHECKPOINT_DIR, sb)
+        restored = jaxbuf.restore(CHECKPOINT_DIR, like=shd.sharded_like(sb, mesh, "env"))
+        for leaf, want in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(ref)):
+            check_blocks(leaf, want)
     print(f"process {PROCESS_ID} ok", flush=True)
 
 

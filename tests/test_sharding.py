@@ -21,6 +21,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from _sharding_data import assert_trees_equal, builder, stacked_rows
 from jax.sharding import PartitionSpec as P
 
 import jaxbuf
@@ -97,12 +98,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_on_localhost():
-    """Two JAX processes x 2 CPU devices: host-local rows, shard-local and global sampling."""
+def test_two_processes_on_localhost(tmp_path):
+    """Two JAX processes x 2 CPU devices: host-local rows, shard-local and global sampling,
+    a collective checkpoint; then this single-device process restores that checkpoint."""
     port = str(_free_port())
+    ckpt = tmp_path / "buf"
     procs = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), str(i), port],
+            [sys.executable, str(WORKER), str(i), port, str(ckpt)],
             cwd=TESTS,
             env=_env(2),
             stdout=subprocess.PIPE,
@@ -122,6 +125,13 @@ def test_two_processes_on_localhost():
                 p.wait()
     for i, (p, out) in enumerate(zip(procs, outputs)):
         assert p.returncode == 0 and f"process {i} ok" in out, f"process {i}:\n{out[-4000:]}"
+    # Each process wrote the shards it owns into its own OCDBT sub-store (orbax's layout).
+    assert len(list(ckpt.glob("*/buffer/ocdbt.process_[01]"))) == 2
+    # Saved from 4 devices on 2 hosts, restored here onto one device.
+    restored = jaxbuf.restore(ckpt)
+    want = builder("stack2", 80, 8)(stacked_rows(np.arange(8)))
+    assert type(restored) is jaxbuf.VectorReplayBuffer
+    assert_trees_equal(restored, want)
 
 
 EXAMPLE = {
@@ -163,3 +173,10 @@ def test_process_rank_and_subbuffers_single_process():
     assert shd.process_rank() == (0, 1)
     mesh = jax.make_mesh((1,), ("env",), devices=jax.devices()[:1])
     np.testing.assert_array_equal(shd.process_subbuffers(6, mesh, "env"), np.arange(6))
+
+
+def test_other_buffer_kinds_are_refused():
+    mesh = jax.make_mesh((1,), ("env",), devices=jax.devices()[:1])
+    per = jaxbuf.PrioritizedVectorReplayBuffer.create(EXAMPLE, 8, 2, alpha=0.6, beta=0.4)
+    with pytest.raises(TypeError, match="expected a ReplayBuffer/VectorReplayBuffer, got Prio"):
+        shd.shard_buffer(per, mesh, "env")
