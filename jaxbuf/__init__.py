@@ -4,7 +4,7 @@ Pure pytree state with Tianshou's episode semantics; every operation runs under 
 ``vmap`` and ``lax.scan``.
 """
 
-from jaxbuf import checkpoint, returns
+from jaxbuf import checkpoint, returns, sharding
 from jaxbuf._core.checks import checked
 from jaxbuf._core.episodes import AddResult
 from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
@@ -55,4 +55,5 @@ __all__ = [
     "restore",
     "returns",
     "save",
+    "sharding",
 ]
