@@ -36,3 +36,14 @@ def rows(obs, rew=None, terminated=None, truncated=None, act=None) -> dict:
         "terminated": z if terminated is None else np.asarray(terminated, bool),
         "truncated": z if truncated is None else np.asarray(truncated, bool),
     }
+
+
+def assert_close(actual, expected, what: str) -> None:
+    """Float comparison of recorded outputs (float64, 1e-6 relative and absolute)."""
+    np.testing.assert_allclose(
+        np.asarray(actual, np.float64),
+        np.asarray(expected, np.float64),
+        rtol=1e-6,
+        atol=1e-6,
+        err_msg=what,
+    )

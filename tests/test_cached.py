@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import oracle
 import pytest
+from helpers import assert_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.experimental import checkify
@@ -21,16 +22,6 @@ from jax.experimental import checkify
 from jaxbuf.cached import CachedReplayBuffer
 
 (SCENARIO,) = oracle.scenarios("CachedReplayBuffer")
-
-
-def _close(actual, expected, what):
-    np.testing.assert_allclose(
-        np.asarray(actual, np.float64),
-        np.asarray(expected, np.float64),
-        rtol=1e-6,
-        atol=1e-6,
-        err_msg=what,
-    )
 
 
 def _build(scn) -> CachedReplayBuffer:
@@ -56,7 +47,7 @@ def _check_state(buf: CachedReplayBuffer, state: dict, what: str) -> None:
         assert int(part.last_index[k]) - k * m == sub["last_index"], what
         assert int(part.ep_len[k]) == sub["ep_len"], what
         assert int(part.ep_start[k]) == sub["ep_start_idx"], what
-        _close(part.ep_return[k], sub["ep_return"], what + " ep_return")
+        assert_close(part.ep_return[k], sub["ep_return"], what + " ep_return")
 
 
 @jax.jit
@@ -83,7 +74,7 @@ def test_oracle_replay(jit):
             np.testing.assert_array_equal(res.index, out["insertion_idx"], err_msg=what)
             np.testing.assert_array_equal(res.episode_start, out["ep_start_idx"], err_msg=what)
             np.testing.assert_array_equal(res.episode_length, out["ep_len"], err_msg=what)
-            _close(res.episode_return, out["ep_return"], what)
+            assert_close(res.episode_return, out["ep_return"], what)
             np.testing.assert_array_equal(res.episode_dropped, 0, err_msg=what)
             _check_state(buf, op["state_after"], what)
         else:
@@ -92,7 +83,7 @@ def test_oracle_replay(jit):
             prev, next_, unfinished, (idx, mask), store = _links(buf)
             for key, rows in op["data"].items():
                 got = store["terminated"] | store["truncated"] if key == "done" else store[key]
-                _close(got, rows, what + " data " + key)
+                assert_close(got, rows, what + " data " + key)
             np.testing.assert_array_equal(prev, op["prev"], err_msg=what + " prev")
             np.testing.assert_array_equal(next_, op["next"], err_msg=what + " next")
             unfinished = np.asarray(unfinished)

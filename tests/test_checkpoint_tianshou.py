@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 from checkpoint_roundtrip import assert_bit_identical
+from helpers import assert_close
 
 import jaxbuf
 import jaxbuf.checkpoint as ckpt
@@ -38,16 +39,6 @@ def _value(x):
     return {k: _value(v) for k, v in x.items()}
 
 
-def _close(actual, expected, what):
-    np.testing.assert_allclose(
-        np.asarray(actual, np.float64),
-        np.asarray(expected, np.float64),
-        rtol=1e-6,
-        atol=1e-6,
-        err_msg=what,
-    )
-
-
 KINDS = {
     "rb": jaxbuf.ReplayBuffer,
     "vrb": jaxbuf.VectorReplayBuffer,
@@ -61,12 +52,12 @@ def _check_priority(buf, prio, what):
     if prio is None:
         assert not isinstance(buf, jaxbuf.PrioritizedReplayBuffer), what
         return
-    _close(buf.priorities(), prio["leaves"], what + " priorities")
-    _close(buf.max_prio, prio["max_prio"], what + " max_prio")
-    _close(buf.beta, prio["beta"], what + " beta")
+    assert_close(buf.priorities(), prio["leaves"], what + " priorities")
+    assert_close(buf.max_prio, prio["max_prio"], what + " max_prio")
+    assert_close(buf.beta, prio["beta"], what + " beta")
     assert buf.alpha == prio["alpha"] and buf.weight_norm == prio["weight_norm"], what
     # jaxbuf's min tree holds the smallest stored leaf (p_min ** alpha).
-    _close(buf.min_tree.min(), min(prio["leaves"]), what + " min tree")
+    assert_close(buf.min_tree.min(), min(prio["leaves"]), what + " min tree")
 
 
 def _core(buf):
@@ -81,7 +72,7 @@ def _check_state(buf, state, what):
     for name in ("last_index", "insertion_idx", "lengths", "ep_len", "ep_start"):
         np.testing.assert_array_equal(getattr(buf, name), state[name], err_msg=f"{what} {name}")
     for k, ret in enumerate(state["ep_return"]):
-        _close(buf.ep_return[k], np.broadcast_to(ret, buf.ep_return.shape[1:]), what)
+        assert_close(buf.ep_return[k], np.broadcast_to(ret, buf.ep_return.shape[1:]), what)
     np.testing.assert_array_equal(buf.prev(idx), state["prev"], err_msg=what + " prev")
     np.testing.assert_array_equal(buf.next(idx), state["next"], err_msg=what + " next")
     np.testing.assert_array_equal(
@@ -97,7 +88,7 @@ def _check_state(buf, state, what):
     assert sorted(buf.storage) == sorted(flat), what
     for key, rows in flat.items():
         for got, want in zip(_leaves(buf.storage[key]), _leaves(rows), strict=True):
-            _close(got, want, f"{what} data {key}")
+            assert_close(got, want, f"{what} data {key}")
 
 
 def _leaves(x):
@@ -145,7 +136,7 @@ def test_import_matches_tianshou_then_continues(case):
         buf, res = _add(buf, batch, None if ids is None else np.asarray(ids))
         out = op["output"]
         np.testing.assert_array_equal(np.reshape(res.index, -1), out["index"], err_msg=what)
-        _close(
+        assert_close(
             np.reshape(res.episode_return, np.shape(out["episode_return"])),
             out["episode_return"],
             what,

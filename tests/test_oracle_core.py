@@ -12,18 +12,9 @@ import jax
 import numpy as np
 import oracle
 import pytest
+from helpers import assert_close
 
 SCENARIOS = oracle.scenarios("ReplayBuffer", "VectorReplayBuffer")
-
-
-def _close(actual, expected, what):
-    np.testing.assert_allclose(
-        np.asarray(actual, np.float64),
-        np.asarray(expected, np.float64),
-        rtol=1e-6,
-        atol=1e-6,
-        err_msg=what,
-    )
 
 
 def _check_state(buf, state, what):
@@ -36,7 +27,7 @@ def _check_state(buf, state, what):
         assert int(buf.insertion_idx[k]) == sub["insertion_idx"], what
         assert int(buf.ep_len[k]) == sub["ep_len"], what
         assert int(buf.ep_start[k]) == sub["ep_start_idx"], what
-        _close(buf.ep_return[k], sub["ep_return"], what + " ep_return")
+        assert_close(buf.ep_return[k], sub["ep_return"], what + " ep_return")
 
 
 @pytest.mark.parametrize("scn", SCENARIOS, ids=[s["name"] for s in SCENARIOS])
@@ -54,7 +45,7 @@ def test_replay(scn, jit):
             buf, res = add(buf, op)
             out = op["output"]
             np.testing.assert_array_equal(res.index, out["insertion_idx"], err_msg=what)
-            _close(res.episode_return, out["ep_return"], what)
+            assert_close(res.episode_return, out["ep_return"], what)
             np.testing.assert_array_equal(res.episode_length, out["ep_len"], err_msg=what)
             # E7: Tianshou reports a start slot that was already overwritten when the episode
             # is longer than its sub-buffer; jaxbuf reports the oldest stored step instead.
@@ -79,7 +70,7 @@ def test_replay(scn, jit):
                     got = np.asarray(buf.storage["terminated"] | buf.storage["truncated"])
                 else:
                     got = buf.storage[key]
-                _close(got, rows, what + " data " + key)
+                assert_close(got, rows, what + " data " + key)
             idx = np.arange(buf.maxsize)
             np.testing.assert_array_equal(buf.prev(idx), op["prev"], err_msg=what + " prev")
             np.testing.assert_array_equal(buf.next(idx), op["next"], err_msg=what + " next")
@@ -92,10 +83,10 @@ def test_replay(scn, jit):
         elif kind == "getitem":
             got = buf[np.asarray(op["index"])]
             for key, expected in op["output"].items():
-                _close(got[key], expected, what + " " + key)
+                assert_close(got[key], expected, what + " " + key)
         elif kind == "get":
             got = buf.get(np.asarray(op["index"]), op["key"], op["stack_num"])
-            _close(got, op["output"], what)
+            assert_close(got, op["output"], what)
         elif kind == "sample_indices":
             _check_sample(buf, op, what)
         elif kind in ("gae", "nstep"):
