@@ -30,8 +30,10 @@ def make(rng: np.random.Generator, tag: int) -> Trajectory:
         actions=rng.normal(size=(T, B, C * 2)).astype(np.float32),
         rewards=rng.normal(size=(T, B, C)).astype(np.float32),
         dones=rng.random((T + E, B, C)) < 0.01,
-        curr_obs={"main_images": rng.integers(0, 255, (T, B, 64, 64, 3), dtype=np.uint8),
-                  "states": rng.normal(size=(T, B, 8)).astype(np.float32)},
+        curr_obs={
+            "main_images": rng.integers(0, 255, (T, B, 64, 64, 3), dtype=np.uint8),
+            "states": rng.normal(size=(T, B, 8)).astype(np.float32),
+        },
         next_obs={"states": rng.normal(size=(T, B, 8)).astype(np.float32)},
     )
 
@@ -57,8 +59,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for fmt in ("pt", "npz"):
             path = os.path.join(tmp, f"t.{fmt}")
-            w = timed(lambda fmt=fmt, path=path: write_trajectory_file(path, payload, fmt),
-                      args.repeats)
+            w = timed(
+                lambda fmt=fmt, path=path: write_trajectory_file(path, payload, fmt), args.repeats
+            )
             r = timed(lambda fmt=fmt, path=path: read_trajectory_file(path, fmt), args.repeats)
             print(f"{fmt:>4}: atomic write+fsync {w * 1e3:7.2f} ms   read {r * 1e3:7.2f} ms")
         mem = timed(lambda: dump_pt(payload, io.BytesIO()), args.repeats)
@@ -71,37 +74,52 @@ def main() -> None:
         except ImportError:
             torch = None
         if torch is not None:
-            tpay = {k: ({kk: torch.from_numpy(vv) for kk, vv in v.items()}
-                        if isinstance(v, dict) else
-                        torch.from_numpy(v) if isinstance(v, np.ndarray) else v)
-                    for k, v in payload.items()}
+            tpay = {
+                k: (
+                    {kk: torch.from_numpy(vv) for kk, vv in v.items()}
+                    if isinstance(v, dict)
+                    else torch.from_numpy(v)
+                    if isinstance(v, np.ndarray)
+                    else v
+                )
+                for k, v in payload.items()
+            }
             tsave = timed(lambda: torch.save(tpay, io.BytesIO()), args.repeats)
             tbuf = io.BytesIO()
             torch.save(tpay, tbuf)
-            tload = timed(lambda: torch.load(io.BytesIO(tbuf.getvalue()), weights_only=True),
-                          args.repeats)
-            print(f"  torch {torch.__version__} in memory: save {tsave * 1e3:.2f} ms, "
-                  f"load {tload * 1e3:.2f} ms")
+            tload = timed(
+                lambda: torch.load(io.BytesIO(tbuf.getvalue()), weights_only=True), args.repeats
+            )
+            print(
+                f"  torch {torch.__version__} in memory: save {tsave * 1e3:.2f} ms, "
+                f"load {tload * 1e3:.2f} ms"
+            )
 
         n = 32
         trajs = [make(rng, i) for i in range(n)]
-        buffer = TrajectoryReplayBuffer(storage_dir=os.path.join(tmp, "live"), cache_size=8,
-                                        sample_window_size=0)
+        buffer = TrajectoryReplayBuffer(
+            storage_dir=os.path.join(tmp, "live"), cache_size=8, sample_window_size=0
+        )
         start = time.perf_counter()
         buffer.add_trajectories(trajs)
         queued = time.perf_counter() - start
         buffer.flush()
         total = time.perf_counter() - start
-        print(f"add {n} trajectories: returns in {queued * 1e3:.1f} ms, durable after "
-              f"{total * 1e3:.0f} ms ({n / total:.1f} traj/s)")
+        print(
+            f"add {n} trajectories: returns in {queued * 1e3:.1f} ms, durable after "
+            f"{total * 1e3:.0f} ms ({n / total:.1f} traj/s)"
+        )
         buffer.sample(256)
         warm = timed(lambda: buffer.sample(256), args.repeats)
         buffer.clear_cache()
         cold = timed(lambda: (buffer.clear_cache(), buffer.sample(256)), args.repeats)
-        print(f"sample(256) over {n} trajectories: cache 8 (mostly disk) {warm * 1e3:.1f} ms; "
-              f"after clear_cache {cold * 1e3:.1f} ms")
-        everything = TrajectoryReplayBuffer(save_trajectories=False, sample_window_size=0,
-                                            cache_size=n)
+        print(
+            f"sample(256) over {n} trajectories: cache 8 (mostly disk) {warm * 1e3:.1f} ms; "
+            f"after clear_cache {cold * 1e3:.1f} ms"
+        )
+        everything = TrajectoryReplayBuffer(
+            save_trajectories=False, sample_window_size=0, cache_size=n
+        )
         everything.add_trajectories(trajs)
         hot = timed(lambda: everything.sample(256), args.repeats)
         print(f"sample(256) all in memory: {hot * 1e3:.2f} ms")

@@ -43,15 +43,28 @@ def main() -> None:
     args = parser.parse_args()
     size = 1 << args.log2_size
     obs = np.zeros(args.obs_dim, np.float32)
-    example = {"obs": obs, "obs_next": obs, "act": np.int32(0), "rew": np.float32(0),
-               "terminated": False, "truncated": False}
+    example = {
+        "obs": obs,
+        "obs_next": obs,
+        "act": np.int32(0),
+        "rew": np.float32(0),
+        "terminated": False,
+        "truncated": False,
+    }
     buf = jaxbuf.ReplayBuffer.create(example, size)
     key = jax.random.key(0)
     # Fill every slot with distinct data (one big write, not a timing of add).
-    storage = {k: jax.random.normal(key, v.shape).astype(v.dtype) if v.ndim > 1 else
-               jnp.arange(size).astype(v.dtype) for k, v in buf.storage.items()}
-    buf = buf.replace(storage=storage, lengths=jnp.full((1,), size, jnp.int32),
-                      last_index=jnp.full((1,), size - 1, jnp.int32))
+    storage = {
+        k: jax.random.normal(key, v.shape).astype(v.dtype)
+        if v.ndim > 1
+        else jnp.arange(size).astype(v.dtype)
+        for k, v in buf.storage.items()
+    }
+    buf = buf.replace(
+        storage=storage,
+        lengths=jnp.full((1,), size, jnp.int32),
+        last_index=jnp.full((1,), size - 1, jnp.int32),
+    )
     nbytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(buf))
     root = tempfile.mkdtemp(prefix="jaxbuf-bench-")
     out: dict = {"slots": size, "buffer_bytes": nbytes, "backend": jax.default_backend()}

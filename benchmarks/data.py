@@ -87,9 +87,7 @@ def atari_step(t: jax.Array, n_env: int = N_ENV, stacked: bool = True) -> dict:
 
 def first(batch_fn, *args) -> dict:
     """Step 0 of ``batch_fn`` as concrete device arrays."""
-    return jax.jit(batch_fn, static_argnums=tuple(range(1, 1 + len(args))))(
-        jnp.int32(0), *args
-    )
+    return jax.jit(batch_fn, static_argnums=tuple(range(1, 1 + len(args))))(jnp.int32(0), *args)
 
 
 def numpy_layout(capacity: int, n_env: int = N_ENV) -> dict:

@@ -110,7 +110,17 @@ def measure(cases: Sequence[Case], reps: int, target_s: float) -> list[Result]:
             samples[i].append(wall / (n * case.ops))
             cpu[i].append(cpu_s / (n * case.ops))
     return [
-        Result(c.workload, c.params, c.lib, c.unit, statistics.median(s), s,
-               statistics.median(u), u, c.compile_s, note=c.note)
+        Result(
+            c.workload,
+            c.params,
+            c.lib,
+            c.unit,
+            statistics.median(s),
+            s,
+            statistics.median(u),
+            u,
+            c.compile_s,
+            note=c.note,
+        )
         for c, s, u in zip(cases, samples, cpu)
     ]

@@ -85,15 +85,33 @@ def rows(results: list[Result]) -> list[tuple]:
             spc = None if own else speedup(base, r, "cpu")
             comp = "" if r.compile_s is None else f"{r.compile_s:.2f} s"
             cpu = "" if r.cpu is None else _fmt_value(r, r.cpu)
-            out.append((key[0], _params(dict(key[1])), label, _fmt_value(r), cpu, comp,
-                        "" if sp is None else f"{sp:.2f}x",
-                        "" if spc is None else f"{spc:.2f}x",
-                        "" if r.status == "ok" else r.status))
+            out.append(
+                (
+                    key[0],
+                    _params(dict(key[1])),
+                    label,
+                    _fmt_value(r),
+                    cpu,
+                    comp,
+                    "" if sp is None else f"{sp:.2f}x",
+                    "" if spc is None else f"{spc:.2f}x",
+                    "" if r.status == "ok" else r.status,
+                )
+            )
     return out
 
 
-HEADER = ("workload", "params", "library", "wall", "cpu", "compile", "peer/jaxbuf",
-          "(cpu)", "status")
+HEADER = (
+    "workload",
+    "params",
+    "library",
+    "wall",
+    "cpu",
+    "compile",
+    "peer/jaxbuf",
+    "(cpu)",
+    "status",
+)
 
 
 def text_table(results: list[Result]) -> str:
@@ -136,31 +154,48 @@ def targets(results: list[Result]) -> list[tuple[str, str, str]]:
             if spc is not None:
                 measured += f" (cpu {spc:.2f}x)"
             verdict = "n/a" if sp is None else ("met" if sp >= need else "NOT met")
-            out.append((f"{label} {r.workload} {_params(r.params)} vs {shown} >= {need}x",
-                        measured, verdict))
+            out.append(
+                (
+                    f"{label} {r.workload} {_params(r.params)} vs {shown} >= {need}x",
+                    measured,
+                    verdict,
+                )
+            )
 
     for w in ("add/", "sample/"):
         ratio_check(w, "flashbax", 1.0, "speed")
         ratio_check(w, "tianshou", 10.0, "speed")
     for w in ("add/scan", "add/call"):
-        caps = sorted(r.params["capacity"] for r in results
-                      if r.workload == w and r.lib == BASE and r.value is not None)
+        caps = sorted(
+            r.params["capacity"]
+            for r in results
+            if r.workload == w and r.lib == BASE and r.value is not None
+        )
         if len(caps) >= 2:
             lo = table[((w, (("capacity", caps[0]),)), BASE)]
             hi = table[((w, (("capacity", caps[-1]),)), BASE)]
             x = hi.value / lo.value
             cpu = f" (cpu {hi.cpu / lo.cpu:.2f})" if hi.cpu and lo.cpu else ""
-            out.append((f"jaxbuf {w}: cost at {caps[-1]} / cost at {caps[0]} <= 1.3",
-                        f"{x:.2f}{cpu}", "met" if x <= 1.3 else "NOT met"))
+            out.append(
+                (
+                    f"jaxbuf {w}: cost at {caps[-1]} / cost at {caps[0]} <= 1.3",
+                    f"{x:.2f}{cpu}",
+                    "met" if x <= 1.3 else "NOT met",
+                )
+            )
     ratio_check("prioritized/", "flashbax", 2.0, "speed")
     ratio_check("gae/", "rlax", 1.0, "speed")
     for r in results:
         if r.workload == "memory" and r.lib == BASE and r.value is not None:
             pay = table.get((_key(r), "payload"))
             x = r.value / pay.value
-            out.append(("memory: jaxbuf bytes per transition <= 1.1x payload",
-                        f"{x:.3f}x ({r.value:,.0f} / {pay.value:,.0f} B)",
-                        "met" if x <= 1.1 else "NOT met"))
+            out.append(
+                (
+                    "memory: jaxbuf bytes per transition <= 1.1x payload",
+                    f"{x:.3f}x ({r.value:,.0f} / {pay.value:,.0f} B)",
+                    "met" if x <= 1.1 else "NOT met",
+                )
+            )
     return out
 
 
@@ -176,8 +211,7 @@ def targets_markdown(rows_: list[tuple[str, str, str]]) -> str:
 
 
 def write_json(path: Path, meta: dict, results: list[Result]) -> None:
-    path.write_text(json.dumps({"meta": meta, "results": [r.as_dict() for r in results]},
-                               indent=1))
+    path.write_text(json.dumps({"meta": meta, "results": [r.as_dict() for r in results]}, indent=1))
 
 
 def plot(path: Path, results: list[Result], field: str = "value") -> bool:
@@ -200,8 +234,13 @@ def plot(path: Path, results: list[Result], field: str = "value") -> bool:
                 series[(r.lib, mode)].append((r.params["capacity"], value * 1e6))
         for (lib, mode), pts in sorted(series.items()):
             pts.sort()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
-                    linestyle="-" if mode == "scan" else "--", label=f"{lib} ({mode})")
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker="o",
+                linestyle="-" if mode == "scan" else "--",
+                label=f"{lib} ({mode})",
+            )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("capacity (transitions)")

@@ -76,10 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     meta = {
-        "stamp": stamp, "quick": cfg.quick, "config": cfg.__dict__, "wall_s": wall,
-        "jax": jax.__version__, "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()], "python": sys.version.split()[0],
-        "machine": platform.machine(), "workloads": names,
+        "stamp": stamp,
+        "quick": cfg.quick,
+        "config": cfg.__dict__,
+        "wall_s": wall,
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "workloads": names,
     }
     for path in (out / f"{stamp}.json", out / "latest.json"):
         report.write_json(path, meta, results)

@@ -77,8 +77,14 @@ class VecEnv:
                 f"terminated, truncated, info); got a {len(out)}-tuple"
             )
         obs, state, rew, terminated, truncated, info = out
-        return Step(obs, state, rew.astype(jnp.float32), terminated.astype(bool),
-                    truncated.astype(bool), info["final_observation"])
+        return Step(
+            obs,
+            state,
+            rew.astype(jnp.float32),
+            terminated.astype(bool),
+            truncated.astype(bool),
+            info["final_observation"],
+        )
 
     def evaluate(
         self, act: Callable[[jax.Array], jax.Array], key: chex.PRNGKey, num_episodes: int
@@ -140,8 +146,9 @@ class Progress:
             from tqdm import tqdm
         except ImportError:
             return
-        self.bar = tqdm(total=self.total, initial=self.done, desc=self.desc, unit="it",
-                        dynamic_ncols=True)
+        self.bar = tqdm(
+            total=self.total, initial=self.done, desc=self.desc, unit="it", dynamic_ncols=True
+        )
 
     def skip_to(self, done: int) -> None:
         """Start counting at ``done`` iterations (a resumed run)."""
@@ -255,22 +262,34 @@ def report(
     }
     save_curve(out, title, steps, train_curve, steps[has_eval], eval_curve[has_eval], summary)
     times = ", ".join(f"{k[:-2].replace('_', ' ')} {v} s" for k, v in timing.items())
-    print(f"{algorithm}: greedy evaluation {final_eval:.1f} (mean of {cfg.final_eval_episodes} "
-          f"episodes) after {summary['env_steps']:,} env steps; {times}; curve: {out}",
-          flush=True)
+    print(
+        f"{algorithm}: greedy evaluation {final_eval:.1f} (mean of {cfg.final_eval_episodes} "
+        f"episodes) after {summary['env_steps']:,} env steps; {times}; curve: {out}",
+        flush=True,
+    )
     return summary
 
 
 def base_parser(description: str, default_out: str) -> argparse.ArgumentParser:
     """Arguments every example shares: ``--smoke``, ``--out``, ``--seed``."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--smoke", action="store_true",
-                        help="a few iterations of a tiny configuration (tests, CI)")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / default_out,
-                        help="learning-curve PNG (a .json with the numbers is written beside it)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="a few iterations of a tiny configuration (tests, CI)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS_DIR / default_out,
+        help="learning-curve PNG (a .json with the numbers is written beside it)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="override a Config field, e.g. --set lr=3e-4 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a Config field, e.g. --set lr=3e-4 (repeatable)",
+    )
     return parser
 
 

@@ -87,9 +87,18 @@ class Config:
         return self.num_envs
 
 
-SMOKE = Config(iterations=40, updates_per_iteration=2, buffer_size=2048, batch_size=32,
-               learning_starts=8, target_every=10, eval_every=20, eval_episodes=4,
-               final_eval_episodes=4, ckpt_every=20)
+SMOKE = Config(
+    iterations=40,
+    updates_per_iteration=2,
+    buffer_size=2048,
+    batch_size=32,
+    learning_starts=8,
+    target_every=10,
+    eval_every=20,
+    eval_episodes=4,
+    final_eval_episodes=4,
+    ckpt_every=20,
+)
 
 
 class QNetwork(nn.Module):
@@ -159,11 +168,24 @@ def make_agent(cfg: Config, env: VecEnv, progress: Progress | None, save: Any) -
         obs, env_state = env.reset(k_env)
         params = net.init(k_net, obs)
         buf = jaxbuf.PrioritizedVectorReplayBuffer.create(
-            example, cfg.buffer_size, cfg.num_envs, alpha=cfg.alpha, beta=cfg.beta0)
+            example, cfg.buffer_size, cfg.num_envs, alpha=cfg.alpha, beta=cfg.beta0
+        )
         curve = jnp.full((cfg.iterations,), jnp.nan, jnp.float32)
-        return Carry(buf, params, params, tx.init(params), env_state, obs,
-                     jax.random.key_data(key), jnp.int32(0), curve, curve,
-                     jnp.full((2,), jnp.nan, jnp.float32), params, jnp.float32(-jnp.inf))
+        return Carry(
+            buf,
+            params,
+            params,
+            tx.init(params),
+            env_state,
+            obs,
+            jax.random.key_data(key),
+            jnp.int32(0),
+            curve,
+            curve,
+            jnp.full((2,), jnp.nan, jnp.float32),
+            params,
+            jnp.float32(-jnp.inf),
+        )
 
     def loss_fn(params, target, batch, partial, discount, obs_boot):
         """Importance-weighted Huber loss of double-DQN n-step targets; aux: TD errors."""
@@ -176,14 +198,17 @@ def make_agent(cfg: Config, env: VecEnv, progress: Progress | None, save: Any) -
 
     def update(c: Carry, key: chex.PRNGKey) -> Carry:
         batch, idx = c.buf.sample(key, cfg.batch_size)
-        boot, partial, discount = jaxbuf.nstep_targets(c.buf, idx, cfg.gamma,
-                                                               cfg.n_step)
+        boot, partial, discount = jaxbuf.nstep_targets(c.buf, idx, cfg.gamma, cfg.n_step)
         obs_boot = c.buf.get(boot, "obs_next")
-        grads, td = jax.grad(loss_fn, has_aux=True)(c.params, c.target, batch, partial,
-                                                    discount, obs_boot)
+        grads, td = jax.grad(loss_fn, has_aux=True)(
+            c.params, c.target, batch, partial, discount, obs_boot
+        )
         updates, opt_state = tx.update(grads, c.opt_state, c.params)
-        return c._replace(params=optax.apply_updates(c.params, updates), opt_state=opt_state,
-                          buf=c.buf.update_weight(idx, jnp.abs(td)))
+        return c._replace(
+            params=optax.apply_updates(c.params, updates),
+            opt_state=opt_state,
+            buf=c.buf.update_weight(idx, jnp.abs(td)),
+        )
 
     def learn(c: Carry, key: chex.PRNGKey) -> Carry:
         keys = jax.random.split(key, cfg.updates_per_iteration)
@@ -202,42 +227,59 @@ def make_agent(cfg: Config, env: VecEnv, progress: Progress | None, save: Any) -
         key, k_act, k_env, k_learn, k_eval = jax.random.split(jax.random.wrap_key_data(c.key), 5)
         action = act(c, k_act)
         s = env.step(k_env, c.env_state, action)
-        buf, res = c.buf.add({"obs": c.obs, "act": action, "rew": s.rew,
-                              "terminated": s.terminated, "truncated": s.truncated,
-                              "obs_next": s.obs_next})
+        buf, res = c.buf.add(
+            {
+                "obs": c.obs,
+                "act": action,
+                "rew": s.rew,
+                "terminated": s.terminated,
+                "truncated": s.truncated,
+                "obs_next": s.obs_next,
+            }
+        )
         ended = s.terminated | s.truncated
         n_ended = jnp.sum(ended)
-        train_ret = jnp.where(n_ended > 0, jnp.sum(res.episode_return * ended)
-                              / jnp.maximum(n_ended, 1), jnp.nan)
+        train_ret = jnp.where(
+            n_ended > 0, jnp.sum(res.episode_return * ended) / jnp.maximum(n_ended, 1), jnp.nan
+        )
         beta = cfg.beta0 + (1.0 - cfg.beta0) * it / cfg.iterations
-        c = c._replace(buf=buf.set_beta(beta), env_state=s.state, obs=s.obs,
-                       key=jax.random.key_data(key))
+        c = c._replace(
+            buf=buf.set_beta(beta), env_state=s.state, obs=s.obs, key=jax.random.key_data(key)
+        )
         c = jax.lax.cond(it >= cfg.learning_starts, learn, lambda c, _: c, c, k_learn)
         sync = it % cfg.target_every == 0
-        c = c._replace(target=jax.tree.map(lambda t, p: jnp.where(sync, p, t), c.target,
-                                           c.params))
+        c = c._replace(target=jax.tree.map(lambda t, p: jnp.where(sync, p, t), c.target, c.params))
 
         do_eval = (it + 1) % cfg.eval_every == 0
         eval_ret = jax.lax.cond(
-            do_eval, lambda: env.evaluate(greedy(c.params), k_eval, cfg.eval_episodes),
-            lambda: jnp.float32(jnp.nan))
+            do_eval,
+            lambda: env.evaluate(greedy(c.params), k_eval, cfg.eval_episodes),
+            lambda: jnp.float32(jnp.nan),
+        )
         better = do_eval & (eval_ret >= c.best_eval)
-        shown = jnp.stack([jnp.where(jnp.isnan(train_ret), c.shown[0], train_ret),
-                           jnp.where(do_eval, eval_ret, c.shown[1])])
+        shown = jnp.stack(
+            [
+                jnp.where(jnp.isnan(train_ret), c.shown[0], train_ret),
+                jnp.where(do_eval, eval_ret, c.shown[1]),
+            ]
+        )
         c = c._replace(
             iteration=it + 1,
             train_curve=c.train_curve.at[it].set(train_ret),
             eval_curve=c.eval_curve.at[it].set(eval_ret),
             shown=shown,
-            best_params=jax.tree.map(lambda b, p: jnp.where(better, p, b), c.best_params,
-                                     c.params),
+            best_params=jax.tree.map(lambda b, p: jnp.where(better, p, b), c.best_params, c.params),
             best_eval=jnp.where(better, eval_ret, c.best_eval),
         )
         if progress is not None:
-            jax.debug.callback(progress.report, it, (it + 1) * cfg.env_steps_per_iteration,
-                               shown[0], shown[1])
-        jax.lax.cond((it + 1) % cfg.ckpt_every == 0,
-                     lambda: io_callback(save, None, c, ordered=True), lambda: None)
+            jax.debug.callback(
+                progress.report, it, (it + 1) * cfg.env_steps_per_iteration, shown[0], shown[1]
+            )
+        jax.lax.cond(
+            (it + 1) % cfg.ckpt_every == 0,
+            lambda: io_callback(save, None, c, ordered=True),
+            lambda: None,
+        )
         return c, None
 
     def run(c: Carry, num: int) -> Carry:
@@ -246,8 +288,7 @@ def make_agent(cfg: Config, env: VecEnv, progress: Progress | None, save: Any) -
     def evaluate(params, key: chex.PRNGKey, episodes: int) -> jax.Array:
         return env.evaluate(greedy(params), key, episodes)
 
-    return Agent(jax.jit(init), jax.jit(run, static_argnums=1),
-                 jax.jit(evaluate, static_argnums=2))
+    return Agent(jax.jit(init), jax.jit(run, static_argnums=1), jax.jit(evaluate, static_argnums=2))
 
 
 class RunCheckpoints:
@@ -298,12 +339,22 @@ def params_checksum(params: Any) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = base_parser(__doc__.splitlines()[0], "dqn_cartpole.png")
-    parser.add_argument("--ckpt-dir", type=Path, default=RESULTS_DIR / "dqn_ckpt",
-                        help="checkpoint directory (replaced unless --resume)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the latest checkpoint in --ckpt-dir")
-    parser.add_argument("--stop-after", type=int, default=None, metavar="N",
-                        help="stop once N iterations are done (to demonstrate --resume)")
+    parser.add_argument(
+        "--ckpt-dir",
+        type=Path,
+        default=RESULTS_DIR / "dqn_ckpt",
+        help="checkpoint directory (replaced unless --resume)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint in --ckpt-dir"
+    )
+    parser.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop once N iterations are done (to demonstrate --resume)",
+    )
     args = parser.parse_args(argv)
     cfg = with_overrides(SMOKE if args.smoke else Config(), args.set)
     env = VecEnv("CartPole-v1", cfg.num_envs)
@@ -334,9 +385,16 @@ def main(argv: list[str] | None = None) -> dict:
     best = float(agent.evaluate(carry.best_params, k_eval, cfg.final_eval_episodes))
     n = int(carry.iteration)
     summary = report(
-        Path(__file__).name, "DQN", "DQN on CartPole-v1 (jaxbuf prioritized n-step replay)",
-        args.out, cfg, np.asarray(carry.train_curve)[:n], np.asarray(carry.eval_curve)[:n],
-        final, clock.times, argv,
+        Path(__file__).name,
+        "DQN",
+        "DQN on CartPole-v1 (jaxbuf prioritized n-step replay)",
+        args.out,
+        cfg,
+        np.asarray(carry.train_curve)[:n],
+        np.asarray(carry.eval_curve)[:n],
+        final,
+        clock.times,
+        argv,
         extra={
             "iterations_done": n,
             "resumed_from_iteration": done if args.resume else None,

@@ -70,8 +70,14 @@ class Config:
         return self.num_envs * self.num_steps
 
 
-SMOKE = Config(num_steps=16, iterations=3, minibatch_size=128, eval_every=2, eval_episodes=4,
-               final_eval_episodes=4)
+SMOKE = Config(
+    num_steps=16,
+    iterations=3,
+    minibatch_size=128,
+    eval_every=2,
+    eval_episodes=4,
+    final_eval_episodes=4,
+)
 
 
 class ActorCritic(nn.Module):
@@ -139,20 +145,28 @@ def make_train(cfg: Config, env: VecEnv, progress: Progress | None):
             act = jax.random.categorical(k_act, logits)
             logp = jnp.take_along_axis(jax.nn.log_softmax(logits), act[:, None], -1)[:, 0]
             s = env.step(k_env, env_state, act)
-            buf, res = buf.add({
-                "obs": obs, "act": act, "rew": s.rew, "terminated": s.terminated,
-                "truncated": s.truncated, "obs_next": s.obs_next,
-                "policy": {"logp": logp, "value": value},
-            })
+            buf, res = buf.add(
+                {
+                    "obs": obs,
+                    "act": act,
+                    "rew": s.rew,
+                    "terminated": s.terminated,
+                    "truncated": s.truncated,
+                    "obs_next": s.obs_next,
+                    "policy": {"logp": logp, "value": value},
+                }
+            )
             ended = s.terminated | s.truncated
             return (params, buf, s.state, s.obs), (res.episode_return, ended)
 
         init = (carry.params, carry.buf, carry.env_state, carry.obs)
         (_, buf, env_state, obs), (ep_ret, ended) = jax.lax.scan(
-            step, init, jax.random.split(key, cfg.num_steps))
+            step, init, jax.random.split(key, cfg.num_steps)
+        )
         finished = jnp.sum(ended)
-        mean_ret = jnp.where(finished > 0, jnp.sum(ep_ret * ended) / jnp.maximum(finished, 1),
-                             jnp.nan)
+        mean_ret = jnp.where(
+            finished > 0, jnp.sum(ep_ret * ended) / jnp.maximum(finished, 1), jnp.nan
+        )
         return buf, env_state, obs, mean_ret
 
     def advantages(params, buf: jaxbuf.VectorReplayBuffer):
@@ -162,8 +176,15 @@ def make_train(cfg: Config, env: VecEnv, progress: Progress | None):
         batch = buf[idx]
         next_value = net.apply(params, batch["obs_next"])[1]
         adv, ret = jaxbuf.returns.gae(
-            batch["rew"], batch["policy"]["value"], next_value, batch["terminated"],
-            batch["truncated"], cfg.gamma, cfg.gae_lambda, time_major=False)
+            batch["rew"],
+            batch["policy"]["value"],
+            next_value,
+            batch["terminated"],
+            batch["truncated"],
+            cfg.gamma,
+            cfg.gae_lambda,
+            time_major=False,
+        )
         by_slot = lambda x: jnp.zeros(buf.maxsize).at[idx.ravel()].set(x.ravel())
         return by_slot(adv), by_slot(ret)
 
@@ -199,7 +220,8 @@ def make_train(cfg: Config, env: VecEnv, progress: Progress | None):
             return jax.lax.scan(minibatch, c, (mb_idx, mb_mask))[0], None
 
         (params, opt_state), _ = jax.lax.scan(
-            epoch, (params, opt_state), jax.random.split(key, cfg.epochs))
+            epoch, (params, opt_state), jax.random.split(key, cfg.epochs)
+        )
         return params, opt_state
 
     def iteration(carry: Carry, xs):
@@ -209,13 +231,16 @@ def make_train(cfg: Config, env: VecEnv, progress: Progress | None):
         params, opt_state = update(carry.params, carry.opt_state, buf, k_upd)
         do_eval = (it + 1) % cfg.eval_every == 0
         eval_ret = jax.lax.cond(
-            do_eval, lambda: env.evaluate(greedy(params), k_eval, cfg.eval_episodes),
-            lambda: jnp.float32(jnp.nan))
+            do_eval,
+            lambda: env.evaluate(greedy(params), k_eval, cfg.eval_episodes),
+            lambda: jnp.float32(jnp.nan),
+        )
         shown_train = jnp.where(jnp.isnan(train_ret), carry.train_return, train_ret)
         shown_eval = jnp.where(do_eval, eval_ret, carry.eval_return)
         if progress is not None:
-            jax.debug.callback(progress.report, it, (it + 1) * cfg.env_steps_per_iteration,
-                               shown_train, shown_eval)
+            jax.debug.callback(
+                progress.report, it, (it + 1) * cfg.env_steps_per_iteration, shown_train, shown_eval
+            )
         new = Carry(params, opt_state, buf, env_state, obs, shown_train, shown_eval)
         return new, {"train_return": train_ret, "eval_return": eval_ret}
 
@@ -230,8 +255,9 @@ def make_train(cfg: Config, env: VecEnv, progress: Progress | None):
         carry, metrics = jax.lax.scan(iteration, carry, xs)
         return carry.params, metrics
 
-    return jax.jit(train), jax.jit(lambda params, key, n: env.evaluate(greedy(params), key, n),
-                                   static_argnums=2)
+    return jax.jit(train), jax.jit(
+        lambda params, key, n: env.evaluate(greedy(params), key, n), static_argnums=2
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -250,9 +276,17 @@ def main(argv: list[str] | None = None) -> dict:
     progress.close()
     final = float(evaluate(params, jax.random.fold_in(key, 1), cfg.final_eval_episodes))
     return report(
-        Path(__file__).name, "PPO", "PPO on CartPole-v1 (jaxbuf VectorReplayBuffer + returns.gae)",
-        args.out, cfg, np.asarray(metrics["train_return"]), np.asarray(metrics["eval_return"]),
-        final, clock.times, argv)
+        Path(__file__).name,
+        "PPO",
+        "PPO on CartPole-v1 (jaxbuf VectorReplayBuffer + returns.gae)",
+        args.out,
+        cfg,
+        np.asarray(metrics["train_return"]),
+        np.asarray(metrics["eval_return"]),
+        final,
+        clock.times,
+        argv,
+    )
 
 
 if __name__ == "__main__":

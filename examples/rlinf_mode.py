@@ -34,8 +34,14 @@ from jaxbuf.trajectory import Trajectory, TrajectoryReplayBuffer, merge_buffers
 OBS_DIM, CHUNK, ACT_DIM = 6, 2, 2  # an action chunk of 2 actions of dim 2 -> actions [.., 4]
 
 
-def make_trajectory(rng: np.random.Generator, w_true: np.ndarray, steps: int, envs: int,
-                    epochs: int, policy_version: int) -> Trajectory:
+def make_trajectory(
+    rng: np.random.Generator,
+    w_true: np.ndarray,
+    steps: int,
+    envs: int,
+    epochs: int,
+    policy_version: int,
+) -> Trajectory:
     """One rollout window: ``[T, B, ...]`` with ``dones`` carrying one reset row per epoch."""
     states = rng.normal(size=(steps, envs, OBS_DIM)).astype(np.float32)
     actions = states @ w_true + 0.05 * rng.normal(size=(steps, envs, CHUNK * ACT_DIM))
@@ -66,22 +72,30 @@ def sgd_step(w: jax.Array, batch: dict, lr: float = 0.1) -> tuple[jax.Array, jax
     return w - lr * grad, loss
 
 
-def produce(buffer: TrajectoryReplayBuffer, seed: int, w_true: np.ndarray, count: int,
-            shape: tuple[int, int, int]) -> None:
+def produce(
+    buffer: TrajectoryReplayBuffer,
+    seed: int,
+    w_true: np.ndarray,
+    count: int,
+    shape: tuple[int, int, int],
+) -> None:
     rng = np.random.default_rng(seed)
     for k in range(count):
         buffer.add_trajectories([make_trajectory(rng, w_true, *shape, policy_version=k // 4)])
     buffer.flush()  # everything this producer added is durable on disk
 
 
-def train(buffer: TrajectoryReplayBuffer, w: jax.Array, steps: int, batch_size: int,
-          label: str) -> jax.Array:
+def train(
+    buffer: TrajectoryReplayBuffer, w: jax.Array, steps: int, batch_size: int, label: str
+) -> jax.Array:
     for step in range(1, steps + 1):
         w, loss = sgd_step(w, buffer.sample_jax(batch_size))
         if step == 1 or step % max(1, steps // 4) == 0:
-            print(f"[{label}] step {step:4d}  loss {float(loss):.4f}  "
-                  f"buffer {len(buffer)} trajectories / {buffer.total_samples} chunks",
-                  flush=True)
+            print(
+                f"[{label}] step {step:4d}  loss {float(loss):.4f}  "
+                f"buffer {len(buffer)} trajectories / {buffer.total_samples} chunks",
+                flush=True,
+            )
     return w
 
 
@@ -94,18 +108,25 @@ def run(workdir: str, smoke: bool) -> dict:
     w_true = np.random.default_rng(0).normal(size=(OBS_DIM, CHUNK * ACT_DIM)).astype(np.float32)
 
     print("== 1. producers add trajectories (persistence on) while rank 0 trains", flush=True)
-    buffers = [TrajectoryReplayBuffer(
-        seed=100 + r, storage_dir=os.path.join(workdir, "run1", "replay_buffer", f"rank_{r}"),
-        cache_size=8, sample_window_size=0, save_trajectories=True) for r in range(ranks)]
+    buffers = [
+        TrajectoryReplayBuffer(
+            seed=100 + r,
+            storage_dir=os.path.join(workdir, "run1", "replay_buffer", f"rank_{r}"),
+            cache_size=8,
+            sample_window_size=0,
+            save_trajectories=True,
+        )
+        for r in range(ranks)
+    ]
     for r, buffer in enumerate(buffers):
         produce(buffer, seed=r, w_true=w_true, count=2, shape=shape)  # warm-up
-    producers = [threading.Thread(target=produce,
-                                  args=(b, 10 + r, w_true, per_rank - 2, shape))
-                 for r, b in enumerate(buffers)]
+    producers = [
+        threading.Thread(target=produce, args=(b, 10 + r, w_true, per_rank - 2, shape))
+        for r, b in enumerate(buffers)
+    ]
     for thread in producers:
         thread.start()
-    w = train(buffers[0], jnp.zeros((OBS_DIM, CHUNK * ACT_DIM)), steps // 2, batch_size,
-              "run 1")
+    w = train(buffers[0], jnp.zeros((OBS_DIM, CHUNK * ACT_DIM)), steps // 2, batch_size, "run 1")
     for thread in producers:
         thread.join()
 
@@ -124,10 +145,14 @@ def run(workdir: str, smoke: bool) -> dict:
     for r in range(ranks):
         buffer = TrajectoryReplayBuffer(
             storage_dir=os.path.join(workdir, "run2", "replay_buffer", f"rank_{r}"),
-            cache_size=8, sample_window_size=0)
+            cache_size=8,
+            sample_window_size=0,
+        )
         report = buffer.load_checkpoint(os.path.join(ckpt, "replay_buffer", f"rank_{r}"))
-        print(f"rank {r}: loaded {len(report.loaded)} trajectories, skipped "
-              f"{len(report.skipped)}", flush=True)
+        print(
+            f"rank {r}: loaded {len(report.loaded)} trajectories, skipped {len(report.skipped)}",
+            flush=True,
+        )
         resumed.append(buffer)
     same = bool(np.array_equal(resumed[0].sample(batch_size)["rewards"], expected_next))
     print(f"resumed sampler continues the same sequence: {same}", flush=True)
@@ -137,13 +162,16 @@ def run(workdir: str, smoke: bool) -> dict:
     merged = merge_buffers(os.path.join(ckpt, "replay_buffer"), os.path.join(workdir, "demo"))
     shares = []
     for r in range(ranks):
-        demo = TrajectoryReplayBuffer(save_trajectories=False, sample_window_size=0,
-                                      cache_size=4)
-        report = demo.load_checkpoint(merged.save_path, is_distributed=True, local_rank=r,
-                                      world_size=ranks)
+        demo = TrajectoryReplayBuffer(save_trajectories=False, sample_window_size=0, cache_size=4)
+        report = demo.load_checkpoint(
+            merged.save_path, is_distributed=True, local_rank=r, world_size=ranks
+        )
         shares.append(report.loaded)
-        print(f"rank {r}: demo share ids {report.loaded[0]}..{report.loaded[-1]} "
-              f"({len(report.loaded)} of {merged.count})", flush=True)
+        print(
+            f"rank {r}: demo share ids {report.loaded[0]}..{report.loaded[-1]} "
+            f"({len(report.loaded)} of {merged.count})",
+            flush=True,
+        )
 
     print("== 5. continue training on the resumed buffer", flush=True)
     produce(resumed[0], seed=99, w_true=w_true, count=2, shape=shape)

@@ -23,8 +23,9 @@ def jaxbuf_buffer(capacity: int):
     """An empty jaxbuf vector buffer for the MuJoCo-like transition."""
     import jaxbuf
 
-    buf = jaxbuf.VectorReplayBuffer.create(data.example(), capacity, data.N_ENV,
-                                           ignore_obs_next=True)
+    buf = jaxbuf.VectorReplayBuffer.create(
+        data.example(), capacity, data.N_ENV, ignore_obs_next=True
+    )
     return data.own_buffers(buf)
 
 
@@ -35,8 +36,12 @@ def jaxbuf_add(buf, batch):
 
 def flashbax_buffer(fbx, capacity: int, batch_size: int):
     """flashbax's flat buffer and an empty state for the MuJoCo-like transition."""
-    fb = fbx.make_flat_buffer(max_length=capacity, min_length=batch_size,
-                              sample_batch_size=batch_size, add_batch_size=data.N_ENV)
+    fb = fbx.make_flat_buffer(
+        max_length=capacity,
+        min_length=batch_size,
+        sample_batch_size=batch_size,
+        add_batch_size=data.N_ENV,
+    )
     return fb, fb.init(data.example())
 
 
@@ -52,8 +57,7 @@ def _jax_cases(lib: str, add_fn, state, cfg, capacity: int) -> list[Case]:
     xs = jax.vmap(data.step)(jax.numpy.arange(cfg.scan_steps, dtype=jax.numpy.int32))
     x0 = jax.tree_util.tree_map(lambda x: x[0], xs)
     cell = Cell(state)
-    scan_c, scan_t = compile_jit(scan_steps(add_fn, cfg.scan_steps), state, xs,
-                                 donate_argnums=(0,))
+    scan_c, scan_t = compile_jit(scan_steps(add_fn, cfg.scan_steps), state, xs, donate_argnums=(0,))
     call_c, call_t = compile_jit(add_fn, state, x0, donate_argnums=(0,))
 
     def scan_chunk():
@@ -75,8 +79,10 @@ def _group(cfg, capacity: int) -> list:
     out += _jax_cases("jaxbuf", jaxbuf_add, jaxbuf_buffer(capacity), cfg, capacity)
     fbx, why = peers.module("flashbax")
     if fbx is None:
-        out += [unavailable(w, {"capacity": capacity}, "flashbax", UNIT, why)
-                for w in ("add/scan", "add/call")]
+        out += [
+            unavailable(w, {"capacity": capacity}, "flashbax", UNIT, why)
+            for w in ("add/scan", "add/call")
+        ]
     else:
         fb, state = flashbax_buffer(fbx, capacity, cfg.batch_size)
         out += _jax_cases("flashbax", fb.add, state, cfg, capacity)
@@ -87,8 +93,16 @@ def _group(cfg, capacity: int) -> list:
         buf = tianshou_buffer(capacity)
         batch = data.tianshou_batch(data.first(data.step))
         calls = max(1, cfg.calls // 4)
-        out.append(Case("add/call", {"capacity": capacity}, "tianshou",
-                        loop_calls(lambda: buf.add(batch), calls), calls, UNIT))
+        out.append(
+            Case(
+                "add/call",
+                {"capacity": capacity},
+                "tianshou",
+                loop_calls(lambda: buf.add(batch), calls),
+                calls,
+                UNIT,
+            )
+        )
     return out
 
 

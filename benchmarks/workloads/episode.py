@@ -38,25 +38,46 @@ def _links(cfg) -> list:
     call_c, call_t = compile_jit(prev_next, buf, idx)
     scan_c, scan_t = compile_jit(read_scan(prev_next), buf, idx_rows)
     out: list = [
-        Case("prev_next/call", params, "jaxbuf", loop_calls(lambda: call_c(buf, idx), cfg.calls),
-             cfg.calls, LINK_UNIT, call_t),
-        Case("prev_next/scan", params, "jaxbuf",
-             lambda: jax.block_until_ready(scan_c(buf, idx_rows)), cfg.scan_steps, LINK_UNIT,
-             scan_t),
+        Case(
+            "prev_next/call",
+            params,
+            "jaxbuf",
+            loop_calls(lambda: call_c(buf, idx), cfg.calls),
+            cfg.calls,
+            LINK_UNIT,
+            call_t,
+        ),
+        Case(
+            "prev_next/scan",
+            params,
+            "jaxbuf",
+            lambda: jax.block_until_ready(scan_c(buf, idx_rows)),
+            cfg.scan_steps,
+            LINK_UNIT,
+            scan_t,
+        ),
         unavailable("prev_next/call", params, "flashbax", LINK_UNIT, NO_EPISODES),
     ]
     ts, why = peers.module("tianshou.data")
     if ts is None:
         out.append(unavailable("prev_next/call", params, "tianshou", LINK_UNIT, why))
     else:
-        tbuf = data.fill_tianshou(tianshou_buffer(cap), data.numpy_layout(cap),
-                                  data.first(data.step))
+        tbuf = data.fill_tianshou(
+            tianshou_buffer(cap), data.numpy_layout(cap), data.first(data.step)
+        )
         nidx = np.asarray(idx, np.int64)
         assert np.array_equal(tbuf.prev(nidx), np.asarray(buf.prev(idx)))
         assert np.array_equal(tbuf.next(nidx), np.asarray(buf.next(idx)))
-        out.append(Case("prev_next/call", params, "tianshou",
-                        loop_calls(lambda: (tbuf.prev(nidx), tbuf.next(nidx)), cfg.calls),
-                        cfg.calls, LINK_UNIT))
+        out.append(
+            Case(
+                "prev_next/call",
+                params,
+                "tianshou",
+                loop_calls(lambda: (tbuf.prev(nidx), tbuf.next(nidx)), cfg.calls),
+                cfg.calls,
+                LINK_UNIT,
+            )
+        )
     return out
 
 
@@ -65,8 +86,12 @@ def stacked_buffer(capacity: int):
     import jaxbuf
 
     buf = jaxbuf.VectorReplayBuffer.create(
-        data.atari_example(), capacity, data.N_ENV, stack_num=data.STACK,
-        ignore_obs_next=True, save_only_last_obs=True,
+        data.atari_example(),
+        capacity,
+        data.N_ENV,
+        stack_num=data.STACK,
+        ignore_obs_next=True,
+        save_only_last_obs=True,
     )
     return data.own_buffers(buf)
 
@@ -75,8 +100,7 @@ def _stacked(cfg) -> list:
     cap = cfg.stack_capacity
     bs = cfg.batch_size
     params = {"capacity": cap, "stack": data.STACK}
-    buf = data.fill_by_scan(jaxbuf_add, stacked_buffer(cap), data.atari_step,
-                            cap // data.N_ENV)
+    buf = data.fill_by_scan(jaxbuf_add, stacked_buffer(cap), data.atari_step, cap // data.N_ENV)
     steps = max(10, cfg.scan_steps // 10)
     keys = jax.random.split(jax.random.key(0), steps)
     key = jax.random.key(1)
@@ -88,10 +112,24 @@ def _stacked(cfg) -> list:
     scan_c, scan_t = compile_jit(read_scan(sample), buf, keys)
     calls = max(1, cfg.calls // 4)
     out: list = [
-        Case("stacked_sample/call", params, "jaxbuf",
-             loop_calls(lambda: call_c(buf, key), calls), calls, STACK_UNIT, call_t),
-        Case("stacked_sample/scan", params, "jaxbuf",
-             lambda: jax.block_until_ready(scan_c(buf, keys)), steps, STACK_UNIT, scan_t),
+        Case(
+            "stacked_sample/call",
+            params,
+            "jaxbuf",
+            loop_calls(lambda: call_c(buf, key), calls),
+            calls,
+            STACK_UNIT,
+            call_t,
+        ),
+        Case(
+            "stacked_sample/scan",
+            params,
+            "jaxbuf",
+            lambda: jax.block_until_ready(scan_c(buf, keys)),
+            steps,
+            STACK_UNIT,
+            scan_t,
+        ),
         unavailable("stacked_sample/call", params, "flashbax", STACK_UNIT, NO_EPISODES),
     ]
     ts, why = peers.module("tianshou.data")
@@ -99,14 +137,21 @@ def _stacked(cfg) -> list:
         out.append(unavailable("stacked_sample/call", params, "tianshou", STACK_UNIT, why))
     else:
         tbuf = tianshou_buffer(cap, stack_num=data.STACK, save_only_last_obs=True)
-        tbuf = data.fill_tianshou(tbuf, data.numpy_atari_layout(cap),
-                                  data.first(data.atari_step))
+        tbuf = data.fill_tianshou(tbuf, data.numpy_atari_layout(cap), data.first(data.atari_step))
         idx = np.asarray(jax.random.randint(key, (bs,), 0, cap))
         ref, mine = tbuf[idx], buf[jnp.asarray(idx, jnp.int32)]
         assert np.array_equal(ref.obs, np.asarray(mine["obs"]))
         assert np.array_equal(ref.obs_next, np.asarray(mine["obs_next"]))
-        out.append(Case("stacked_sample/call", params, "tianshou",
-                        loop_calls(lambda: tbuf.sample(bs), calls), calls, STACK_UNIT))
+        out.append(
+            Case(
+                "stacked_sample/call",
+                params,
+                "tianshou",
+                loop_calls(lambda: tbuf.sample(bs), calls),
+                calls,
+                STACK_UNIT,
+            )
+        )
     return out
 
 

@@ -45,25 +45,42 @@ def _rlax_inputs(r: dict) -> tuple:
 
 
 def _jaxbuf_cases(gae, r: dict, params: dict, cfg) -> list:
-    args = tuple(jnp.asarray(r[k]) for k in
-                 ("rewards", "values", "next_values", "terminated", "truncated"))
+    args = tuple(
+        jnp.asarray(r[k]) for k in ("rewards", "values", "next_values", "terminated", "truncated")
+    )
     out = []
     for lib, assoc in (("jaxbuf", False), ("jaxbuf[assoc]", True)):
         fn = lambda *a, assoc=assoc: gae(*a, GAMMA, LAMBDA, use_associative_scan=assoc)
         compiled, secs = compile_jit(fn, *args)
-        out.append(Case("gae/call", params, lib,
-                        loop_calls(lambda c=compiled: c(*args), cfg.calls), cfg.calls, UNIT,
-                        secs))
+        out.append(
+            Case(
+                "gae/call",
+                params,
+                lib,
+                loop_calls(lambda c=compiled: c(*args), cfg.calls),
+                cfg.calls,
+                UNIT,
+                secs,
+            )
+        )
     return out
 
 
 def _rlax_case(rlax, r: dict, params: dict, cfg) -> Case:
-    fn = jax.vmap(rlax.truncated_generalized_advantage_estimation,
-                  in_axes=(1, 1, None, 1), out_axes=1)
+    fn = jax.vmap(
+        rlax.truncated_generalized_advantage_estimation, in_axes=(1, 1, None, 1), out_axes=1
+    )
     args = _rlax_inputs(r)
     compiled, secs = compile_jit(lambda a, b, c: fn(a, b, LAMBDA, c), *args)
-    return Case("gae/call", params, "rlax", loop_calls(lambda: compiled(*args), cfg.calls),
-                cfg.calls, UNIT, secs)
+    return Case(
+        "gae/call",
+        params,
+        "rlax",
+        loop_calls(lambda: compiled(*args), cfg.calls),
+        cfg.calls,
+        UNIT,
+        secs,
+    )
 
 
 def _tianshou_setup(r: dict):
@@ -77,16 +94,22 @@ def _tianshou_setup(r: dict):
     for key in ("terminated", "truncated"):
         layout[key] = flat[key]
     layout["rew"] = flat["rewards"]
-    buf = data.fill_tianshou(VectorReplayBuffer(t * b, b, ignore_obs_next=True), layout,
-                             data.first(data.step, b))
-    batch = Batch(rew=flat["rewards"], terminated=flat["terminated"],
-                  truncated=flat["truncated"])
+    buf = data.fill_tianshou(
+        VectorReplayBuffer(t * b, b, ignore_obs_next=True), layout, data.first(data.step, b)
+    )
+    batch = Batch(rew=flat["rewards"], terminated=flat["terminated"], truncated=flat["truncated"])
     indices = np.arange(t * b)
 
     def call():
-        return Algorithm.compute_episodic_return(batch, buf, indices, v_s_=flat["next_values"],
-                                                 v_s=flat["values"], gamma=GAMMA,
-                                                 gae_lambda=LAMBDA)
+        return Algorithm.compute_episodic_return(
+            batch,
+            buf,
+            indices,
+            v_s_=flat["next_values"],
+            v_s=flat["values"],
+            gamma=GAMMA,
+            gae_lambda=LAMBDA,
+        )
 
     return call, call()[1].reshape(b, t).T
 
@@ -101,9 +124,9 @@ def _check(gae, rlax, r: dict, ts_adv) -> None:
         next_v = np.concatenate([r["values"][1:], r["next_values"][-1:]], axis=0)
         r0 = dict(r, truncated=np.zeros_like(r["truncated"]), next_values=next_v)
         adv0 = np.asarray(gae(*(jnp.asarray(r0[k]) for k in names), GAMMA, LAMBDA)[0])
-        ref = jax.vmap(rlax.truncated_generalized_advantage_estimation,
-                       in_axes=(1, 1, None, 1), out_axes=1)(*_rlax_inputs(r0)[:2], LAMBDA,
-                                                            _rlax_inputs(r0)[2])
+        ref = jax.vmap(
+            rlax.truncated_generalized_advantage_estimation, in_axes=(1, 1, None, 1), out_axes=1
+        )(*_rlax_inputs(r0)[:2], LAMBDA, _rlax_inputs(r0)[2])
         np.testing.assert_allclose(adv0, np.asarray(ref), rtol=1e-4, atol=1e-4)
 
 
@@ -120,13 +143,17 @@ def _group(cfg, t: int, b: int) -> list:
     else:
         _check(gae, rlax, r, ts_adv)
         out += _jaxbuf_cases(gae, r, params, cfg)
-    out.append(_rlax_case(rlax, r, params, cfg) if rlax is not None
-               else unavailable("gae/call", params, "rlax", UNIT, why_rlax))
+    out.append(
+        _rlax_case(rlax, r, params, cfg)
+        if rlax is not None
+        else unavailable("gae/call", params, "rlax", UNIT, why_rlax)
+    )
     if ts_call is None:
         out.append(unavailable("gae/call", params, "tianshou", UNIT, why_ts))
     else:
-        out.append(Case("gae/call", params, "tianshou", loop_calls(ts_call, cfg.calls),
-                        cfg.calls, UNIT))
+        out.append(
+            Case("gae/call", params, "tianshou", loop_calls(ts_call, cfg.calls), cfg.calls, UNIT)
+        )
     return out
 
 

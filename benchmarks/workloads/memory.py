@@ -33,8 +33,9 @@ def payload_bytes() -> int:
 
 
 def _spec_bytes(tree) -> int:
-    return sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize
-               for x in jax.tree_util.tree_leaves(tree))
+    return sum(
+        math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree_util.tree_leaves(tree)
+    )
 
 
 def groups(cfg):
@@ -44,25 +45,32 @@ def groups(cfg):
     payload = payload_bytes()
     out: list = [Result("memory", params, "payload", UNIT, float(payload))]
     buf = stacked_buffer(n)
-    out.append(Result("memory", params, "jaxbuf", UNIT, data.nbytes(buf) / n,
-                      note=f"{payload} payload bytes"))
+    out.append(
+        Result(
+            "memory", params, "jaxbuf", UNIT, data.nbytes(buf) / n, note=f"{payload} payload bytes"
+        )
+    )
     del buf
     fbx, why = peers.module("flashbax")
     if fbx is None:
         out.append(unavailable("memory", params, "flashbax", UNIT, why))
     else:
         for lib, stacked in (("flashbax", True), ("flashbax[frames]", False)):
-            fb = fbx.make_flat_buffer(max_length=n, min_length=cfg.batch_size,
-                                      sample_batch_size=cfg.batch_size,
-                                      add_batch_size=data.N_ENV)
+            fb = fbx.make_flat_buffer(
+                max_length=n,
+                min_length=cfg.batch_size,
+                sample_batch_size=cfg.batch_size,
+                add_batch_size=data.N_ENV,
+            )
             spec = jax.eval_shape(fb.init, data.atari_example(stacked=stacked))
             out.append(Result("memory", params, lib, UNIT, _spec_bytes(spec) / n))
     ts, why = peers.module("tianshou.data")
     if ts is None:
         out.append(unavailable("memory", params, "tianshou", UNIT, why))
     else:
-        tbuf = ts.VectorReplayBuffer(n, data.N_ENV, stack_num=data.STACK,
-                                     ignore_obs_next=True, save_only_last_obs=True)
+        tbuf = ts.VectorReplayBuffer(
+            n, data.N_ENV, stack_num=data.STACK, ignore_obs_next=True, save_only_last_obs=True
+        )
         tbuf.add(data.tianshou_batch(data.first(data.atari_step)))
         arrays = {k: v for k, v in tbuf._meta.__dict__.items() if isinstance(v, np.ndarray)}
         held = sum(v.nbytes for v in arrays.values())

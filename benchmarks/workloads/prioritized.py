@@ -27,8 +27,7 @@ def _jax_cases(lib: str, op, state, cfg, params) -> list[Case]:
     keys = jax.random.split(jax.random.key(0), cfg.scan_steps)
     key = jax.random.key(1)
     cell = Cell(state)
-    scan_c, scan_t = compile_jit(scan_steps(op, cfg.scan_steps), state, keys,
-                                 donate_argnums=(0,))
+    scan_c, scan_t = compile_jit(scan_steps(op, cfg.scan_steps), state, keys, donate_argnums=(0,))
     call_c, call_t = compile_jit(op, state, key, donate_argnums=(0,))
 
     def scan_chunk():
@@ -41,17 +40,19 @@ def _jax_cases(lib: str, op, state, cfg, params) -> list[Case]:
 
     return [
         Case("prioritized/scan", params, lib, scan_chunk, cfg.scan_steps, UNIT, scan_t),
-        Case("prioritized/call", params, lib, loop_calls(call, cfg.calls), cfg.calls, UNIT,
-             call_t),
+        Case("prioritized/call", params, lib, loop_calls(call, cfg.calls), cfg.calls, UNIT, call_t),
     ]
 
 
 def _jaxbuf(cfg, params) -> list:
-    cls, why = peers.jaxbuf_attr("PrioritizedVectorReplayBuffer",
-                                 "prioritized.PrioritizedVectorReplayBuffer")
+    cls, why = peers.jaxbuf_attr(
+        "PrioritizedVectorReplayBuffer", "prioritized.PrioritizedVectorReplayBuffer"
+    )
     if cls is None:
-        return [unavailable(w, params, "jaxbuf", UNIT, why)
-                for w in ("prioritized/scan", "prioritized/call")]
+        return [
+            unavailable(w, params, "jaxbuf", UNIT, why)
+            for w in ("prioritized/scan", "prioritized/call")
+        ]
     cap, bs = params["capacity"], cfg.batch_size
 
     def op(buf, key):
@@ -59,25 +60,36 @@ def _jaxbuf(cfg, params) -> list:
         return buf.update_weight(idx, jnp.abs(batch["rew"]) + 1e-3)
 
     try:
-        buf = data.own_buffers(cls.create(data.example(), cap, data.N_ENV, alpha=ALPHA,
-                                          beta=BETA, ignore_obs_next=True))
+        buf = data.own_buffers(
+            cls.create(
+                data.example(), cap, data.N_ENV, alpha=ALPHA, beta=BETA, ignore_obs_next=True
+            )
+        )
         buf = data.fill_by_scan(lambda b, x: b.add(x)[0], buf, data.step, cap // data.N_ENV)
         return _jax_cases("jaxbuf", op, buf, cfg, params)
     except (TypeError, AttributeError, ValueError) as err:
         reason = f"API differs from the assumed one: {type(err).__name__}: {err}"
-        return [unavailable(w, params, "jaxbuf", UNIT, reason)
-                for w in ("prioritized/scan", "prioritized/call")]
+        return [
+            unavailable(w, params, "jaxbuf", UNIT, reason)
+            for w in ("prioritized/scan", "prioritized/call")
+        ]
 
 
 def _flashbax(cfg, params) -> list:
     fbx, why = peers.module("flashbax")
     if fbx is None:
-        return [unavailable(w, params, "flashbax", UNIT, why)
-                for w in ("prioritized/scan", "prioritized/call")]
+        return [
+            unavailable(w, params, "flashbax", UNIT, why)
+            for w in ("prioritized/scan", "prioritized/call")
+        ]
     cap, bs = params["capacity"], cfg.batch_size
     fb = fbx.make_prioritised_flat_buffer(
-        max_length=cap, min_length=bs, sample_batch_size=bs, add_batch_size=data.N_ENV,
-        priority_exponent=ALPHA, device="cpu",
+        max_length=cap,
+        min_length=bs,
+        sample_batch_size=bs,
+        add_batch_size=data.N_ENV,
+        priority_exponent=ALPHA,
+        device="cpu",
     )
 
     def op(state, key):
@@ -94,8 +106,9 @@ def _tianshou(cfg, params) -> list:
     if ts is None:
         return [unavailable("prioritized/call", params, "tianshou", UNIT, why)]
     cap, bs = params["capacity"], cfg.batch_size
-    buf = ts.PrioritizedVectorReplayBuffer(cap, data.N_ENV, alpha=ALPHA, beta=BETA,
-                                           ignore_obs_next=True)
+    buf = ts.PrioritizedVectorReplayBuffer(
+        cap, data.N_ENV, alpha=ALPHA, beta=BETA, ignore_obs_next=True
+    )
     data.fill_tianshou(buf, data.numpy_layout(cap), data.first(data.step), weight=1.0)
 
     def op():

@@ -32,10 +32,24 @@ def _jax_cases(lib: str, sample_fn, state, cfg, capacity: int) -> list[Case]:
     scan_c, scan_t = compile_jit(read_scan(sample_fn), state, keys)
     call_c, call_t = compile_jit(sample_fn, state, key)
     return [
-        Case("sample/scan", params, lib,
-             lambda: jax.block_until_ready(scan_c(state, keys)), cfg.scan_steps, UNIT, scan_t),
-        Case("sample/call", params, lib, loop_calls(lambda: call_c(state, key), cfg.calls),
-             cfg.calls, UNIT, call_t),
+        Case(
+            "sample/scan",
+            params,
+            lib,
+            lambda: jax.block_until_ready(scan_c(state, keys)),
+            cfg.scan_steps,
+            UNIT,
+            scan_t,
+        ),
+        Case(
+            "sample/call",
+            params,
+            lib,
+            loop_calls(lambda: call_c(state, key), cfg.calls),
+            cfg.calls,
+            UNIT,
+            call_t,
+        ),
     ]
 
 
@@ -48,8 +62,10 @@ def _group(cfg, capacity: int) -> list:
     out += _jax_cases("jaxbuf", lambda b, k: b.sample(k, bs), jb, cfg, capacity)
     fbx, why = peers.module("flashbax")
     if fbx is None:
-        out += [unavailable(w, {"capacity": capacity}, "flashbax", UNIT, why)
-                for w in ("sample/scan", "sample/call")]
+        out += [
+            unavailable(w, {"capacity": capacity}, "flashbax", UNIT, why)
+            for w in ("sample/scan", "sample/call")
+        ]
     else:
         fb, state = flashbax_buffer(fbx, capacity, bs)
         state = data.fill_by_scan(fb.add, state, data.step, steps)
@@ -59,11 +75,20 @@ def _group(cfg, capacity: int) -> list:
     if ts is None:
         out.append(unavailable("sample/call", {"capacity": capacity}, "tianshou", UNIT, why))
     else:
-        buf = data.fill_tianshou(tianshou_buffer(capacity), data.numpy_layout(capacity),
-                                 data.first(data.step))
+        buf = data.fill_tianshou(
+            tianshou_buffer(capacity), data.numpy_layout(capacity), data.first(data.step)
+        )
         calls = max(1, cfg.calls // 4)
-        out.append(Case("sample/call", {"capacity": capacity}, "tianshou",
-                        loop_calls(lambda: buf.sample(bs), calls), calls, UNIT))
+        out.append(
+            Case(
+                "sample/call",
+                {"capacity": capacity},
+                "tianshou",
+                loop_calls(lambda: buf.sample(bs), calls),
+                calls,
+                UNIT,
+            )
+        )
     return out
 
 
@@ -71,5 +96,3 @@ def groups(cfg):
     """One group per capacity."""
     for capacity in cfg.capacities:
         yield _group(cfg, capacity)
-
-

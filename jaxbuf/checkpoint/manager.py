@@ -83,9 +83,7 @@ class BufferCheckpointManager:
         if max_to_keep is not None and max_to_keep < 1:
             raise ValueError(f"jaxbuf: max_to_keep must be None or >= 1, got {max_to_keep}")
         if save_interval_steps < 1:
-            raise ValueError(
-                f"jaxbuf: save_interval_steps must be >= 1, got {save_interval_steps}"
-            )
+            raise ValueError(f"jaxbuf: save_interval_steps must be >= 1, got {save_interval_steps}")
         self.directory = _path(directory)
         options = ocp.CheckpointManagerOptions(
             enable_async_checkpointing=async_save,
@@ -197,8 +195,9 @@ class BufferCheckpointManager:
                 )
             args = {n: ocp.args.StandardRestore(_abstract(t)) for n, t in items.items()}
             try:
-                restored = dict(self.orbax_manager.restore(
-                    step, args=ocp.args.Composite(**args)).items())
+                restored = dict(
+                    self.orbax_manager.restore(step, args=ocp.args.Composite(**args)).items()
+                )
             except Exception as err:  # orbax/tensorstore raise assorted types
                 raise CheckpointCorruptError(
                     f"jaxbuf: cannot restore item(s) {sorted(items)} of step {step} in "
@@ -244,8 +243,12 @@ def checkpoint_manager(
 
     ``ckpt.save(step, buffer=buf, params=params)`` then ``ckpt.restore(like=buf, params=p)``.
     """
-    return BufferCheckpointManager(directory, max_to_keep=max_to_keep,
-                                   save_interval_steps=save_interval_steps, async_save=async_save)
+    return BufferCheckpointManager(
+        directory,
+        max_to_keep=max_to_keep,
+        save_interval_steps=save_interval_steps,
+        async_save=async_save,
+    )
 
 
 def save(directory: str | os.PathLike, buf: Any) -> int:

@@ -74,8 +74,9 @@ def read_meta(manager: ocp.CheckpointManager, step: int, name: str = BUFFER_ITEM
             f"(no {meta_item(name)} directory)"
         )
     try:
-        restored = manager.restore(step, args=ocp.args.Composite(
-            **{meta_item(name): ocp.args.JsonRestore()}))
+        restored = manager.restore(
+            step, args=ocp.args.Composite(**{meta_item(name): ocp.args.JsonRestore()})
+        )
         meta = restored[meta_item(name)]
     except Exception as err:  # orbax raises assorted types for unreadable files
         raise CheckpointCorruptError(
@@ -143,12 +144,12 @@ def restore_buffer(
         targets = [_target(leaf) for leaf in like_leaves]
     abstract = {_leaf_key(i): t for i, t in enumerate(targets)}
     try:
-        restored = manager.restore(step, args=ocp.args.Composite(
-            **{name: ocp.args.StandardRestore(abstract)}))[name]
+        restored = manager.restore(
+            step, args=ocp.args.Composite(**{name: ocp.args.StandardRestore(abstract)})
+        )[name]
     except Exception as err:  # tensorstore/orbax raise assorted types for damaged files
         raise CheckpointCorruptError(
-            f"jaxbuf: the buffer arrays at {where / name} are corrupt or unreadable: "
-            f"{brief(err)}"
+            f"jaxbuf: the buffer arrays at {where / name} are corrupt or unreadable: {brief(err)}"
         ) from err
     leaves = [schema.from_saved_leaf(e, restored[_leaf_key(i)]) for i, e in enumerate(entries)]
     if like is None:

@@ -96,8 +96,9 @@ def _key_impl(dtype) -> str:
 
 
 def _is_leaf(obj: Any) -> bool:
-    return isinstance(obj, (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct, bool, int,
-                            float))
+    return isinstance(
+        obj, (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct, bool, int, float)
+    )
 
 
 def _leaf_entry(obj: Any, path: tuple) -> dict:
@@ -119,8 +120,9 @@ def leaf_abstract(entry: dict, sharding: jax.sharding.Sharding | None) -> jax.Sh
         impl = entry["key_impl"]
         data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl)))
         dtype = jax.eval_shape(
-            lambda: jax.random.wrap_key_data(jnp.zeros((*shape, *data.shape), data.dtype),
-                                             impl=impl)
+            lambda: jax.random.wrap_key_data(
+                jnp.zeros((*shape, *data.shape), data.dtype), impl=impl
+            )
         ).dtype
     else:
         dtype = jnp.dtype(entry["dtype"])
@@ -144,11 +146,15 @@ def _describe(obj: Any, path: tuple, leaves: list, table: list) -> dict:
             raise TypeError(
                 f"jaxbuf: checkpoints need string dict keys; {path_str(path)} has key(s) {bad}"
             )
-        return {"type": "dict", "children": {
-            k: _describe(obj[k], (*path, k), leaves, table) for k in sorted(obj)}}
+        return {
+            "type": "dict",
+            "children": {k: _describe(obj[k], (*path, k), leaves, table) for k in sorted(obj)},
+        }
     if type(obj) in (list, tuple):
-        return {"type": type(obj).__name__, "children": [
-            _describe(v, (*path, i), leaves, table) for i, v in enumerate(obj)]}
+        return {
+            "type": type(obj).__name__,
+            "children": [_describe(v, (*path, i), leaves, table) for i, v in enumerate(obj)],
+        }
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         cls = type(obj)
         if not registry.is_registered(cls):
@@ -164,8 +170,12 @@ def _describe(obj: Any, path: tuple, leaves: list, table: list) -> dict:
                 children[f.name] = _describe(value, (*path, f.name), leaves, table)
             else:
                 static[f.name] = encode_static(value)
-        return {"type": "node", "class": registry.class_name(cls), "static": static,
-                "children": children}
+        return {
+            "type": "node",
+            "class": registry.class_name(cls),
+            "static": static,
+            "children": children,
+        }
     if _is_leaf(obj):
         leaves.append(obj)
         table.append(_leaf_entry(obj, path))
@@ -193,8 +203,13 @@ def describe(tree: Any) -> tuple[dict, list]:
             "dataclass field order, so its leaves cannot be named; checkpointing needs "
             "flax.struct (or chex) dataclass nodes"
         )
-    meta = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "jaxbuf_version": __version__,
-            "tree": node, "leaves": table}
+    meta = {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "jaxbuf_version": __version__,
+        "tree": node,
+        "leaves": table,
+    }
     return meta, leaves
 
 
@@ -275,8 +290,10 @@ def differences(saved: dict, like: dict) -> list[str]:
                 if _unserializable(va) or _unserializable(vb):
                     continue
                 if va != vb:
-                    out.append(f"{path_str((*path, name))} (static): like expects {vb!r}, "
-                               f"checkpoint has {va!r}")
+                    out.append(
+                        f"{path_str((*path, name))} (static): like expects {vb!r}, "
+                        f"checkpoint has {va!r}"
+                    )
         ca, cb = a.get("children", {}), b.get("children", {})
         if isinstance(ca, list):
             if len(ca) != len(cb):
@@ -288,9 +305,12 @@ def differences(saved: dict, like: dict) -> list[str]:
         only_a, only_b = sorted(set(ca) - set(cb)), sorted(set(cb) - set(ca))
         if only_a or only_b:
             notes = ([f"checkpoint lacks {only_b}"] if only_b else []) + (
-                [f"checkpoint has extra {only_a}"] if only_a else [])
-            out.append(f"{p}: like expects fields {sorted(cb)}, checkpoint has {sorted(ca)} "
-                       f"({'; '.join(notes)})")
+                [f"checkpoint has extra {only_a}"] if only_a else []
+            )
+            out.append(
+                f"{p}: like expects fields {sorted(cb)}, checkpoint has {sorted(ca)} "
+                f"({'; '.join(notes)})"
+            )
         for k in sorted(set(ca) & set(cb)):
             rec(ca[k], cb[k], (*path, k))
 

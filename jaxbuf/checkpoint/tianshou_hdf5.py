@@ -131,8 +131,9 @@ def _priority(f: Any, path: str, maxsize: int) -> dict | None:
     """Leaves and scalars of a prioritized buffer's ``weight`` SegmentTree, or None."""
     if "weight" not in f:
         return None
-    tree = _safe_unpickle.loads(np.asarray(f["weight"][()]).tobytes(),
-                                f"the pickled 'weight' member of {path}").__dict__
+    tree = _safe_unpickle.loads(
+        np.asarray(f["weight"][()]).tobytes(), f"the pickled 'weight' member of {path}"
+    ).__dict__
     bound, value = int(tree["_bound"]), np.asarray(tree["_value"], np.float64)
     if int(tree["_size"]) != maxsize or value.shape != (2 * bound,):
         raise ValueError(
@@ -140,7 +141,7 @@ def _priority(f: Any, path: str, maxsize: int) -> dict | None:
             f"{value.shape}), the buffer {maxsize} slots"
         )
     return {
-        "leaves": value[bound:bound + maxsize],
+        "leaves": value[bound : bound + maxsize],
         "max_prio": float(_scalar(f, "_max_prio", path)),
         "alpha": float(_scalar(f, "_alpha", path)),
         "beta": float(_scalar(f, "_beta", path)),
@@ -220,8 +221,10 @@ def read_tianshou_hdf5(path: str | os.PathLike) -> TianshouBuffer:
             }
             child_len = np.array([int(k["_size"]) for k in kids])
             child_last = np.array([int(np.asarray(k["last_index"]).reshape(-1)[0]) for k in kids])
-            if len(kids) != n or np.any(child_len != lengths) or np.any(
-                child_last + offset != last_index
+            if (
+                len(kids) != n
+                or np.any(child_len != lengths)
+                or np.any(child_last + offset != last_index)
             ):
                 raise ValueError(
                     f"jaxbuf: {path}: the pickled children disagree with the manager (lengths "
@@ -240,13 +243,21 @@ def read_tianshou_hdf5(path: str | os.PathLike) -> TianshouBuffer:
             }
     done = storage.pop("done", None)
     if done is not None and not np.array_equal(
-        np.asarray(done, bool), np.asarray(storage["terminated"], bool)
-        | np.asarray(storage["truncated"], bool)
+        np.asarray(done, bool),
+        np.asarray(storage["terminated"], bool) | np.asarray(storage["truncated"], bool),
     ):
         raise ValueError(f"jaxbuf: {path}: the stored 'done' is not terminated | truncated")
-    return TianshouBuffer(kind=kind, storage=storage, options=options, subbuffer_size=m,
-                          buffer_num=n, lengths=lengths, last_index=last_index,
-                          priority=priority, **counters)
+    return TianshouBuffer(
+        kind=kind,
+        storage=storage,
+        options=options,
+        subbuffer_size=m,
+        buffer_num=n,
+        lengths=lengths,
+        last_index=last_index,
+        priority=priority,
+        **counters,
+    )
 
 
 def _narrow(name: str, value: np.ndarray, dtype: np.dtype, path: str) -> jax.Array:
@@ -306,8 +317,9 @@ def from_tianshou_hdf5(
     if opts["save_only_last_obs"]:
         frames = opts["stack_num"] if obs_stack_len is None else obs_stack_len
     example = _example(src.storage, frames)
-    kwargs = {k: opts[k] for k in ("stack_num", "ignore_obs_next", "save_only_last_obs",
-                                   "sample_avail")}
+    kwargs = {
+        k: opts[k] for k in ("stack_num", "ignore_obs_next", "save_only_last_obs", "sample_avail")
+    }
     maxsize = src.subbuffer_size * src.buffer_num
     if src.kind == "ReplayBuffer":
         empty = ReplayBuffer.create(example, maxsize, **kwargs)
@@ -315,10 +327,13 @@ def from_tianshou_hdf5(
         empty = VectorReplayBuffer.create(example, maxsize, src.buffer_num, **kwargs)
     flat, tree = jax.tree_util.tree_flatten_with_path(src.storage)
     targets = jax.tree_util.tree_leaves(empty.storage)
-    storage = jax.tree_util.tree_unflatten(tree, [
-        _narrow(jax.tree_util.keystr(p, simple=True, separator="."), v, t.dtype, path)
-        for (p, v), t in zip(flat, targets)
-    ])
+    storage = jax.tree_util.tree_unflatten(
+        tree,
+        [
+            _narrow(jax.tree_util.keystr(p, simple=True, separator="."), v, t.dtype, path)
+            for (p, v), t in zip(flat, targets)
+        ],
+    )
     counters = {
         name: _narrow(name, getattr(src, name), getattr(empty, name).dtype, path)
         for name in ("insertion_idx", "lengths", "last_index", "ep_len", "ep_start")
@@ -334,11 +349,13 @@ def _prioritized(
     core: ReplayBuffer, prio: dict, example: dict, options: dict, path: str
 ) -> PrioritizedReplayBuffer:
     """``core`` wrapped in the prioritized buffer holding Tianshou's priorities."""
-    common = dict(alpha=prio["alpha"], beta=prio["beta"], weight_norm=prio["weight_norm"],
-                  **options)
+    common = dict(
+        alpha=prio["alpha"], beta=prio["beta"], weight_norm=prio["weight_norm"], **options
+    )
     if isinstance(core, VectorReplayBuffer):
-        fresh = PrioritizedVectorReplayBuffer.create(example, core.maxsize, core.buffer_num,
-                                                     **common)
+        fresh = PrioritizedVectorReplayBuffer.create(
+            example, core.maxsize, core.buffer_num, **common
+        )
     else:
         fresh = PrioritizedReplayBuffer.create(example, core.maxsize, **common)
     stored = np.flatnonzero(np.asarray(core.valid_mask()))
