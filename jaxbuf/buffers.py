@@ -32,7 +32,7 @@ import numpy as np
 from flax import struct
 
 from jaxbuf._core import episodes, sampling, stacking, storage, validate
-from jaxbuf._core.checks import runtime_check
+from jaxbuf._core.checks import global_index, runtime_check
 from jaxbuf._core.episodes import AddResult
 
 STACKED_KEYS = ("obs", "obs_next", "info", "policy")
@@ -278,14 +278,7 @@ class ReplayBuffer(struct.PyTreeNode):
         return self.storage["terminated"][index] | self.storage["truncated"][index]
 
     def _index(self, index) -> jax.Array:
-        index = jnp.asarray(index)
-        if not jnp.issubdtype(index.dtype, jnp.integer):
-            raise TypeError(f"jaxbuf: indices must be integers, got dtype {index.dtype}")
-        runtime_check(
-            jnp.all((index >= 0) & (index < self.maxsize)),
-            f"jaxbuf: index out of range [0, {self.maxsize})",
-        )
-        return index.astype(jnp.int32)
+        return global_index(index, self.maxsize)
 
     def prev(self, index: chex.Array) -> jax.Array:
         """Previous slot of the same episode; ``index`` itself at an episode start.
@@ -447,9 +440,7 @@ class ReplayBuffer(struct.PyTreeNode):
         if k < 1:
             raise ValueError(f"jaxbuf: stack_num must be >= 1, got {k}")
         index = self._index(index)
-        return stacking.stacked_gather(
-            self.storage[key], jnp.mod(index, self.maxsize), self.prev, k
-        )
+        return stacking.stacked_gather(self.storage[key], index, self.prev, k)
 
     def __getitem__(self, index: Any) -> dict:
         """The transitions at ``index`` as a dict of arrays.
@@ -463,7 +454,7 @@ class ReplayBuffer(struct.PyTreeNode):
         """
         if isinstance(index, slice):
             index = jnp.asarray(self.chronological_indices()[index], jnp.int32)
-        index = jnp.mod(self._index(index), self.maxsize)
+        index = self._index(index)
         out = {}
         for key, value in self.storage.items():
             k = self.stack_num if key in STACKED_KEYS else 1

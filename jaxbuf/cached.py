@@ -36,7 +36,7 @@ from jax import lax
 from jaxbuf import _cache_moves
 from jaxbuf._cache_moves import CachedAddResult
 from jaxbuf._core import sampling, storage
-from jaxbuf._core.checks import runtime_check
+from jaxbuf._core.checks import global_index, runtime_check
 from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
 
 
@@ -208,14 +208,7 @@ class CachedReplayBuffer(struct.PyTreeNode):
     # ------------------------------------------------------------------ global indices
     def _split(self, index) -> tuple[jax.Array, jax.Array, jax.Array]:
         """``(in_main, main_index, cache_index)`` for global indices (taken modulo maxsize)."""
-        index = jnp.asarray(index)
-        if not jnp.issubdtype(index.dtype, jnp.integer):
-            raise TypeError(f"jaxbuf: indices must be integers, got dtype {index.dtype}")
-        runtime_check(
-            jnp.all((index >= 0) & (index < self.maxsize)),
-            f"jaxbuf: index out of range [0, {self.maxsize})",
-        )
-        index = jnp.mod(index.astype(jnp.int32), self.maxsize)
+        index = global_index(index, self.maxsize)
         in_main = index < self.main_size
         return (
             in_main,

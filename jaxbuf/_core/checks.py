@@ -11,8 +11,10 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 from jax.experimental import checkify
 
 _state = threading.local()
@@ -27,6 +29,23 @@ def runtime_check(pred: jax.Array, msg: str) -> None:
     """Assert ``pred`` at run time when tracing under :func:`checked`; a no-op otherwise."""
     if checking():
         checkify.check(pred, msg)
+
+
+def global_index(index: Any, maxsize: int) -> jax.Array:
+    """Integer slot indices as int32, reduced modulo ``maxsize``.
+
+    A non-integer dtype raises ``TypeError`` at trace time; an index outside
+    ``[0, maxsize)`` is taken modulo ``maxsize`` (the documented result), and raises under
+    :func:`checked`.
+    """
+    index = jnp.asarray(index)
+    if not jnp.issubdtype(index.dtype, jnp.integer):
+        raise TypeError(f"jaxbuf: indices must be integers, got dtype {index.dtype}")
+    runtime_check(
+        jnp.all((index >= 0) & (index < maxsize)),
+        f"jaxbuf: index out of range [0, {maxsize})",
+    )
+    return jnp.mod(index.astype(jnp.int32), maxsize)
 
 
 def checked(fn: Callable) -> Callable:

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxbuf._core.checks import runtime_check
+from jaxbuf._core.checks import global_index, runtime_check
 from jaxbuf._core.episodes import AddResult
 from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
 from jaxbuf.prioritized.sum_tree import MinTree, SumTree
@@ -328,16 +328,6 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
         return self.replace(beta=beta)
 
     # ------------------------------------------------------------------ weights and reads
-    def _global_index(self, index: Any) -> jax.Array:
-        index = jnp.asarray(index)
-        if not jnp.issubdtype(index.dtype, jnp.integer):
-            raise TypeError(f"jaxbuf: indices must be integers, got dtype {index.dtype}")
-        runtime_check(
-            jnp.all((index >= 0) & (index < self.maxsize)),
-            f"jaxbuf: index out of range [0, {self.maxsize})",
-        )
-        return jnp.mod(index, self.maxsize).astype(jnp.int32)
-
     def priorities(self) -> jax.Array:
         """float32[maxsize]: ``p ** alpha`` per slot (0 where no transition is stored)."""
         return self.sum_tree.leaves()
@@ -350,7 +340,7 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
         the smallest priority currently stored. In ``(0, 1]`` for stored slots; 0 for slots
         that hold no transition. Indices are taken modulo ``maxsize``, like the core.
         """
-        index = self._global_index(index)
+        index = global_index(index, self.maxsize)
         return _weights(self.sum_tree, self.min_tree, self.beta, index, batch_norm=False)
 
     def __getitem__(self, index: Any) -> dict:
@@ -360,7 +350,7 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
         (eager only), as in the core."""
         if isinstance(index, slice):
             index = jnp.asarray(self.buffer.chronological_indices()[index], jnp.int32)
-        index = self._global_index(index)
+        index = global_index(index, self.maxsize)
         out = self.buffer[index]
         out["weight"] = _weights(
             self.sum_tree, self.min_tree, self.beta, index, batch_norm=self.weight_norm
