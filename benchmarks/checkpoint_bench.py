@@ -56,15 +56,14 @@ def main() -> None:
     # Fill every slot with distinct data (one big write, not a timing of add).
     storage = {
         k: jax.random.normal(key, v.shape).astype(v.dtype)
-        if v.ndim > 1
-        else jnp.arange(size).astype(v.dtype)
+        if v.ndim > 2
+        else jnp.arange(size).reshape(v.shape).astype(v.dtype)
         for k, v in buf.storage.items()
     }
-    buf = buf.replace(
-        storage=storage,
-        lengths=jnp.full((1,), size, jnp.int32),
-        last_index=jnp.full((1,), size - 1, jnp.int32),
+    full = buf.episode_counters()._replace(
+        lengths=jnp.full((1,), size, jnp.int32), last_slot=jnp.full((1,), size - 1, jnp.int32)
     )
+    buf = buf.replace(storage=storage).with_counters(full)
     nbytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(buf))
     root = tempfile.mkdtemp(prefix="jaxbuf-bench-")
     out: dict = {"slots": size, "buffer_bytes": nbytes, "backend": jax.default_backend()}
@@ -75,7 +74,7 @@ def main() -> None:
         like = jax.eval_shape(lambda: buf)
         _, out["restore_like_s"] = _timed(lambda: ckpt.restore(f"{root}/one", like=like))
 
-        step = jax.jit(lambda b: b.replace(ep_len=b.ep_len + 1), donate_argnums=0)
+        step = jax.jit(lambda b: b.replace(counters=b.counters + 1), donate_argnums=0)
         with ckpt.checkpoint_manager(f"{root}/run") as mngr:
             start = time.perf_counter()
             mngr.save(1, buffer=buf)

@@ -37,10 +37,12 @@ def main() -> None:
     print(f"maxsize: {buf.maxsize}, len: {len(buf)}")
     for i in range(3):
         buf, _ = buf.add(transition(i))
-    print(f"after 3 adds   -> len {len(buf)}, obs {buf.storage['obs']}")
+    print(f"after 3 adds   -> len {len(buf)}, obs {buf.global_storage()['obs']}")
     for i in range(3, 13):
         buf, _ = buf.add(transition(i))
-    print(f"after 13 adds  -> len {len(buf)}, obs {buf.storage['obs']} (oldest overwritten)")
+    print(
+        f"after 13 adds  -> len {len(buf)}, obs {buf.global_storage()['obs']} (oldest overwritten)"
+    )
 
     section("Indexing and slicing")
     print("buf[-1] (physical slot 9):", buf[-1]["obs"])

@@ -27,7 +27,7 @@ from jaxbuf.prioritized import (
 from jaxbuf.returns import episodic_return, nstep_return, nstep_targets
 from jaxbuf.trajectory import Trajectory, TrajectoryReplayBuffer
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AddResult",

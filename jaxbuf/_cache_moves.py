@@ -212,7 +212,6 @@ def plan_add(
     touched = last_rows >= 0
     lr = jnp.maximum(last_rows, 0)
     reset = fin[lr]
-    cache_ids = jnp.arange(n_caches, dtype=i32)
 
     def pick(open_value, reset_value, old):
         new = jnp.where(_bcast(reset, open_value), reset_value, open_value)
@@ -221,7 +220,7 @@ def plan_add(
     caches = Counters(
         insertion_idx=pick((ring[lr] + 1) % cache_len, 0, c.insertion_idx),
         lengths=pick(jnp.minimum(n[lr], cache_len), 0, c.lengths),
-        last_index=pick(cache_ids * cache_len + ring[lr], cache_ids * cache_len, c.last_index),
+        last_slot=pick(ring[lr], 0, c.last_slot),
         ep_return=pick(ret[lr], jnp.zeros_like(ret[lr]), c.ep_return),
         ep_len=pick(n[lr], 0, c.ep_len),
         ep_start=pick(jnp.where(first_seg_r[lr], c.ep_start, 0), 0, c.ep_start),

@@ -7,7 +7,10 @@ eagerly, under ``jax.jit``, inside ``lax.scan`` and under ``jax.vmap`` over a st
 
 Layout: ``buffer_num`` sub-buffers of ``subbuffer_size`` slots, sub-buffer ``k`` owning the
 global slots ``[k*m, (k+1)*m)``, exactly as in Tianshou's ``VectorReplayBuffer``; a
-``ReplayBuffer`` is the one-sub-buffer case.
+``ReplayBuffer`` is the one-sub-buffer case. Every index in the API is such a global slot.
+Physically the storage is time-major, ``[m, n, ...]`` with global slot ``g`` at
+``[g % m, g // m]`` (see :mod:`jaxbuf._core.storage`); :meth:`ReplayBuffer.global_storage`
+returns it in global-slot order.
 
 Run-time conditions inside ``jit`` have one documented result each (use
 :func:`jaxbuf.checked` to raise instead):
@@ -43,21 +46,20 @@ class ReplayBuffer(struct.PyTreeNode):
     """A circular replay buffer with Tianshou's episode semantics, as a pure pytree.
 
     Attributes:
-      storage: dict of arrays with leading axis ``maxsize``; keys of the example
-        (``obs_next`` absent with ``ignore_obs_next``).
-      insertion_idx, lengths, last_index, ep_return, ep_len, ep_start: per-sub-buffer
-        counters, see :mod:`jaxbuf._core.episodes`.
+      storage: dict of time-major arrays ``[subbuffer_size, buffer_num, *field_shape]``
+        (global slot ``g`` at ``[g % m, g // m]``); keys of the example (``obs_next``
+        absent with ``ignore_obs_next``).
+      counters: int32[buffer_num, 5], the packed per-sub-buffer counters
+        (``insertion_idx, lengths, last_slot, ep_len, ep_start``, see
+        :mod:`jaxbuf._core.episodes`), also readable one by one as properties.
+      ep_return: float[buffer_num, *rew_shape], return of each unfinished episode.
       subbuffer_size, buffer_num, stack_num, ignore_obs_next, save_only_last_obs,
       sample_avail, obs_stack_len: static configuration.
     """
 
     storage: dict
-    insertion_idx: jax.Array
-    lengths: jax.Array
-    last_index: jax.Array
+    counters: jax.Array
     ep_return: jax.Array
-    ep_len: jax.Array
-    ep_start: jax.Array
     subbuffer_size: int = struct.field(pytree_node=False)
     buffer_num: int = struct.field(pytree_node=False, default=1)
     stack_num: int = struct.field(pytree_node=False, default=1)
@@ -124,10 +126,13 @@ class ReplayBuffer(struct.PyTreeNode):
             obs_stack_len = shapes[0][0]
         stored = storage.stored_spec(spec, save_only_last_obs=save_only_last_obs)
         rew = stored["rew"]
-        counters = episodes.init_counters(buffer_num, m, rew.shape, rew.dtype)
+        counters, ep_return = episodes.pack(
+            episodes.init_counters(buffer_num, rew.shape, rew.dtype)
+        )
         return cls(
-            storage=storage.allocate(stored, m * buffer_num),
-            **counters._asdict(),
+            storage=storage.allocate(stored, m, buffer_num),
+            counters=counters,
+            ep_return=ep_return,
             subbuffer_size=m,
             buffer_num=buffer_num,
             stack_num=stack_num,
@@ -162,7 +167,7 @@ class ReplayBuffer(struct.PyTreeNode):
     def input_spec(self) -> dict:
         """Shape/dtype of one transition as ``add`` expects it (no batch axis)."""
         spec = jax.tree_util.tree_map(
-            lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), self.storage
+            lambda x: jax.ShapeDtypeStruct(x.shape[2:], x.dtype), self.storage
         )
         if self.save_only_last_obs:
             for key in ("obs", "obs_next"):
@@ -173,15 +178,74 @@ class ReplayBuffer(struct.PyTreeNode):
                     )
         return spec
 
-    def _counters(self) -> episodes.Counters:
-        return episodes.Counters(
-            self.insertion_idx,
-            self.lengths,
-            self.last_index,
-            self.ep_return,
-            self.ep_len,
-            self.ep_start,
+    # ------------------------------------------------------------------ counters
+    @property
+    def insertion_idx(self) -> jax.Array:
+        """int32[buffer_num]: local slot of each sub-buffer's next write."""
+        return self.counters[:, 0]
+
+    @property
+    def lengths(self) -> jax.Array:
+        """int32[buffer_num]: stored transitions per sub-buffer."""
+        return self.counters[:, 1]
+
+    @property
+    def last_index(self) -> jax.Array:
+        """int32[buffer_num]: global slot of each sub-buffer's latest write (``k*m`` if empty)."""
+        return (
+            jnp.arange(self.buffer_num, dtype=jnp.int32) * self.subbuffer_size
+            + (self.counters[:, 2])
         )
+
+    @property
+    def ep_len(self) -> jax.Array:
+        """int32[buffer_num]: length of each sub-buffer's unfinished episode."""
+        return self.counters[:, 3]
+
+    @property
+    def ep_start(self) -> jax.Array:
+        """int32[buffer_num]: local start slot of each sub-buffer's unfinished episode."""
+        return self.counters[:, 4]
+
+    def episode_counters(self) -> episodes.Counters:
+        """The per-sub-buffer counters, unpacked (``last_slot`` local)."""
+        return episodes.unpack(self.counters, self.ep_return)
+
+    def with_counters(self, counters: episodes.Counters) -> ReplayBuffer:
+        """This buffer with the counters replaced (packed back into the state)."""
+        packed, ep_return = episodes.pack(counters)
+        return self.replace(counters=packed, ep_return=ep_return.astype(self.ep_return.dtype))
+
+    def global_storage(self) -> dict:
+        """The storage as ``[maxsize, *field_shape]`` arrays in global-slot order (a copy).
+
+        ``buf.global_storage()[key][g]`` is field ``key`` of global slot ``g`` (Tianshou's
+        ``buf._meta``); for inspection and export, jittable.
+        """
+        return storage.to_global_order(self.storage)
+
+    def with_global_storage(self, arrays: dict) -> ReplayBuffer:
+        """This buffer with its storage replaced by ``[maxsize, ...]`` arrays in slot order.
+
+        The inverse of :meth:`global_storage` (for imports); ``arrays`` must have the
+        storage's keys, and each leaf ``maxsize`` rows of the stored shape and dtype.
+        """
+        new = storage.from_global_order(arrays, self.subbuffer_size, self.buffer_num)
+        validate.check_same_layout(new, self.storage)
+        return self.replace(storage=new)
+
+    def read(self, index: chex.Array) -> dict:
+        """The stored fields at global slots ``index`` (any shape), unstacked, no ``done``."""
+        return storage.gather(self.storage, self._index(index))
+
+    def write(self, slots: chex.Array, rows: dict, *, unique: bool = False) -> ReplayBuffer:
+        """This buffer with stored ``rows`` (leading axis k) written at global ``slots``.
+
+        Low level (no counter update): for composed buffers that plan their own writes. A
+        slot ``>= maxsize`` drops its row; ``rows`` are already in the stored form
+        (``storage.to_stored``). ``unique`` promises distinct slots.
+        """
+        return self.replace(storage=storage.write(self.storage, slots, rows, unique=unique))
 
     # ------------------------------------------------------------------ add
     def add(self, batch: dict, buffer_ids: chex.Array | None = None) -> tuple[Any, AddResult]:
@@ -198,17 +262,21 @@ class ReplayBuffer(struct.PyTreeNode):
           ``(buffer, AddResult)``; see :class:`jaxbuf.AddResult` (each field has a leading
           axis of k). Episode return and length are zero unless the row ends its episode.
         """
-        rows, ids = self._rows(batch, buffer_ids)
+        rows, ids = self.check_batch(batch, buffer_ids)
         done = rows["terminated"] | rows["truncated"]
         slots, result, counters = episodes.plan_add(
-            self._counters(), self.subbuffer_size, ids, rows["rew"], done
+            self.episode_counters(), self.subbuffer_size, ids, rows["rew"], done
         )
         stored = storage.to_stored(rows, save_only_last_obs=self.save_only_last_obs)
-        new = self.replace(storage=storage.write(self.storage, slots, stored), **counters._asdict())
+        new = self.write(slots, stored, unique=ids is None).with_counters(counters)
         return new, result
 
-    def _rows(self, batch: dict, buffer_ids) -> tuple[dict, jax.Array | None]:
-        """Validate ``batch``; return rows with a leading axis and the (checked) ids."""
+    def check_batch(self, batch: dict, buffer_ids=None) -> tuple[dict, jax.Array | None]:
+        """Validate an ``add`` batch; return its rows with a leading axis and the checked ids.
+
+        Raises at trace time, naming the field, on a missing or extra key, or a shape/dtype
+        that does not match :meth:`input_spec`; used by ``add`` and by composed buffers.
+        """
         if not isinstance(batch, dict):
             raise TypeError(f"jaxbuf: add expects a dict batch, got {type(batch).__name__}")
         batch = dict(batch)
@@ -275,7 +343,11 @@ class ReplayBuffer(struct.PyTreeNode):
 
     # ------------------------------------------------------------------ episode links
     def _done_at(self, index: jax.Array) -> jax.Array:
-        return self.storage["terminated"][index] | self.storage["truncated"][index]
+        flags = storage.gather(
+            {"terminated": self.storage["terminated"], "truncated": self.storage["truncated"]},
+            index,
+        )
+        return flags["terminated"] | flags["truncated"]
 
     def _index(self, index) -> jax.Array:
         return global_index(index, self.maxsize)
@@ -291,7 +363,7 @@ class ReplayBuffer(struct.PyTreeNode):
             self._index(index),
             self._done_at,
             self.lengths,
-            self.last_index,
+            self.counters[:, 2],
             self.subbuffer_size,
             self.buffer_num,
         )
@@ -302,7 +374,7 @@ class ReplayBuffer(struct.PyTreeNode):
             self._index(index),
             self._done_at,
             self.lengths,
-            self.last_index,
+            self.counters[:, 2],
             self.subbuffer_size,
             self.buffer_num,
         )

@@ -144,9 +144,11 @@ class CachedReplayBuffer(struct.PyTreeNode):
 
     @property
     def storage(self) -> dict:
-        """The storage in the global layout (a concatenated copy, for inspection)."""
+        """The storage in global-slot order, ``[maxsize, ...]`` (a concatenated copy)."""
         return jax.tree_util.tree_map(
-            lambda a, b: jnp.concatenate([a, b]), self.main.storage, self.caches.storage
+            lambda a, b: jnp.concatenate([a, b]),
+            self.main.global_storage(),
+            self.caches.global_storage(),
         )
 
     def input_spec(self) -> dict:
@@ -174,9 +176,9 @@ class CachedReplayBuffer(struct.PyTreeNode):
           episode reports the last (``index``) and first (``episode_start``) main slots
           written.
         """
-        rows, ids = self.caches._rows(batch, buffer_ids)
+        rows, ids = self.caches.check_batch(batch, buffer_ids)
         done = rows["terminated"] | rows["truncated"]
-        c = self.caches._counters()
+        c = self.caches.episode_counters()
         head = _cache_moves.MainHead(
             self.main.insertion_idx, self.main.lengths, self.main.last_index
         )
@@ -186,23 +188,26 @@ class CachedReplayBuffer(struct.PyTreeNode):
         stored = storage.to_stored(rows, save_only_last_obs=self.caches.save_only_last_obs)
 
         def window(old, new):
-            sel = plan.from_cache.reshape(plan.from_cache.shape + (1,) * (old.ndim - 1))
-            moved = jnp.where(sel, old[plan.src_cache], new[plan.src_row])
-            return moved.reshape((-1, *old.shape[1:]))
+            sel = plan.from_cache.reshape(plan.from_cache.shape + (1,) * (old.ndim - 2))
+            moved = jnp.where(sel, old, new[plan.src_row])
+            return moved.reshape((-1, *old.shape[2:]))
 
-        def move(main_storage):
-            moved = jax.tree_util.tree_map(window, self.caches.storage, stored)
-            return storage.write(main_storage, plan.main_slots.reshape(-1), moved)
+        def move(main):
+            from_caches = storage.gather(self.caches.storage, plan.src_cache)
+            moved = jax.tree_util.tree_map(window, from_caches, stored)
+            return main.write(plan.main_slots.reshape(-1), moved)
 
         # Most adds end no episode: skip the k*L-row gather/scatter then (under vmap the
         # cond becomes a select and both sides run).
         any_moved = jnp.any(plan.result.episode_length > 0)
-        main_storage = lax.cond(any_moved, move, lambda s: s, self.main.storage)
-        main = self.main.replace(storage=main_storage, **plan.main._asdict())
-        caches = self.caches.replace(
-            storage=storage.write(self.caches.storage, plan.cache_slots, stored),
-            **plan.caches._asdict(),
+        main = lax.cond(any_moved, move, lambda b: b, self.main)
+        head = main.episode_counters()._replace(
+            insertion_idx=plan.main.insertion_idx,
+            lengths=plan.main.lengths,
+            last_slot=plan.main.last_index,
         )
+        main = main.with_counters(head)
+        caches = self.caches.write(plan.cache_slots, stored).with_counters(plan.caches)
         return self.replace(main=main, caches=caches), plan.result
 
     # ------------------------------------------------------------------ global indices

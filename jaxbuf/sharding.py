@@ -1,19 +1,19 @@
 """Vector buffers sharded over a mesh axis: placement, shard-local ``add`` and ``sample``.
 
 A sharded buffer is an ordinary :class:`jaxbuf.VectorReplayBuffer` whose leaves are global
-``jax.Array``s laid out with ``NamedSharding(mesh, P(axis))`` on their leading axis. Every leaf
-of the state has a leading axis of either ``maxsize = buffer_num * m`` (storage) or
-``buffer_num`` (the per-sub-buffer counters), so with ``S = mesh.shape[axis]`` shards and
-``buffer_num % S == 0`` each device holds ``L = buffer_num / S`` *whole* sub-buffers: the
-storage rows ``[s*L*m, (s+1)*L*m)`` and the counters ``[s*L, (s+1)*L)`` of shard ``s``. Other
-mesh axes replicate the buffer.
+``jax.Array``s split over the sub-buffer axis: the time-major storage ``[m, buffer_num, ...]``
+with ``NamedSharding(mesh, P(None, axis))`` and the per-sub-buffer counters
+``[buffer_num, ...]`` with ``P(axis)`` (:func:`partition_specs`). With ``S = mesh.shape[axis]``
+shards and ``buffer_num % S == 0`` each device holds ``L = buffer_num / S`` *whole*
+sub-buffers: storage columns and counter rows ``[s*L, (s+1)*L)`` of shard ``s``, i.e. the
+global slots ``[s*L*m, (s+1)*L*m)``. Other mesh axes replicate the buffer.
 
 Because episodes never cross sub-buffers (Tianshou's ``VectorReplayBuffer``), shard ``s`` can
 run the single-device kernels on its own block: :func:`shard_add` and :func:`shard_sample`
 use ``jax.shard_map`` to rebuild a local buffer of ``L`` sub-buffers from the local blocks and
-call its ``add`` / ``sample``. The only global quantity in the state is ``last_index`` (a
-global slot); the local view subtracts the shard's offset ``s*L*m`` and adds it back, and
-every index a shard returns is made global the same way. The compiled shard-local programs
+call its ``add`` / ``sample``. Every counter in the state is local to its sub-buffer, so the
+local view is the blocks as they are; every index a shard returns is made global by adding
+the shard's offset ``s*L*m``. The compiled shard-local programs
 contain no cross-device collective (see :func:`collectives`). ``shard_sample(...,
 mode="global")`` is the explicit opt-in for draws uniform over the whole buffer; XLA then
 inserts collectives (all-reduce / all-gather of the counters and of the gathered rows).
@@ -78,17 +78,36 @@ def local_count(buffer_num: int, mesh: Mesh, axis: str) -> int:
     return buffer_num // shards
 
 
+def partition_specs(buf: Any, axis: str) -> Any:
+    """The ``PartitionSpec`` of every leaf of ``buf``, split over the sub-buffer axis.
+
+    Storage leaves ``[m, buffer_num, ...]`` get ``P(None, axis)``; ``counters`` and
+    ``ep_return`` (leading axis ``buffer_num``) get ``P(axis)``. Same pytree structure as
+    ``buf`` (a buffer or its abstract value).
+    """
+    _check_buffer(buf)
+    return buf.replace(
+        storage=jax.tree_util.tree_map(lambda _: P(None, axis), buf.storage),
+        counters=P(axis),
+        ep_return=P(axis),
+    )
+
+
 def buffer_sharding(buf: Any, mesh: Mesh, axis: str) -> Any:
-    """The sharding of every leaf of ``buf``: ``NamedSharding(mesh, P(axis))``.
+    """The ``NamedSharding`` of every leaf of ``buf`` (see :func:`partition_specs`).
 
     ``buf`` is a buffer or its abstract value (``jax.eval_shape``); the result has the same
     pytree structure, usable as ``out_shardings``, for ``jax.device_put`` or as the target
     shardings of a checkpoint restore. Checks that ``buffer_num`` divides over the axis.
     """
-    _check_buffer(buf)
     local_count(buf.buffer_num, mesh, axis)
-    sharding = NamedSharding(mesh, P(axis))
-    return jax.tree_util.tree_map(lambda _: sharding, buf)
+    return jax.tree_util.tree_map(
+        lambda spec: NamedSharding(mesh, spec), partition_specs(buf, axis), is_leaf=_is_spec
+    )
+
+
+def _is_spec(x: Any) -> bool:
+    return isinstance(x, P)
 
 
 def sharded_like(buf: Any, mesh: Mesh, axis: str) -> Any:
@@ -186,25 +205,21 @@ def _offset(buf: ReplayBuffer, axis: str, n_local: int) -> jax.Array:
     return jax.lax.axis_index(axis).astype(jnp.int32) * (n_local * buf.subbuffer_size)
 
 
-def _local_view(buf: ReplayBuffer, offset: jax.Array, n_local: int) -> ReplayBuffer:
-    """The shard's blocks as a buffer of ``n_local`` sub-buffers with local ``last_index``."""
-    return buf.replace(buffer_num=n_local, last_index=buf.last_index - offset)
+def _laid_out(tree: Any, mesh: Mesh, specs: Any) -> Any:
+    """Constrain ``tree`` (inside ``jit``) to ``NamedSharding(mesh, spec)`` leaf by leaf.
 
-
-def _global_view(local: ReplayBuffer, offset: jax.Array, buffer_num: int) -> ReplayBuffer:
-    return local.replace(buffer_num=buffer_num, last_index=local.last_index + offset)
-
-
-def _laid_out(tree: Any, mesh: Mesh, spec: P) -> Any:
-    """Constrain ``tree`` (inside ``jit``) to ``NamedSharding(mesh, spec)``.
-
-    A no-op for inputs already laid out that way; anything else is moved by XLA first.
-    Explicit-sharding meshes need ``reshard``, automatic ones a sharding constraint.
+    ``specs`` is one ``PartitionSpec`` or a tree of them shaped like ``tree``. A no-op for
+    inputs already laid out that way; anything else is moved by XLA first. Explicit-sharding
+    meshes need ``reshard``, automatic ones a sharding constraint.
     """
-    sharding = NamedSharding(mesh, spec)
+    if _is_spec(specs):
+        specs = jax.tree_util.tree_map(lambda _: specs, tree)
+    shardings = jax.tree_util.tree_map(
+        lambda spec: NamedSharding(mesh, spec), specs, is_leaf=_is_spec
+    )
     if AxisType.Explicit in mesh.axis_types:
-        return jax.sharding.reshard(tree, sharding)
-    return jax.lax.with_sharding_constraint(tree, sharding)
+        return jax.sharding.reshard(tree, shardings)
+    return jax.lax.with_sharding_constraint(tree, shardings)
 
 
 def _globalize(index: jax.Array, offset: jax.Array) -> jax.Array:
@@ -305,31 +320,36 @@ def _add(buf, batch, buffer_ids, *, mesh, axis):
 
     def local_add(b, rows, ids):
         offset = _offset(b, axis, n_local)
-        local = _local_view(b, offset, n_local)
         if ids is not None:
             ids = ids - jax.lax.axis_index(axis).astype(ids.dtype) * n_local
-        new, res = local.add(rows, ids)
+        new, res = b.replace(buffer_num=n_local).add(rows, ids)
         res = res._replace(
             index=_globalize(res.index, offset), episode_start=_globalize(res.episode_start, offset)
         )
-        return _global_view(new, offset, b.buffer_num), res
+        return new.replace(buffer_num=b.buffer_num), res
 
     # check_vma=False: the core's scans start from shard-invariant carries (``arange``) that
     # become shard-varying, which shard_map's varying-axes type check rejects; every output
-    # is per-shard by construction (out_specs P(axis)) and nothing reduces across shards.
-    spec = P(axis)
-    buf, batch, buffer_ids = _laid_out((buf, batch, buffer_ids), mesh, spec)
+    # is per-shard by construction and nothing reduces across shards.
+    spec, buf_spec = P(axis), partition_specs(buf, axis)
+    buf = _laid_out(buf, mesh, buf_spec)
+    batch, buffer_ids = _laid_out((batch, buffer_ids), mesh, spec)
+    out_specs = (buf_spec, spec)
     if buffer_ids is None:
         fn = jax.shard_map(
             lambda b, rows: local_add(b, rows, None),
             mesh=mesh,
-            in_specs=(spec, spec),
-            out_specs=spec,
+            in_specs=(buf_spec, spec),
+            out_specs=out_specs,
             check_vma=False,
         )
         return fn(buf, batch)
     fn = jax.shard_map(
-        local_add, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False
+        local_add,
+        mesh=mesh,
+        in_specs=(buf_spec, spec, spec),
+        out_specs=out_specs,
+        check_vma=False,
     )
     return fn(buf, batch, buffer_ids)
 
@@ -383,16 +403,16 @@ def _sample_local(buf, key, *, batch_size, mesh, axis):
 
     def local_sample(b, k):
         offset = _offset(b, axis, n_local)
-        local = _local_view(b, offset, n_local)
         shard_key = jax.random.fold_in(k, jax.lax.axis_index(axis))
-        rows, idx = local.sample(shard_key, batch_size)
+        rows, idx = b.replace(buffer_num=n_local).sample(shard_key, batch_size)
         return rows, _globalize(idx, offset)
 
     # check_vma=False: see _add.
+    buf_spec = partition_specs(buf, axis)
     fn = jax.shard_map(
-        local_sample, mesh=mesh, in_specs=(P(axis), P()), out_specs=P(axis), check_vma=False
+        local_sample, mesh=mesh, in_specs=(buf_spec, P()), out_specs=P(axis), check_vma=False
     )
-    return fn(_laid_out(buf, mesh, P(axis)), _laid_out(key, mesh, P()))
+    return fn(_laid_out(buf, mesh, buf_spec), _laid_out(key, mesh, P()))
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size", "mesh", "axis"))

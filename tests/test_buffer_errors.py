@@ -61,7 +61,7 @@ def test_dtype_kind_change_is_refused_e9():
     # same-kind narrowing (float64 -> float32) and weak Python scalars are accepted
     buf2 = jaxbuf.ReplayBuffer.create(EXAMPLE, 4)
     buf2, _ = buf2.add(dict(step(0), obs=np.float64(1.5), rew=2))
-    assert buf2.storage["obs"].dtype == np.float32 and float(buf2.storage["obs"][0]) == 1.5
+    assert buf2.storage["obs"].dtype == np.float32 and float(buf2.global_storage()["obs"][0]) == 1.5
 
 
 def test_flag_must_be_bool():

@@ -38,7 +38,7 @@ def test_add_results_section_3_4():
 def test_prev_next_e6():
     buf = jaxbuf.ReplayBuffer.create(EXAMPLE, 5)
     buf, _ = _fill(buf, 8, done_at=(1, 5))
-    np.testing.assert_array_equal(buf.storage["obs"], [5, 6, 7, 3, 4])
+    np.testing.assert_array_equal(buf.global_storage()["obs"], [5, 6, 7, 3, 4])
     np.testing.assert_array_equal(buf.prev(jnp.arange(5)), [4, 1, 1, 3, 3])
     np.testing.assert_array_equal(buf.next(jnp.arange(5)), [0, 2, 2, 4, 0])
     np.testing.assert_array_equal(buf.unfinished_index(), [2])
@@ -55,7 +55,7 @@ def test_overlong_episode_start_is_oldest_stored_step_e7():
     # Tianshou reports (1, 5., 5, 0) with slot 0 already overwritten; jaxbuf reports the
     # oldest step of the episode that is still stored: slot 2 (obs 2), then 3 and 4.
     assert out[-1] == (1, 5.0, 5, 2)
-    np.testing.assert_array_equal(buf.storage["obs"], [3, 4, 2])
+    np.testing.assert_array_equal(buf.global_storage()["obs"], [3, 4, 2])
     start = out[-1][3]
     assert int(buf.prev(start)) == start  # it is an episode start for prev()
 
@@ -94,7 +94,7 @@ def test_duplicate_buffer_ids_write_consecutive_slots_e14():
         rows([5, 6, 7, 8], rew=[1, 1, 1, 1], terminated=[0, 0, 0, 1]), np.array([1, 1, 1, 1])
     )
     np.testing.assert_array_equal(res.index, [3, 4, 5, 3])
-    np.testing.assert_array_equal(buf.storage["obs"][3:], [8, 6, 7])
+    np.testing.assert_array_equal(buf.global_storage()["obs"][3:], [8, 6, 7])
     assert int(res.episode_length[-1]) == 4
     assert int(res.episode_start[-1]) == 4  # oldest stored step of the 4-step episode
 
@@ -138,7 +138,7 @@ def test_save_only_last_obs_rebuilds_stacks():
     buf = jaxbuf.ReplayBuffer.create(
         ex, 10, stack_num=4, save_only_last_obs=True, ignore_obs_next=True
     )
-    assert buf.storage["obs"].shape == (10, 2)
+    assert buf.global_storage()["obs"].shape == (10, 2)
     frames = [np.full((2,), f, np.uint8) for f in range(20)]
     for s in range(6):
         stack = np.stack([frames[max(s - j, 0)] for j in (3, 2, 1, 0)])
@@ -283,6 +283,7 @@ def test_example_may_be_abstract():
     )
     spec["obs"] = jax.ShapeDtypeStruct((3,), jnp.float32)
     buf = jaxbuf.VectorReplayBuffer.create(spec, 8, 2)
-    assert buf.storage["obs"].shape == (8, 3) and buf.storage["terminated"].dtype == bool
+    assert buf.storage["obs"].shape == (4, 2, 3) and buf.storage["terminated"].dtype == bool
+    assert buf.global_storage()["obs"].shape == (8, 3)
     abstract = jax.eval_shape(lambda: jaxbuf.ReplayBuffer.create(EXAMPLE, 16))
-    assert abstract.storage["obs"].shape == (16,)
+    assert abstract.storage["obs"].shape == (16, 1)

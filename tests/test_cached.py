@@ -201,10 +201,11 @@ def test_matches_sequential_reference(adds, sizes):
         np.testing.assert_allclose(res.episode_return, ret, rtol=1e-5)
         np.testing.assert_array_equal(res.episode_length, length_)
         np.testing.assert_array_equal(res.episode_dropped, dropped)
-        np.testing.assert_array_equal(buf.main.storage["obs"], ref.main)
-        np.testing.assert_array_equal(buf.main.storage["obs_next"], ref.main + 0.5 * (ref.main > 0))
-        np.testing.assert_array_equal(buf.main.storage["terminated"], ref.main_done)
-        np.testing.assert_array_equal(buf.caches.storage["obs"], ref.cache)
+        main, caches = buf.main.global_storage(), buf.caches.global_storage()
+        np.testing.assert_array_equal(main["obs"], ref.main)
+        np.testing.assert_array_equal(main["obs_next"], ref.main + 0.5 * (ref.main > 0))
+        np.testing.assert_array_equal(main["terminated"], ref.main_done)
+        np.testing.assert_array_equal(caches["obs"], ref.cache)
         assert int(buf.main.insertion_idx[0]) == ref.main_ins
         assert int(buf.main.lengths[0]) == ref.main_len
         assert int(buf.main.last_index[0]) == ref.main_last
@@ -244,7 +245,7 @@ def test_over_long_episode_is_reported_not_silent():
     np.testing.assert_array_equal(last.episode_length, [5, 0])
     np.testing.assert_array_equal(last.episode_dropped, [2, 0])
     np.testing.assert_allclose(last.episode_return, [5.0, 0.0])
-    np.testing.assert_array_equal(buf.main.storage["obs"][:5], [101, 102, 3, 4, 5])
+    np.testing.assert_array_equal(buf.main.global_storage()["obs"][:5], [101, 102, 3, 4, 5])
     # The kept part is one contiguous episode in main, linked by prev/next.
     np.testing.assert_array_equal(buf.next(np.arange(2, 5)), [3, 4, 4])
     np.testing.assert_array_equal(buf.prev(np.arange(2, 5)), [2, 2, 3])

@@ -163,7 +163,7 @@ def test_roundtrip_vmapped_stack(tmp_path):
     more = _per_buffer(stacked_rows(one, range(50, 54)), 3)
 
     restored = assert_roundtrip(stack, lambda b: vcontinue(b, more, jax.random.key(3)), tmp_path)
-    assert restored.storage["obs"].shape == (3, 6, 3)
+    assert restored.storage["obs"].shape == (3, 3, 2, 3)
     assert not np.array_equal(restored.storage["obs"][0], restored.storage["obs"][1])
 
 
@@ -311,7 +311,8 @@ def test_mismatch_shape_names_field(saved_dir):
         ckpt.restore(path, like=like)
     msg = str(err.value)
     assert (
-        "storage.obs: like expects shape (6, 4) dtype float32, checkpoint has shape (6, 3)" in msg
+        "storage.obs: like expects shape (6, 1, 4) dtype float32, checkpoint has shape (6, 1, 3)"
+        in msg
     )
     assert str(path) in msg and "1 difference" in msg
 
@@ -332,7 +333,7 @@ def test_mismatch_structure_dtype_and_config(saved_dir):
         "extra ['y'])" in msg
     )
     assert (
-        "storage.act: like expects shape (8,) dtype int8, checkpoint has shape (6,) dtype "
+        "storage.act: like expects shape (8, 1) dtype int8, checkpoint has shape (6, 1) dtype "
         "int32" in msg
     )
 
@@ -369,7 +370,16 @@ def test_schema_version_newer(saved_dir, tmp_path):
     with pytest.raises(
         ckpt.SchemaVersionError,
         match=r"schema version 99 \(written by jaxbuf 9.0\); this jaxbuf reads "
-        r"schema version 1; upgrade",
+        r"schema version 2; upgrade",
+    ):
+        ckpt.restore(path)
+
+
+def test_schema_version_1_is_refused(saved_dir, tmp_path):
+    path, _ = _copy(saved_dir, tmp_path)
+    _edit_meta(path, lambda m: {**m, "schema_version": 1, "jaxbuf_version": "0.1.0"})
+    with pytest.raises(
+        ckpt.SchemaVersionError, match=r"schema version 1 \(written by jaxbuf 0.1.0"
     ):
         ckpt.restore(path)
 

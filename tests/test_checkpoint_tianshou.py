@@ -83,11 +83,12 @@ def _check_state(buf, state, what):
     )
     data = _value(state["data"])
     done = data.pop("done")
-    np.testing.assert_array_equal(buf.storage["terminated"] | buf.storage["truncated"], done)
+    stored = buf.global_storage()
+    np.testing.assert_array_equal(stored["terminated"] | stored["truncated"], done)
     flat = {k: v for k, v in data.items() if not isinstance(v, dict) or v}
     assert sorted(buf.storage) == sorted(flat), what
     for key, rows in flat.items():
-        for got, want in zip(_leaves(buf.storage[key]), _leaves(rows), strict=True):
+        for got, want in zip(_leaves(stored[key]), _leaves(rows), strict=True):
             assert_close(got, want, f"{what} data {key}")
 
 
@@ -168,7 +169,7 @@ def test_imported_buffer_checkpoints(tmp_path):
 
 def test_save_only_last_obs_frames_option():
     buf = from_tianshou_hdf5(DATA / "tianshou_lastobs.h5", obs_stack_len=5)
-    assert buf.input_spec()["obs"].shape == (5, 2) and buf.storage["obs"].shape == (5, 2)
+    assert buf.input_spec()["obs"].shape == (5, 2) and buf.global_storage()["obs"].shape == (5, 2)
 
 
 # ---------------------------------------------------------------- refusals

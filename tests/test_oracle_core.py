@@ -67,9 +67,10 @@ def test_replay(scn, jit):
                 continue
             for key, rows in op["data"].items():
                 if key == "done":
-                    got = np.asarray(buf.storage["terminated"] | buf.storage["truncated"])
+                    stored = buf.global_storage()
+                    got = np.asarray(stored["terminated"] | stored["truncated"])
                 else:
-                    got = buf.storage[key]
+                    got = buf.global_storage()[key]
                 assert_close(got, rows, what + " data " + key)
             idx = np.arange(buf.maxsize)
             np.testing.assert_array_equal(buf.prev(idx), op["prev"], err_msg=what + " prev")

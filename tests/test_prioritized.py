@@ -123,9 +123,9 @@ def test_oracle_prioritized_scenario(jit):
         elif kind == "snapshot":
             for key, data in op["data"].items():
                 got = (
-                    buf.storage["terminated"] | buf.storage["truncated"]
+                    buf.global_storage()["terminated"] | buf.global_storage()["truncated"]
                     if key == "done"
-                    else buf.storage[key]
+                    else buf.global_storage()[key]
                 )
                 _close(got, data, what + " " + key)
             idx = np.arange(buf.maxsize)

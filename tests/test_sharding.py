@@ -166,7 +166,8 @@ def test_one_device_mesh_is_the_unsharded_buffer_with_a_folded_key():
     np.testing.assert_array_equal(np.asarray(idx), np.asarray(want_idx))
     np.testing.assert_array_equal(np.asarray(rows["act"]), np.asarray(want_rows["act"]))
     assert idx.sharding.spec == P("env")
-    assert shd.buffer_sharding(sb, mesh, "env").storage["obs"].spec == P("env")
+    assert shd.buffer_sharding(sb, mesh, "env").storage["obs"].spec == P(None, "env")
+    assert shd.buffer_sharding(sb, mesh, "env").counters.spec == P("env")
 
 
 def test_process_rank_and_subbuffers_single_process():

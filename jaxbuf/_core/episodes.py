@@ -6,9 +6,15 @@ tianshou-semantics.md sections 3.4 and 4):
 
 * ``insertion_idx`` [_insertion_idx] int32[n], local slot of the next write;
 * ``lengths`` [len] int32[n], number of valid slots, ``min(#adds, m)``;
-* ``last_index`` [last_index] int32[n], global slot of the latest write (``k*m`` if empty);
+* ``last_slot`` int32[n], local slot of the latest write (0 if empty); Tianshou's global
+  ``last_index`` is ``k*m + last_slot``;
 * ``ep_return`` [_ep_return] float[n, *rew_shape], ``ep_len`` [_ep_len] int32[n] and
   ``ep_start`` [_ep_start_idx] int32[n] (local) of the unfinished episode.
+
+In the buffer state the five int32 counters are packed into one ``int32[n, 5]`` array (columns
+in the order above, see :func:`pack`), so the whole bookkeeping is two leaves: fewer arguments
+per jitted call and one fused update per add. Every counter is local to its sub-buffer, so a
+shard holding sub-buffers ``[s*L, (s+1)*L)`` reads its block as a buffer of ``L``.
 """
 
 from __future__ import annotations
@@ -37,27 +43,36 @@ class AddResult(NamedTuple):
 
 
 class Counters(NamedTuple):
-    """The per-sub-buffer counters, as a group."""
+    """The per-sub-buffer counters, as a group (each int32[n], ``ep_return`` float[n, ...])."""
 
     insertion_idx: jax.Array
     lengths: jax.Array
-    last_index: jax.Array
+    last_slot: jax.Array
     ep_return: jax.Array
     ep_len: jax.Array
     ep_start: jax.Array
 
 
-def init_counters(n: int, m: int, rew_shape: tuple, rew_dtype) -> Counters:
-    """Counters of ``n`` empty sub-buffers of ``m`` slots."""
-    # Distinct arrays per field: a donated buffer must not hold one array twice.
-    return Counters(
-        insertion_idx=jnp.zeros((n,), jnp.int32),
-        lengths=jnp.zeros((n,), jnp.int32),
-        last_index=jnp.arange(n, dtype=jnp.int32) * m,
-        ep_return=jnp.zeros((n, *rew_shape), rew_dtype),
-        ep_len=jnp.zeros((n,), jnp.int32),
-        ep_start=jnp.zeros((n,), jnp.int32),
-    )
+PACKED = ("insertion_idx", "lengths", "last_slot", "ep_len", "ep_start")
+"""Columns of the packed ``int32[n, 5]`` counter array, in order."""
+
+
+def pack(c: Counters) -> tuple[jax.Array, jax.Array]:
+    """``(int32[n, 5], ep_return)``: the int32 counters as columns of one array."""
+    packed = jnp.stack([jnp.asarray(getattr(c, f), jnp.int32) for f in PACKED], axis=-1)
+    return packed, c.ep_return
+
+
+def unpack(packed: jax.Array, ep_return: jax.Array) -> Counters:
+    """Inverse of :func:`pack`."""
+    cols = {f: packed[..., j] for j, f in enumerate(PACKED)}
+    return Counters(ep_return=ep_return, **cols)
+
+
+def init_counters(n: int, rew_shape: tuple, rew_dtype) -> Counters:
+    """Counters of ``n`` empty sub-buffers."""
+    zeros = jnp.zeros((n,), jnp.int32)
+    return Counters(zeros, zeros, zeros, jnp.zeros((n, *rew_shape), rew_dtype), zeros, zeros)
 
 
 def _bcast(flag: jax.Array, like: jax.Array) -> jax.Array:
@@ -107,7 +122,7 @@ def plan_add(c: Counters, m: int, ids: jax.Array | None, rew: jax.Array, done: j
         result = _report(
             gid * m + w, gid * m + _reported_start(w, length, c.ep_start, m), ret, length, done
         )
-        after = _after(c, m, w, done, ret, length, c.ep_start, jnp.ones((n,), jnp.int32))
+        after = _after(c, m, w, done, ret, length, c.ep_start, 1)
         return slots, result, after
 
     valid = (ids >= 0) & (ids < n)
@@ -177,11 +192,10 @@ def _report(index, start, ret, length, done) -> AddResult:
 
 def _after(c: Counters, m: int, w, done, ret, length, start, counts) -> Counters:
     """Counters of every sub-buffer after its last written row ``w`` (local slot)."""
-    n = c.lengths.shape[0]
     new = Counters(
         insertion_idx=(c.insertion_idx + counts) % m,
         lengths=jnp.minimum(c.lengths + counts, m),
-        last_index=jnp.arange(n, dtype=jnp.int32) * m + w,
+        last_slot=w,
         ep_return=jnp.where(_bcast(done, ret), jnp.zeros_like(ret), ret),
         ep_len=jnp.where(done, 0, length),
         ep_start=jnp.where(done, (w + 1) % m, start),
@@ -195,7 +209,7 @@ def locate(index: jax.Array, m: int, n: int) -> tuple[jax.Array, jax.Array]:
     return index, index // m
 
 
-def prev(index, done_at, lengths, last_index, m: int, n: int) -> jax.Array:
+def prev(index, done_at, lengths, last_slot, m: int, n: int) -> jax.Array:
     """Previous step of the same episode, or ``index`` itself at an episode start.
 
     ``j = o + ((i - o - 1) mod c)`` with ``c = max(len, 1)``; ``i`` is a start if ``done[j]``
@@ -205,19 +219,19 @@ def prev(index, done_at, lengths, last_index, m: int, n: int) -> jax.Array:
     o = k * m
     c = jnp.maximum(lengths[k], 1)
     j = o + jnp.mod(i - o - 1, c)
-    start = done_at(j) | (j == last_index[k])
+    start = done_at(j) | (j == o + last_slot[k])
     return jnp.where(start, o + jnp.mod(i - o, c), j)
 
 
-def next_(index, done_at, lengths, last_index, m: int, n: int) -> jax.Array:
+def next_(index, done_at, lengths, last_slot, m: int, n: int) -> jax.Array:
     """Next step of the same episode, or ``index`` itself at an episode end.
 
-    ``next(i) = o + ((i - o + 1 - e) mod c)`` with ``e = done[i] or i == last_index``.
+    ``next(i) = o + ((i - o + 1 - e) mod c)`` with ``e = done[i] or i == o + last_slot``.
     """
     i, k = locate(index, m, n)
     o = k * m
     c = jnp.maximum(lengths[k], 1)
-    end = done_at(i) | (i == last_index[k])
+    end = done_at(i) | (i == o + last_slot[k])
     return o + jnp.mod(i - o + 1 - end.astype(jnp.int32), c)
 
 

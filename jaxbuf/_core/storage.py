@@ -1,8 +1,15 @@
 """Storage: allocate fields from an example transition, write rows, gather rows.
 
-The storage is a dict of arrays with leading axis ``maxsize`` (all sub-buffers laid out one
-after another). Writes are scatters of the k new rows only, so under ``jit`` with the state
-donated, or carried through ``lax.scan``, an add costs O(k), not O(maxsize).
+Global slots follow Tianshou's layout (sub-buffer ``k`` owns ``[k*m, (k+1)*m)``), but the
+arrays are stored *time-major*: every leaf has shape ``[m, n, *field_shape]`` and global slot
+``g`` lives at ``[g % m, g // m]`` (local slot, sub-buffer). One add of one row per
+sub-buffer at the same local slot is then one contiguous block of ``n`` rows instead of ``n``
+rows ``m`` apart, which keeps its cost flat as the capacity outgrows the caches
+(benchmarks/README.md, "time-major rows"). Sharding over sub-buffers splits axis 1, so each
+device still holds whole sub-buffers.
+
+Writes are scatters of the k new rows only, so under ``jit`` with the state donated, or
+carried through ``lax.scan``, an add costs O(k), not O(maxsize).
 """
 
 from __future__ import annotations
@@ -39,9 +46,14 @@ def stored_spec(spec: dict, *, save_only_last_obs: bool) -> dict:
     return out
 
 
-def allocate(spec: dict, maxsize: int) -> dict:
-    """Zero-filled storage with ``maxsize`` rows for every leaf of ``spec``."""
-    return jax.tree_util.tree_map(lambda s: jnp.zeros((maxsize, *s.shape), s.dtype), spec)
+def allocate(spec: dict, m: int, n: int) -> dict:
+    """Zero-filled time-major storage ``[m, n, *shape]`` for every leaf of ``spec``."""
+    return jax.tree_util.tree_map(lambda s: jnp.zeros((m, n, *s.shape), s.dtype), spec)
+
+
+def locate(slots: jax.Array, m: int) -> tuple[jax.Array, jax.Array]:
+    """``(local slot, sub-buffer)`` of global ``slots``: the storage coordinates."""
+    return slots % m, slots // m
 
 
 def to_stored(rows: dict, *, save_only_last_obs: bool) -> dict:
@@ -55,19 +67,40 @@ def to_stored(rows: dict, *, save_only_last_obs: bool) -> dict:
     return out
 
 
-def write(storage: dict, slots: jax.Array, rows: dict) -> dict:
+def write(storage: dict, slots: jax.Array, rows: dict, *, unique: bool = False) -> dict:
     """Scatter ``rows`` (leading axis k) to global ``slots`` (int32[k]).
 
-    A slot equal to ``maxsize`` (out of range) is dropped, which is how rows that are
+    A slot ``>= maxsize`` (sub-buffer out of range) is dropped, which is how rows that are
     overwritten later in the same add, or rows with an invalid ``buffer_id``, are skipped.
+    ``unique`` promises that the slots are distinct (lets XLA skip ordering the updates).
     """
+    m = jax.tree_util.tree_leaves(storage)[0].shape[0]
+    local, sub = locate(slots, m)
     return jax.tree_util.tree_map(
-        lambda store, new: store.at[slots].set(new, mode="drop", unique_indices=False),
+        lambda store, new: store.at[local, sub].set(new, mode="drop", unique_indices=unique),
         storage,
         rows,
     )
 
 
 def gather(tree: Any, index: jax.Array) -> Any:
-    """``tree[index]`` for every leaf, for an index array of any shape."""
-    return jax.tree_util.tree_map(lambda x: x[index], tree)
+    """Every leaf at global slots ``index`` (an int array of any shape, in range)."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    if not leaves:
+        return tree
+    local, sub = locate(index, leaves[0].shape[0])
+    return jax.tree_util.tree_map(lambda x: x[local, sub], tree)
+
+
+def to_global_order(storage: dict) -> dict:
+    """The storage as ``[maxsize, *shape]`` arrays indexed by global slot (a copy)."""
+    return jax.tree_util.tree_map(
+        lambda x: jnp.swapaxes(x, 0, 1).reshape((-1, *x.shape[2:])), storage
+    )
+
+
+def from_global_order(arrays: dict, m: int, n: int) -> dict:
+    """Inverse of :func:`to_global_order`: ``[n*m, *shape]`` arrays to ``[m, n, *shape]``."""
+    return jax.tree_util.tree_map(
+        lambda x: jnp.swapaxes(jnp.reshape(x, (n, m, *jnp.shape(x)[1:])), 0, 1), arrays
+    )

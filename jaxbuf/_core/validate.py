@@ -151,3 +151,21 @@ def flatten_checked(batch: Any, expected: dict, leading: tuple) -> dict:
             [jnp.asarray(leaf, spec.dtype) for leaf, spec in zip(leaves, specs)]
         )
     return out
+
+
+def check_same_layout(new: Any, current: Any) -> None:
+    """Raise ``ValueError`` naming the field unless ``new`` matches ``current``'s layout."""
+    new_flat = {key_path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(new)[0]}
+    cur_flat = {key_path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(current)[0]}
+    if sorted(new_flat) != sorted(cur_flat):
+        raise ValueError(
+            f"jaxbuf: storage fields {sorted(new_flat)} do not match the buffer's "
+            f"{sorted(cur_flat)}"
+        )
+    for name, want in cur_flat.items():
+        got = new_flat[name]
+        if jnp.shape(got) != want.shape or jnp.result_type(got) != want.dtype:
+            raise ValueError(
+                f"jaxbuf: storage field '{name}' expected shape {want.shape} dtype {want.dtype}, "
+                f"got shape {jnp.shape(got)} dtype {jnp.result_type(got)}"
+            )

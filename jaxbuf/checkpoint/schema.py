@@ -6,13 +6,19 @@ leaves. Leaves are numbered in ``jax.tree_util`` flatten order and listed with t
 shape and dtype. The description is enough to rebuild the buffer (``restore`` without
 ``like``) and to compare a checkpoint against a target layout field by field.
 
-Checkpoint JSON, schema version 1::
+Checkpoint JSON, schema version 2::
 
-    {"format": "jaxbuf.buffer", "schema_version": 1, "jaxbuf_version": "0.1.0",
+    {"format": "jaxbuf.buffer", "schema_version": 2, "jaxbuf_version": "0.2.0",
      "tree": {"type": "node", "class": "jaxbuf.buffers:ReplayBuffer",
               "static": {"stack_num": 1, ...},
               "children": {"storage": {"type": "dict", "children": {...}}, ...}},
-     "leaves": [{"path": "storage.act", "shape": [8], "dtype": "int32"}, ...]}
+     "leaves": [{"path": "storage.act", "shape": [8, 1], "dtype": "int32"}, ...]}
+
+Version history: 1 (jaxbuf 0.1) stored the core buffer's storage as ``[maxsize, ...]`` in
+global-slot order and six counter leaves; 2 (jaxbuf 0.2) stores it time-major
+(``[subbuffer_size, buffer_num, ...]``) with the int32 counters packed in one
+``counters: int32[buffer_num, 5]`` leaf. A version-1 checkpoint raises
+``SchemaVersionError``; nothing converts it (0.1 was never released).
 
 Leaf entries may add ``"key_impl"`` (typed PRNG keys, dtype ``key<...>``) or ``"python"``
 (a Python ``bool``/``int``/``float`` leaf, saved as a 0-d array). Static values are JSON
@@ -34,7 +40,7 @@ from jaxbuf.checkpoint import registry
 from jaxbuf.checkpoint.errors import CheckpointMismatchError, SchemaVersionError
 
 FORMAT = "jaxbuf.buffer"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version of the checkpoint layout described above; bump it on any incompatible change."""
 
 _KEY_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")

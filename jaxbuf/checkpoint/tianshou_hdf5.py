@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbuf._core.episodes import Counters
 from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
 from jaxbuf.checkpoint import _safe_unpickle
 from jaxbuf.prioritized import PrioritizedReplayBuffer, PrioritizedVectorReplayBuffer
@@ -335,11 +336,15 @@ def from_tianshou_hdf5(
         ],
     )
     counters = {
-        name: _narrow(name, getattr(src, name), getattr(empty, name).dtype, path)
+        name: _narrow(name, getattr(src, name), np.int32, path)
         for name in ("insertion_idx", "lengths", "last_index", "ep_len", "ep_start")
     }
+    first_slot = np.arange(src.buffer_num, dtype=np.int32) * src.subbuffer_size
+    counters["last_slot"] = counters.pop("last_index") - first_slot
     ep_return = _narrow("ep_return", src.ep_return, empty.ep_return.dtype, path)
-    core = empty.replace(storage=storage, ep_return=ep_return, **counters)
+    core = empty.with_global_storage(storage).with_counters(
+        Counters(ep_return=ep_return, **counters)
+    )
     if src.priority is None:
         return core
     return _prioritized(core, src.priority, example, kwargs, path)

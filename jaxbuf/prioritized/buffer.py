@@ -415,8 +415,12 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
 
     @property
     def storage(self) -> dict:
-        """The core's storage dict (arrays with leading axis ``maxsize``)."""
+        """The core's time-major storage dict (``[subbuffer_size, buffer_num, ...]``)."""
         return self.buffer.storage
+
+    def global_storage(self) -> dict:
+        """The storage as ``[maxsize, ...]`` arrays in global-slot order (a copy)."""
+        return self.buffer.global_storage()
 
     def input_spec(self) -> dict:
         """Shape/dtype of one transition as ``add`` expects it."""

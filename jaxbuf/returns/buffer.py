@@ -37,11 +37,9 @@ def _check_indices(fn: str, indices: chex.Array, rank_one: bool) -> jax.Array:
 
 
 def _check_rewards(fn: str, buf: Any) -> None:
-    shape = buf.storage["rew"].shape
-    if len(shape) != 1:
-        raise ValueError(
-            f"{fn}: needs scalar rewards (storage 'rew' of shape [maxsize]), got {shape}"
-        )
+    shape = buf.input_spec()["rew"].shape
+    if shape != ():
+        raise ValueError(f"{fn}: needs scalar rewards (field 'rew' of shape ()), got {shape}")
 
 
 def _per_index_values(fn: str, name: str, value: chex.Array, count: int) -> jax.Array:
@@ -128,10 +126,10 @@ def _episodic_return(buf, indices, v_s_, v_s, gamma, gae_lambda):
     count = indices.shape[0]
     valid = indices >= 0
     slot = jnp.where(valid, indices, 0)
-    rew = buf.storage["rew"][slot]
+    rew = buf.get(slot, "rew", 1)
     dtype = jnp.result_type(rew, *(v for v in (v_s_, v_s) if v is not None), jnp.float32)
     rew = rew.astype(dtype)
-    terminated = buf.storage["terminated"][slot]
+    terminated = buf.get(slot, "terminated", 1)
     if v_s_ is None:
         v_next = jnp.zeros(count, dtype)
     else:
@@ -213,12 +211,12 @@ def nstep_targets(
 def _nstep_targets(buf, indices, gamma, n_step):
     valid = indices >= 0
     slot = jnp.where(valid, indices, 0)
-    dtype = jnp.result_type(buf.storage["rew"], jnp.float32)
+    dtype = jnp.result_type(buf.input_spec()["rew"].dtype, jnp.float32)
     gamma = jnp.asarray(gamma, dtype)
 
     def step(carry, _):
         current, partial, scale, boot_index, boot_scale, active = carry
-        partial = partial + jnp.where(active, scale * buf.storage["rew"][current], 0.0)
+        partial = partial + jnp.where(active, scale * buf.get(current, "rew", 1), 0.0)
         scale = scale * gamma
         boot_index = jnp.where(active, current, boot_index)
         boot_scale = jnp.where(active, scale, boot_scale)
@@ -228,7 +226,7 @@ def _nstep_targets(buf, indices, gamma, n_step):
     zeros = jnp.zeros(slot.shape, dtype)
     init = (slot, zeros, jnp.ones(slot.shape, dtype), slot, zeros, valid)
     (_, partial, _, boot_index, boot_scale, _), _ = jax.lax.scan(step, init, None, length=n_step)
-    discount = jnp.where(buf.storage["terminated"][boot_index], 0.0, boot_scale)
+    discount = jnp.where(buf.get(boot_index, "terminated", 1), 0.0, boot_scale)
     return boot_index, partial, discount
 
 
