@@ -230,9 +230,10 @@ class ReplayBuffer(struct.PyTreeNode):
         The inverse of :meth:`global_storage` (for imports); ``arrays`` must have the
         storage's keys, and each leaf ``maxsize`` rows of the stored shape and dtype.
         """
-        new = storage.from_global_order(arrays, self.subbuffer_size, self.buffer_num)
-        validate.check_same_layout(new, self.storage)
-        return self.replace(storage=new)
+        validate.check_same_layout(arrays, jax.eval_shape(self.global_storage))
+        return self.replace(
+            storage=storage.from_global_order(arrays, self.subbuffer_size, self.buffer_num)
+        )
 
     def read(self, index: chex.Array) -> dict:
         """The stored fields at global slots ``index`` (any shape), unstacked, no ``done``."""
