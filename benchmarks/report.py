@@ -185,6 +185,7 @@ def targets(results: list[Result]) -> list[tuple[str, str, str]]:
             )
     ratio_check("prioritized/", "flashbax", 2.0, "speed")
     ratio_check("gae/", "rlax", 1.0, "speed")
+    ratio_check("gae/", "rlax[+returns]", 1.0, "speed")
     for r in results:
         if r.workload == "memory" and r.lib == BASE and r.value is not None:
             pay = table.get((_key(r), "payload"))

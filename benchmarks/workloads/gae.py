@@ -66,21 +66,36 @@ def _jaxbuf_cases(gae, r: dict, params: dict, cfg) -> list:
     return out
 
 
-def _rlax_case(rlax, r: dict, params: dict, cfg) -> Case:
+def _rlax_cases(rlax, r: dict, params: dict, cfg) -> list[Case]:
+    """rlax as published (advantages only) and with the value targets jaxbuf also returns.
+
+    ``rlax[+returns]`` computes ``advantages + values[:-1]`` in the same jitted call, so both
+    libraries produce the two arrays a PPO update consumes (same outputs, same work).
+    """
     fn = jax.vmap(
         rlax.truncated_generalized_advantage_estimation, in_axes=(1, 1, None, 1), out_axes=1
     )
     args = _rlax_inputs(r)
-    compiled, secs = compile_jit(lambda a, b, c: fn(a, b, LAMBDA, c), *args)
-    return Case(
-        "gae/call",
-        params,
-        "rlax",
-        loop_calls(lambda: compiled(*args), cfg.calls),
-        cfg.calls,
-        UNIT,
-        secs,
-    )
+
+    def with_returns(a, b, c):
+        adv = fn(a, b, LAMBDA, c)
+        return adv, adv + c[:-1]
+
+    out = []
+    for lib, f in (("rlax", lambda a, b, c: fn(a, b, LAMBDA, c)), ("rlax[+returns]", with_returns)):
+        compiled, secs = compile_jit(f, *args)
+        out.append(
+            Case(
+                "gae/call",
+                params,
+                lib,
+                loop_calls(lambda c=compiled: c(*args), cfg.calls),
+                cfg.calls,
+                UNIT,
+                secs,
+            )
+        )
+    return out
 
 
 def _tianshou_setup(r: dict):
@@ -143,10 +158,10 @@ def _group(cfg, t: int, b: int) -> list:
     else:
         _check(gae, rlax, r, ts_adv)
         out += _jaxbuf_cases(gae, r, params, cfg)
-    out.append(
-        _rlax_case(rlax, r, params, cfg)
+    out += (
+        _rlax_cases(rlax, r, params, cfg)
         if rlax is not None
-        else unavailable("gae/call", params, "rlax", UNIT, why_rlax)
+        else [unavailable("gae/call", params, "rlax", UNIT, why_rlax)]
     )
     if ts_call is None:
         out.append(unavailable("gae/call", params, "tianshou", UNIT, why_ts))
