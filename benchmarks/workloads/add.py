@@ -23,10 +23,9 @@ def jaxbuf_buffer(capacity: int):
     """An empty jaxbuf vector buffer for the MuJoCo-like transition."""
     import jaxbuf
 
-    buf = jaxbuf.VectorReplayBuffer.create(
+    return jaxbuf.VectorReplayBuffer.create(
         data.example(), capacity, data.N_ENV, ignore_obs_next=True
     )
-    return data.own_buffers(buf)
 
 
 def jaxbuf_add(buf, batch):

@@ -85,7 +85,7 @@ def stacked_buffer(capacity: int):
     """jaxbuf Atari-like buffer: stack 4, ``ignore_obs_next``, ``save_only_last_obs``."""
     import jaxbuf
 
-    buf = jaxbuf.VectorReplayBuffer.create(
+    return jaxbuf.VectorReplayBuffer.create(
         data.atari_example(),
         capacity,
         data.N_ENV,
@@ -93,7 +93,6 @@ def stacked_buffer(capacity: int):
         ignore_obs_next=True,
         save_only_last_obs=True,
     )
-    return data.own_buffers(buf)
 
 
 def _stacked(cfg) -> list:
