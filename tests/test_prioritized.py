@@ -420,7 +420,7 @@ def test_create_rejects_bad_config(kwargs, error, match):
 
 def test_train_step_has_no_capacity_sized_step():
     """sample + update_weight + add of B items: the compiled, donated step holds no operation
-    producing an array with a leading dimension of maxsize (or the tree's 2 * bound) other
+    producing an array with a leading dimension of maxsize (the size of the leaf level) other
     than in-place scatters and loop plumbing."""
     n = 2**12
     buf = PrioritizedReplayBuffer.create(EXAMPLE, n, alpha=0.6, beta=0.4)

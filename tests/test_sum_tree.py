@@ -13,17 +13,32 @@ import pytest
 from hypothesis import given, settings
 
 from jaxbuf.prioritized import MinTree, SumTree
+from jaxbuf.prioritized._kary import ARITY
 
 SETTINGS = settings(max_examples=25, deadline=None)
 
 
-def rebuild(leaves: np.ndarray, bound: int, op, identity: float) -> np.ndarray:
-    """Reference: the whole float32 tree rebuilt bottom-up from its leaves with numpy."""
-    nodes = np.full(2 * bound, identity, np.float32)
-    nodes[bound : bound + len(leaves)] = leaves
-    for k in range(bound - 1, 0, -1):
-        nodes[k] = op(nodes[2 * k], nodes[2 * k + 1])
-    return nodes
+def rebuild(leaves: np.ndarray, op, identity: float) -> list[np.ndarray]:
+    """Reference: every level of the float32 tree rebuilt bottom-up from its leaves with
+    numpy, root first: each node is the sequential left fold (``op.accumulate``) of its
+    ARITY children; levels other than the root are padded with ``identity``."""
+
+    def pad(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([x, np.full(-len(x) % ARITY, identity, np.float32)])
+
+    out = [pad(np.asarray(leaves, np.float32))]
+    while len(out[-1]) > 1:
+        folded = op.accumulate(out[-1].reshape(-1, ARITY), axis=1)[:, -1]
+        out.append(folded if len(folded) == 1 else pad(folded))
+    return out[::-1]
+
+
+def assert_rebuilt(tree, leaves: np.ndarray, op, identity: float) -> None:
+    """Every level of ``tree`` equals the numpy rebuild from ``leaves``, bit for bit."""
+    expected = rebuild(leaves, op, identity)
+    assert len(tree.levels) == len(expected)
+    for got, want in zip(tree.levels, expected, strict=True):
+        np.testing.assert_array_equal(np.asarray(got), want)
 
 
 def np_prefix(leaves: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -38,32 +53,47 @@ def np_prefix(leaves: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def test_create_layout():
+    assert ARITY == 8
     tree = SumTree.create(5)
-    assert tree.bound == 8 and tree.depth == 3 and tree.capacity == 5
-    assert tree.nodes.shape == (16,) and tree.nodes.dtype == jnp.float32
+    assert tree.bound == 8 and tree.depth == 1 and tree.capacity == 5
+    assert [x.shape for x in tree.levels] == [(1,), (8,)]
+    assert all(x.dtype == jnp.float32 for x in tree.levels)
     assert float(tree.total()) == 0.0
     np.testing.assert_array_equal(tree.leaves(), np.zeros(5))
     one = SumTree.create(1)
-    assert one.bound == 1 and one.depth == 0 and one.nodes.shape == (2,)
-    assert SumTree.create(8).bound == 8 and SumTree.create(9).bound == 16
+    assert one.bound == 8 and one.depth == 1
+    # 65 leaves: 9 nodes in use at depth 2 (padded to 16 entries), 2 at depth 1, the root
+    big = SumTree.create(65)
+    assert [x.shape for x in big.levels] == [(1,), (8,), (16,), (72,)]
+    assert big.bound == 72 and big.depth == 3
+    # 2**20 = 4 * 8**6 leaves: 7 levels below a root with 4 children in use
+    sizes = [x.shape[0] for x in SumTree.create(2**20).levels]
+    assert sizes == [1, 8] + [4 * 8**k for k in range(1, 7)]
     mt = MinTree.create(3)
-    assert mt.bound == 4 and np.isinf(np.asarray(mt.nodes)).all()
+    assert mt.bound == 8 and all(np.isinf(np.asarray(x)).all() for x in mt.levels)
 
 
 def test_set_hand_example():
-    # capacity 5, bound 8: leaves at nodes 8..12, padding 13..15.
+    # capacity 5: the root over 8 leaf slots, slots 5..7 are padding.
     tree = SumTree.create(5).set(jnp.array([0, 3, 4]), jnp.array([1.0, 2.0, 4.0]))
-    expected = [0, 7, 3, 4, 1, 2, 4, 0, 1, 0, 0, 2, 4, 0, 0, 0]
-    np.testing.assert_array_equal(tree.nodes, expected)
+    np.testing.assert_array_equal(tree.levels[1], [1, 0, 0, 2, 4, 0, 0, 0])
+    np.testing.assert_array_equal(tree.levels[0], [7])
     assert float(tree.total()) == 7.0
     np.testing.assert_array_equal(tree.leaves(), [1, 0, 0, 2, 4])
     np.testing.assert_array_equal(tree.get(jnp.array([4, 0, 1])), [4, 1, 0])
-    # overwrite: leaf 3 becomes 0.5, ancestors 5, 2, 1 recomputed
+    # overwrite: leaf 3 becomes 0.5, the root is recomputed
     tree = tree.set(3, 0.5)
-    np.testing.assert_array_equal(np.asarray(tree.nodes)[[1, 2, 5, 11]], [5.5, 1.5, 0.5, 0.5])
+    assert float(tree.total()) == 5.5
+    # capacity 20: leaf 17 sits under node 2 of depth 1, which sits under the root
+    deep = SumTree.create(20).set(jnp.array([0, 17, 19]), jnp.array([1.0, 2.0, 4.0]))
+    np.testing.assert_array_equal(deep.levels[1], [1, 0, 6, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(deep.levels[0], [7])
+    deep = deep.set(17, 0.5)
+    np.testing.assert_array_equal(deep.levels[1][:3], [1, 0, 4.5])
+    assert float(deep.total()) == 5.5
     # scalar index with scalar value, integer values are cast to the tree dtype
     tree = tree.set(jnp.array([1]), jnp.array([3]))
-    assert tree.nodes.dtype == jnp.float32 and float(tree.total()) == 8.5
+    assert tree.dtype == jnp.float32 and float(tree.total()) == 8.5
 
 
 def test_set_is_pure():
@@ -158,10 +188,8 @@ def test_batch_set_last_wins_and_equals_rebuild(capacity, batch, data):
     np.testing.assert_array_equal(tree.leaves(), leaves)
     np.testing.assert_array_equal(mtree.leaves(), mleaves)
     # every internal node equals the one a full rebuild computes, bit for bit
-    np.testing.assert_array_equal(tree.nodes[1:], rebuild(leaves, tree.bound, np.add, 0)[1:])
-    np.testing.assert_array_equal(
-        mtree.nodes[1:], rebuild(mleaves, mtree.bound, np.minimum, np.inf)[1:]
-    )
+    assert_rebuilt(tree, leaves, np.add, 0)
+    assert_rebuilt(mtree, mleaves, np.minimum, np.inf)
 
 
 def test_duplicates_last_wins_under_jit():
@@ -179,7 +207,7 @@ def test_out_of_range_indices_are_dropped_under_jit():
     tree = jax.jit(lambda t, i, v: t.set(i, v))(
         SumTree.create(5), jnp.array([-1, 1, 5, 7, 9]), jnp.array([9.0, 1.0, 9.0, 9.0, 9.0])
     )
-    np.testing.assert_array_equal(tree.nodes[1:], rebuild(np.eye(5)[1], 8, np.add, 0)[1:])
+    assert_rebuilt(tree, np.eye(5)[1], np.add, 0)
 
 
 def test_million_updates_root_matches_float64_sum():
@@ -201,14 +229,14 @@ def test_million_updates_root_matches_float64_sum():
     leaves = np.asarray(tree.leaves())
     exact = leaves.astype(np.float64).sum()
     assert abs(float(tree.total()) - exact) <= 1e-6 * exact
-    np.testing.assert_array_equal(tree.nodes[1:], rebuild(leaves, tree.bound, np.add, 0)[1:])
+    assert_rebuilt(tree, leaves, np.add, 0)
     assert (leaves == 0).sum() > 100  # zero leaves exist and must never be drawn
     drawn = np.asarray(tree.sample(jax.random.key(1), 100_000))
     assert (leaves[drawn] > 0).all()
 
 
 def test_never_returns_zero_leaf_at_extremes():
-    # zero leaves at both ends, in the middle and as padding (capacity 12, bound 16)
+    # zero leaves at both ends, in the middle and as padding (capacity 12, bound 16: two nodes of 8)
     leaves = np.array([0, 0, 3e-8, 0, 1e7, 0, 0, 2.5, 1e-30, 0, 0, 0], np.float32)
     tree = SumTree.create(12).set(jnp.arange(12), jnp.asarray(leaves))
     total = np.float32(tree.total())
@@ -282,7 +310,7 @@ def test_vmap_over_trees():
     idx = jnp.array([[0, 1], [2, 2], [5, 0]])
     val = jnp.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
     trees = jax.jit(jax.vmap(lambda t, i, v: t.set(i, v)))(trees, idx, val)
-    assert trees.nodes.shape == (3, 16)
+    assert trees.levels[-1].shape == (3, 8)
     np.testing.assert_array_equal(jax.vmap(SumTree.total)(trees), [3, 4, 11])
     leaves = jax.vmap(SumTree.leaves)(trees)
     np.testing.assert_array_equal(
@@ -320,10 +348,10 @@ def test_no_capacity_sized_step_when_donated():
 
     args = (tree, jax.random.key(0), jnp.ones(256))
     donated = jax.jit(step, donate_argnums=0).lower(*args).compile().as_text()
-    assert _capacity_sized_ops(donated, 2 * tree.bound) == []
-    # the check can fail: without donation XLA must copy the whole tree once
+    assert _capacity_sized_ops(donated, tree.bound) == []
+    # the check can fail: without donation XLA must copy the leaves once
     kept = jax.jit(step).lower(*args).compile().as_text()
-    assert _capacity_sized_ops(kept, 2 * tree.bound) == ["copy"]
+    assert _capacity_sized_ops(kept, tree.bound) == ["copy"]
 
 
 # ---------------------------------------------------------------- bad input
@@ -388,4 +416,5 @@ def test_set_unchecked_ignores_out_of_range_eagerly():
 def test_empty_update_is_identity():
     tree = SumTree.create(4).set(0, 1.0)
     same = tree.set(jnp.zeros((0,), jnp.int32), jnp.zeros((0,)))
-    np.testing.assert_array_equal(same.nodes, tree.nodes)
+    for a, b in zip(same.levels, tree.levels, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -137,7 +137,7 @@ def _weights(
     over the read (Tianshou's ``weight_norm``). The ratio is clamped to ``>= 1`` so float
     round-off in the division cannot push a weight above 1.
     """
-    leaf = sum_tree.nodes[sum_tree.bound + index]
+    leaf = sum_tree.levels[-1][index]
     stored = leaf > 0
     if batch_norm:
         ref = jnp.min(jnp.where(stored, leaf, jnp.inf), initial=jnp.inf)

@@ -2,36 +2,44 @@
 
 Layout
 ------
-A tree over ``capacity`` leaves is one flat array ``nodes`` of length ``2 * bound``, where
-``bound`` is the smallest power of two ``>= capacity``. Node ``1`` is the root, node ``k`` has
-children ``2k`` and ``2k + 1`` and leaf ``i`` lives at ``nodes[bound + i]``; ``nodes[0]`` is
-unused. Leaves ``capacity .. bound - 1`` are padding and always hold the identity of the
-reduction (``0`` for :class:`SumTree`, ``+inf`` for :class:`MinTree`), as do leaves that were
-never written. This is the layout of Tianshou's ``SegmentTree`` (tianshou-semantics.md, 8.1).
+A wide tree: every internal node has ``ARITY = 8`` children (``jaxbuf.prioritized._kary``).
+``levels`` is a tuple of flat arrays from the root to the leaves: ``levels[0]`` holds the
+root alone, ``levels[-1]`` the ``capacity`` leaves padded to a multiple of 8, and node ``i``
+of ``levels[d]`` holds the left fold (``op`` = ``+`` or ``min``) of its children
+``8i .. 8i + 7`` in ``levels[d + 1]``. Padding and never-written leaves hold the identity of
+the reduction (``0`` for :class:`SumTree`, ``+inf`` for :class:`MinTree`). ``depth =
+ceil(log8(capacity))``: 7 levels below the root for 2**20 leaves instead of the 20 of a
+binary tree (Tianshou's ``SegmentTree``, tianshou-semantics.md 8.1); the padding is under 8
+entries per level.
+
+Why: on XLA:CPU a prioritized step costs mostly per-kernel overhead, so the number of
+dependent steps matters more than the arithmetic (docs/prioritized.md has the profile). The
+levels and the 8 children are unrolled in Python (no ``while`` loop); a descent step reads
+one contiguous row of children and folds it in registers, an update step folds one row per
+level; duplicate indices are resolved with ``B``-element scatters instead of a sort.
 
 Cost
 ----
-``set`` of ``B`` leaves does ``O(B log B)`` work to resolve duplicate indices and ``O(B)`` work
-per level for ``log2(bound)`` levels: ``O(B log N)`` in all, with no step whose cost depends on
-the capacity (no dense scatter, no rebuild, no capacity-sized ``bincount`` as in flashbax).
-Under ``jit`` with the tree donated (or carried through a ``lax.scan``/``fori_loop``), XLA
-performs the scatters in place. Queries (``find_prefix_sum``, ``sample``) walk root to leaf
-in ``log2(bound)`` vectorised steps: ``O(B log N)`` work. The kernels are jitted, so eager
-calls compile once per shape instead of op by op; validation runs outside them.
+``set`` of ``B`` leaves: three ``B``-element scatters and a gather to resolve duplicates, the
+leaf scatter, then per level a gather of ``B x 8`` children and a ``B``-element scatter:
+``O(B log N)`` in all, with no step whose cost depends on the capacity (no dense scatter, no
+rebuild, no capacity-sized ``bincount`` as in flashbax). Under ``jit`` with the tree donated
+(or carried through a ``lax.scan``/``fori_loop``), XLA performs the scatters in place. Queries
+(``find_prefix_sum``, ``sample``) read one row per level: ``O(B log N)``. The kernels are
+jitted, so eager calls compile once per shape instead of op by op; validation runs outside.
 
 Exactness
 ---------
-Every ancestor of a written leaf is *recomputed from its two children* instead of being
-incremented by a delta, so rounding error does not accumulate over many updates: after any
-sequence of updates each internal node equals the (float) reduction of its current children,
-exactly as if the tree were rebuilt. This avoids the drift of flashbax's delta-propagating tree
-(flashbax issue 52) in which the float32 root and the leaf sum disagree after many updates and
-zero-priority items end up being sampled.
+Every ancestor of a written leaf is *recomputed as the fold of its children's current
+values* instead of being incremented by a delta, so rounding error does not accumulate over
+many updates: after any sequence of updates each internal node equals the (float) fold of its
+current children, exactly as if the tree were rebuilt. This avoids the drift of flashbax's
+delta-propagating tree (flashbax issue 52) in which the float32 root and the leaf sum disagree
+after many updates and zero-priority items end up being sampled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar
 
@@ -41,6 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from jaxbuf.prioritized import _kary
+
 __all__ = ["MinTree", "SumTree"]
 
 
@@ -49,97 +59,44 @@ def _is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def _next_pow2(n: int) -> int:
-    """Smallest power of two ``>= n`` for ``n >= 1``."""
-    return 1 << (n - 1).bit_length()
-
-
-_COMBINE: dict[str, Callable[[chex.Array, chex.Array], chex.Array]] = {
-    "sum": jnp.add,
-    "min": jnp.minimum,
-}
-
-
 @partial(jax.jit, static_argnames=("capacity", "op"))
 def _set_leaves(
-    nodes: chex.Array, idx: chex.Array, vals: chex.Array, *, capacity: int, op: str
-) -> chex.Array:
-    """Write ``vals`` (B,) to leaves ``idx`` (B,) and recompute their ancestors.
-
-    Duplicates: the last occurrence wins. Indices outside ``[0, capacity)`` are dropped.
-    Work ``O(B log B)`` (sort) + ``O(B)`` per level; nothing proportional to ``capacity``.
-    """
-    bound = _next_pow2(capacity)
-    combine = _COMBINE[op]
-
-    # Resolve duplicates: a stable sort groups equal indices in call order; only the last
-    # element of each group writes its leaf, the others are sent out of range and dropped.
-    # Out-of-range indices are dropped the same way.
-    order = jnp.argsort(idx, stable=True)
-    idx, vals = idx[order], vals[order]
-    is_last = jnp.concatenate([idx[1:] != idx[:-1], jnp.ones((1,), bool)])
-    in_range = (idx >= 0) & (idx < capacity)
-    target = jnp.where(is_last & in_range, bound + idx, 2 * bound)
-    nodes = nodes.at[target].set(vals, mode="drop")
-
-    # Recompute ancestors level by level from their two children. Parents listed twice in
-    # one level read the same children, so they write identical values and the scatter
-    # order does not matter. Recomputing an untouched node is a no-op, so out-of-range
-    # entries simply walk up from a clamped (unchanged) leaf.
-    pos = bound + jnp.clip(idx, 0, capacity - 1)
-
-    def level(_: int, carry: tuple[chex.Array, chex.Array]) -> tuple[chex.Array, chex.Array]:
-        nodes, pos = carry
-        pos = pos >> 1
-        parent = combine(nodes[2 * pos], nodes[2 * pos + 1])
-        return nodes.at[pos].set(parent, indices_are_sorted=True), pos
-
-    depth = bound.bit_length() - 1
-    nodes, _ = jax.lax.fori_loop(0, depth, level, (nodes, pos))
-    return nodes
+    levels: tuple[chex.Array, ...], idx: chex.Array, vals: chex.Array, *, capacity: int, op: str
+) -> tuple[chex.Array, ...]:
+    """Jitted :func:`jaxbuf.prioritized._kary.set_leaves` (last duplicate wins, indices
+    outside ``[0, capacity)`` dropped, ancestors recomputed from their children)."""
+    return _kary.set_leaves(levels, idx, vals, capacity=capacity, op=op)
 
 
-@partial(jax.jit, static_argnames=("capacity",))
-def _find_prefix_sum(nodes: chex.Array, values: chex.Array, *, capacity: int) -> chex.Array:
+@jax.jit
+def _find_prefix_sum(levels: tuple[chex.Array, ...], values: chex.Array) -> chex.Array:
     """Root-to-leaf descent of a sum tree for every query value (any shape); see
     :meth:`SumTree.find_prefix_sum`. A subtree of zero mass is never entered."""
-    bound = _next_pow2(capacity)
-
-    def step(
-        carry: tuple[chex.Array, chex.Array], _: None
-    ) -> tuple[tuple[chex.Array, chex.Array], None]:
-        node, v = carry
-        left, right = nodes[2 * node], nodes[2 * node + 1]
-        go_left = (right <= 0) | ((left > 0) & (v <= left))
-        v = jnp.where(go_left, v, v - left)
-        node = jnp.where(go_left, 2 * node, 2 * node + 1)
-        return (node, v), None
-
-    start = jnp.ones(values.shape, jnp.int32)
-    depth = bound.bit_length() - 1
-    (node, _), _ = jax.lax.scan(step, (start, values), None, length=depth)
-    return node - bound
+    return _kary.find_prefix(levels, values)
 
 
-@partial(jax.jit, static_argnames=("batch_size", "stratified", "capacity"))
+@partial(jax.jit, static_argnames=("batch_size", "stratified"))
 def _sample(
-    nodes: chex.Array, key: chex.PRNGKey, *, batch_size: int, stratified: bool, capacity: int
+    levels: tuple[chex.Array, ...], key: chex.PRNGKey, *, batch_size: int, stratified: bool
 ) -> chex.Array:
     """Proportional (or stratified) draws from a sum tree; see :meth:`SumTree.sample`."""
-    u = jax.random.uniform(key, (batch_size,), nodes.dtype)
+    dtype = levels[0].dtype
+    u = jax.random.uniform(key, (batch_size,), dtype)
     if stratified:
-        u = (jnp.arange(batch_size, dtype=nodes.dtype) + u) / batch_size
-    return _find_prefix_sum(nodes, u * nodes[1], capacity=capacity)
+        u = (jnp.arange(batch_size, dtype=dtype) + u) / batch_size
+    return _kary.find_prefix(levels, u * levels[0][0])
 
 
 class _SegmentTree(struct.PyTreeNode):
-    """Shared implementation of a binary reduction tree; see the module docstring.
+    """Shared implementation of a wide reduction tree; see the module docstring.
 
-    Subclasses set ``_op`` (a key of ``_COMBINE``: an associative, commutative binary op) and
-    ``_identity`` (its neutral element). Only ``nodes`` is a pytree leaf; ``capacity`` is static.
+    Subclasses set ``_op`` (``"sum"`` or ``"min"``: an associative, commutative binary op)
+    and ``_identity`` (its neutral element). The only pytree leaves are the ``depth + 1``
+    flat arrays of ``levels`` (root first, the ``bound`` padded leaves last); ``capacity`` is
+    static.
     """
 
-    nodes: chex.Array
+    levels: tuple[chex.Array, ...]
     capacity: int = struct.field(pytree_node=False)
 
     _op: ClassVar[str]
@@ -152,10 +109,10 @@ class _SegmentTree(struct.PyTreeNode):
 
         Args:
             capacity: number of leaves, a positive Python int (static).
-            dtype: floating dtype of the nodes (``float64`` needs ``jax_enable_x64``).
+            dtype: floating dtype of the tree (``float64`` needs ``jax_enable_x64``).
 
         Returns:
-            A tree whose ``nodes`` has shape ``(2 * bound,)`` and the given dtype.
+            A tree whose arrays all hold the identity, in the given dtype.
 
         Raises:
             ValueError: ``capacity`` is not a positive int or ``dtype`` is not floating.
@@ -172,31 +129,30 @@ class _SegmentTree(struct.PyTreeNode):
         if not jnp.issubdtype(dtype, jnp.floating):
             raise ValueError(f"{name}: dtype must be a floating dtype, got {dtype}")
         capacity = int(capacity)
-        nodes = jnp.full((2 * _next_pow2(capacity),), cls._identity, dtype=dtype)
-        return cls(nodes=nodes, capacity=capacity)
+        return cls(levels=_kary.fresh(capacity, cls._identity, dtype), capacity=capacity)
 
     @property
     def bound(self) -> int:
-        """Number of leaf slots, the smallest power of two ``>= capacity`` (static)."""
-        return _next_pow2(self.capacity)
+        """Number of leaf slots, ``capacity`` rounded up to a multiple of 8 (static)."""
+        return self.levels[-1].shape[-1]
 
     @property
     def depth(self) -> int:
-        """Number of levels between the root and the leaves, ``log2(bound)`` (static)."""
-        return self.bound.bit_length() - 1
+        """Number of levels below the root, ``max(1, ceil(log8(capacity)))`` (static)."""
+        return len(self.levels) - 1
 
     @property
     def dtype(self) -> jnp.dtype:
-        """Floating dtype of the nodes."""
-        return self.nodes.dtype
+        """Floating dtype of the tree."""
+        return self.levels[0].dtype
 
     def root(self) -> chex.Array:
         """Reduction over all leaves, a scalar of ``dtype``."""
-        return self.nodes[1]
+        return self.levels[0][..., 0]
 
     def leaves(self) -> chex.Array:
         """The first ``capacity`` leaves, shape ``(capacity,)``."""
-        return self.nodes[self.bound : self.bound + self.capacity]
+        return self.levels[-1][..., : self.capacity]
 
     def get(self, indices: chex.Array) -> chex.Array:
         """Leaf values at ``indices`` (any integer shape); the result has the same shape.
@@ -206,7 +162,7 @@ class _SegmentTree(struct.PyTreeNode):
         """
         indices = jnp.asarray(indices)
         self._check_indices(indices, "get")
-        return self.nodes[self.bound + indices]
+        return self.levels[-1][indices]
 
     def set(self, indices: chex.Array, values: chex.Array) -> _SegmentTree:
         """Return a tree with ``leaf[indices[j]] = values[j]`` and all ancestors recomputed.
@@ -256,10 +212,10 @@ class _SegmentTree(struct.PyTreeNode):
         vals = jnp.broadcast_to(jnp.asarray(values), indices.shape).reshape(-1)
         if idx.shape[0] == 0:
             return self
-        nodes = _set_leaves(
-            self.nodes, idx, vals.astype(self.dtype), capacity=self.capacity, op=self._op
+        levels = _set_leaves(
+            self.levels, idx, vals.astype(self.dtype), capacity=self.capacity, op=self._op
         )
-        return self.replace(nodes=nodes)
+        return self.replace(levels=levels)
 
     def _check_indices(self, indices: chex.Array, method: str) -> None:
         name = f"{type(self).__name__}.{method}"
@@ -290,12 +246,12 @@ class _SegmentTree(struct.PyTreeNode):
 
 
 class SumTree(_SegmentTree):
-    """Binary sum tree over ``capacity`` non-negative leaves (pure pytree state).
+    """Sum tree over ``capacity`` non-negative leaves (pure pytree state).
 
-    ``nodes`` has shape ``(2 * bound,)``; see the module docstring for the layout and costs.
+    8 children per node; see the module docstring for the layout and costs.
     All methods are pure (they return new trees), work under ``jit`` and ``vmap`` (a stack of
-    trees has ``nodes`` of shape ``(T, 2 * bound)``; call the methods through ``jax.vmap``),
-    and never touch more than ``O(B log N)`` nodes for a batch of ``B`` leaves.
+    trees has ``levels[-1]`` of shape ``(T, bound)``; call the methods through ``jax.vmap``),
+    and never touch more than ``O(B log N)`` entries for a batch of ``B`` leaves.
 
     Example::
 
@@ -331,7 +287,7 @@ class SumTree(_SegmentTree):
             ``int32`` indices in ``[0, capacity)`` with the shape of ``values``.
         """
         values = jnp.asarray(values, self.dtype)
-        return _find_prefix_sum(self.nodes, values, capacity=self.capacity)
+        return _find_prefix_sum(self.levels, values)
 
     def sample(self, key: chex.PRNGKey, batch_size: int, stratified: bool = False) -> chex.Array:
         """Draw ``batch_size`` leaf indices with probability ``leaf[i] / total``.
@@ -354,17 +310,11 @@ class SumTree(_SegmentTree):
             raise ValueError(f"SumTree.sample: batch_size must be an int, got {batch_size!r}")
         if batch_size < 0:
             raise ValueError(f"SumTree.sample: batch_size must be >= 0, got {batch_size}")
-        return _sample(
-            self.nodes,
-            key,
-            batch_size=int(batch_size),
-            stratified=bool(stratified),
-            capacity=self.capacity,
-        )
+        return _sample(self.levels, key, batch_size=int(batch_size), stratified=bool(stratified))
 
 
 class MinTree(_SegmentTree):
-    """Binary min tree over ``capacity`` leaves; empty leaves hold ``+inf``.
+    """Min tree over ``capacity`` leaves (8 children per node); empty leaves hold ``+inf``.
 
     Same layout, costs and update rules as :class:`SumTree`. The prioritized buffer keeps one
     next to its sum tree so that the smallest stored priority, needed for the importance
