@@ -127,25 +127,6 @@ def numpy_atari_layout(capacity: int, n_env: int = N_ENV) -> dict:
 
 
 # ---------------------------------------------------------------- jaxbuf / flashbax fill
-def own_buffers(tree):
-    """Give every leaf of a fresh buffer state its own device buffer.
-
-    jaxbuf's ``init_counters`` returns one zeros array for several fields; donating such a
-    state to a jitted function fails ("Attempt to donate the same buffer twice"), see the
-    README. Leaves that share a buffer with an earlier leaf are copied (they are small).
-    """
-    seen: set[int] = set()
-
-    def own(x):
-        ptr = x.unsafe_buffer_pointer()
-        if ptr in seen:
-            return jnp.array(x, copy=True)
-        seen.add(ptr)
-        return x
-
-    return jax.tree_util.tree_map(own, tree)
-
-
 def fill_by_scan(add, state, batch_fn, steps: int, *batch_args):
     """Apply ``add(state, batch_fn(t, *batch_args))`` for ``t < steps`` in one jitted scan."""
 

@@ -60,10 +60,8 @@ def _jaxbuf(cfg, params) -> list:
         return buf.update_weight(idx, jnp.abs(batch["rew"]) + 1e-3)
 
     try:
-        buf = data.own_buffers(
-            cls.create(
-                data.example(), cap, data.N_ENV, alpha=ALPHA, beta=BETA, ignore_obs_next=True
-            )
+        buf = cls.create(
+            data.example(), cap, data.N_ENV, alpha=ALPHA, beta=BETA, ignore_obs_next=True
         )
         buf = data.fill_by_scan(lambda b, x: b.add(x)[0], buf, data.step, cap // data.N_ENV)
         return _jax_cases("jaxbuf", op, buf, cfg, params)
