@@ -298,8 +298,8 @@ class CachedReplayBuffer(struct.PyTreeNode):
         starts = jnp.asarray(self.subbuffer_edges[:-1], jnp.int32)
         cum = jnp.cumsum(lengths)
         total = cum[-1]
-        u = jax.random.randint(key, (batch_size,), 0, jnp.maximum(total, 1), dtype=jnp.int32)
-        part = jnp.minimum(jnp.searchsorted(cum, u, side="right"), lengths.shape[0] - 1)
+        u = sampling.randint_below(key, (batch_size,), jnp.maximum(total, 1))
+        part = jnp.minimum(sampling.sorted_position(cum, u), lengths.shape[0] - 1)
         local = u - (cum[part] - lengths[part])
         return jnp.where(total > 0, starts[part] + local, 0).astype(jnp.int32)
 
