@@ -12,33 +12,31 @@ import pytest
 from hypothesis import given, settings
 
 from jaxbuf.prioritized import PriorityTree, SumTree
-from jaxbuf.prioritized._combined import GROUP, WIDTH, level_counts, row_offsets
+from jaxbuf.prioritized._combined import level_counts, row_offsets
+from jaxbuf.prioritized._kary import ARITY
+from jaxbuf.prioritized._uniform import uniform
 
 SETTINGS = settings(max_examples=25, deadline=None)
 
 
 def rebuild(leaves: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Reference: per level, root first, every node's sum and min (0 leaves as +inf) rebuilt
-    with numpy: the left fold of 8 left folds of 8 children (``op.accumulate``), the levels
-    padded to a multiple of 64 with the identity."""
-
-    def fold(x: np.ndarray, op) -> np.ndarray:
-        groups = op.accumulate(x.reshape(-1, GROUP, GROUP), axis=2)[:, :, -1]
-        return op.accumulate(groups, axis=1)[:, -1]
+    """Reference: per internal level, root first, every node's sum and min (0 leaves as +inf)
+    rebuilt with numpy as the left fold (``op.accumulate``) of its 8 children, the levels
+    padded to a multiple of 8 with the identity; at least two levels below the root."""
 
     def pad(x: np.ndarray, identity: float) -> np.ndarray:
-        return np.concatenate([x, np.full(-len(x) % WIDTH, identity, np.float32)])
+        return np.concatenate([x, np.full(-len(x) % ARITY, identity, np.float32)])
 
     s = pad(np.asarray(leaves, np.float32), 0)
-    m = pad(np.where(s > 0, s, np.inf).astype(np.float32), np.inf)
+    m = np.where(s > 0, s, np.inf).astype(np.float32)
     sums, mins = [], []
-    while True:
-        s, m = fold(s, np.add), fold(m, np.minimum)
+    while len(sums) < 2 or len(sums[-1]) > 1:
+        s = np.add.accumulate(s.reshape(-1, ARITY), axis=1)[:, -1]
+        m = np.minimum.accumulate(m.reshape(-1, ARITY), axis=1)[:, -1]
         sums.append(s)
         mins.append(m)
-        if len(s) == 1:
-            return sums[::-1], mins[::-1]
         s, m = pad(s, 0), pad(m, np.inf)
+    return sums[::-1], mins[::-1]
 
 
 def assert_rebuilt(tree: PriorityTree, leaves: np.ndarray) -> None:
@@ -46,12 +44,12 @@ def assert_rebuilt(tree: PriorityTree, leaves: np.ndarray) -> None:
     np.testing.assert_array_equal(np.asarray(tree.values()), leaves)
     sums, mins = rebuild(leaves)
     off = row_offsets(tree.capacity)
-    nodes = np.asarray(tree.nodes)
-    assert len(sums) == len(off) - 1
-    for d, (s, m) in enumerate(zip(sums, mins, strict=True)):
-        rows = nodes[off[d] : off[d + 1]]
-        np.testing.assert_array_equal(rows[:, :WIDTH].reshape(-1)[: len(s)], s)
-        np.testing.assert_array_equal(rows[:, WIDTH:].reshape(-1)[: len(m)], m)
+    upper, bottom = np.asarray(tree.upper), np.asarray(tree.bottom)
+    blocks = [upper[off[d] : off[d + 1]] for d in range(len(off) - 1)] + [bottom]
+    assert len(blocks) == len(sums)
+    for block, s, m in zip(blocks, sums, mins, strict=True):
+        np.testing.assert_array_equal(block[:, :ARITY].reshape(-1)[: len(s)], s)
+        np.testing.assert_array_equal(block[:, ARITY:].reshape(-1)[: len(m)], m)
 
 
 def np_prefix(leaves: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -62,13 +60,16 @@ def np_prefix(leaves: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def test_layout():
-    assert level_counts(2**20) == (1, 4, 256, 16384, 2**20)
-    assert row_offsets(2**20) == (0, 1, 2, 6, 262)
+    counts = (1, 4, 32, 256, 2048, 16384, 2**17, 2**20)
+    assert level_counts(2**20) == counts
+    assert row_offsets(2**20) == (0, 1, 2, 6, 38, 294, 2342)
     tree = PriorityTree.create(2**20)
-    assert tree.leaves.shape == (2**20,) and tree.nodes.shape == (262, 2 * WIDTH)
-    assert tree.nodes.nbytes < 256 * 1024  # under XLA:CPU's split threshold
+    assert tree.leaves.shape == (2**20,) and tree.bottom.shape == (2**14, 2 * ARITY)
+    assert tree.upper.shape == (2342, 2 * ARITY)
+    assert tree.upper.nbytes < 256 * 1024  # under XLA:CPU's split threshold
     small = PriorityTree.create(5)
-    assert small.leaves.shape == (64,) and small.nodes.shape == (1, 128)
+    assert level_counts(5) == (1, 1, 5)
+    assert small.leaves.shape == (8,) and small.bottom.shape == small.upper.shape == (1, 16)
     assert float(small.total()) == 0 and float(small.min()) == np.inf
 
 
@@ -77,7 +78,9 @@ def test_hand_example_sum_min_and_clearing():
     assert float(tree.total()) == 3.5 and float(tree.min()) == 0.5
     tree = tree.set(jnp.array([69]), jnp.array([0.0]))  # 0 empties the slot
     assert float(tree.total()) == 3.0 and float(tree.min()) == 1.0
-    np.testing.assert_array_equal(tree.find_prefix_sum(jnp.array([0.0, 1.0, 1.5, 9.0])), [0, 0, 3, 3])
+    np.testing.assert_array_equal(
+        tree.find_prefix_sum(jnp.array([0.0, 1.0, 1.5, 9.0])), [0, 0, 3, 3]
+    )
     idx, val = tree.sample(jax.random.key(0), 50)
     assert set(np.asarray(idx).tolist()) <= {0, 3}
     np.testing.assert_array_equal(val, np.where(np.asarray(idx) == 0, 1.0, 2.0))
@@ -91,15 +94,20 @@ def test_empty_tree_draws_zero():
 
 @SETTINGS
 @given(
-    capacity=st.sampled_from([1, 5, 64, 65, 200, 4097]),
+    capacity=st.sampled_from([1, 5, 8, 9, 64, 65, 200, 4097]),
     batch=st.sampled_from([1, 7, 40]),
     data=st.data(),
 )
 def test_updates_last_wins_equal_rebuild_and_prefix_sums(capacity, batch, data):
     index = st.integers(-2, capacity + 1)  # out-of-range entries are ignored
     value = st.sampled_from([0.0, 1.0, 2.0, 0.5, 3.0, 7.0])  # exact partial sums, ties
-    ops = data.draw(st.lists(st.lists(st.tuples(index, value), min_size=batch, max_size=batch),
-                             min_size=1, max_size=4))
+    ops = data.draw(
+        st.lists(
+            st.lists(st.tuples(index, value), min_size=batch, max_size=batch),
+            min_size=1,
+            max_size=4,
+        )
+    )
     tree = PriorityTree.create(capacity)
     leaves = np.zeros(capacity, np.float32)
     for step in ops:
@@ -110,8 +118,15 @@ def test_updates_last_wins_equal_rebuild_and_prefix_sums(capacity, batch, data):
                 leaves[i] = v
     assert_rebuilt(tree, leaves)
     if leaves.sum() > 0:
-        q = np.array(data.draw(st.lists(st.integers(-2, 2 * int(leaves.sum()) + 2),
-                                        min_size=1, max_size=30)), np.float32) / 2
+        q = (
+            np.array(
+                data.draw(
+                    st.lists(st.integers(-2, 2 * int(leaves.sum()) + 2), min_size=1, max_size=30)
+                ),
+                np.float32,
+            )
+            / 2
+        )
         got = np.asarray(tree.find_prefix_sum(jnp.asarray(q)))
         np.testing.assert_array_equal(got, np_prefix(leaves, q))
 
@@ -199,3 +214,13 @@ def test_bad_input(call, error, match):
 def test_create_rejects_bad_capacity(capacity):
     with pytest.raises(ValueError, match="capacity"):
         PriorityTree.create(capacity)
+
+
+@pytest.mark.parametrize("n", [1, 7, 256, 1000])
+def test_unrolled_uniform_equals_jax_random_uniform(n):
+    for seed in range(3):
+        for key in (jax.random.key(seed), jax.random.PRNGKey(seed)):
+            got = jax.jit(lambda k: uniform(k, n, jnp.float32))(key)  # noqa: B023
+            np.testing.assert_array_equal(got, jax.random.uniform(key, (n,)))
+    # other dtypes defer to jax.random.uniform
+    assert uniform(jax.random.key(0), 3, jnp.float16).dtype == jnp.float16

@@ -1,29 +1,30 @@
 """Array kernels of the combined priority tree (sums and minimums over one leaf array).
 
-Layout, for ``capacity`` leaves: ``c[D] = capacity`` and ``c[d] = ceil(c[d + 1] / WIDTH)``
-down to ``c[0] = 1`` nodes per level (``D >= 1``), with ``WIDTH = 64`` children per node.
+Layout, for ``capacity`` leaves: ``c[D] = capacity`` and ``c[d] = ceil(c[d + 1] / ARITY)``
+down to ``c[0] = 1`` nodes per level, with ``D >= 2`` (a capacity of at most 8 gets a root
+with a single child) and ``ARITY = 8`` children per node.
 
-* ``leaves``: ``WIDTH * c[D - 1]`` entries (the ``bound``), ``p ** alpha`` per slot, 0 for an
-  empty slot or the padding. Node ``p`` of level ``D - 1`` has the leaves
-  ``p * WIDTH .. p * WIDTH + WIDTH - 1``.
-* ``nodes``: float ``[R, 2 * WIDTH]``, every internal level packed into one array. Node ``q``
-  of level ``d < D`` lives in row ``off[d] + q // WIDTH``, its sum in column ``q % WIDTH``
-  and its minimum in column ``WIDTH + q % WIDTH``; ``off[0] = 0`` (the root alone in row 0)
-  and ``off[d + 1] = off[d] + c[d - 1]`` (``c[-1] = 1``). So the children of node ``p`` of
-  level ``d`` (``d + 1 < D``) are the row ``off[d + 1] + p``: their 64 sums then their 64
-  minimums, one contiguous read. Unused entries hold the identities (sum 0, min ``+inf``).
+* ``leaves``: float ``[ARITY * c[D - 1]]`` (the ``bound``), ``p ** alpha`` per slot, 0 for
+  an empty slot and the padding. Node ``p`` of level ``D - 1`` has the leaves
+  ``p * ARITY .. p * ARITY + ARITY - 1``.
+* Internal node ``q`` of level ``d < D`` is stored in row ``q // ARITY`` of its level's
+  ``[rows, 2 * ARITY]`` block, its sum in column ``q % ARITY`` and its minimum in column
+  ``ARITY + q % ARITY``. So row ``p`` of level ``d + 1`` holds the sums then the minimums of
+  the children of node ``p`` of level ``d``: one contiguous 64-byte read (float32). The root
+  is row 0, column 0 (sum) and 8 (min) of level 0. Unused entries hold the identities (sum
+  0, min ``+inf``).
+* ``bottom``: the block of level ``D - 1`` (``[c[D - 2], 16]``); ``upper``: the blocks of
+  levels ``0 .. D - 2`` stacked, level ``d`` from row ``off[d]`` (:func:`row_offsets`).
 
-A node's sum is ``fold(fold(x[0:8]), ..., fold(x[56:64]))`` with ``fold`` the left fold by
-``+`` over its children (the value an 8-ary tree of the same leaves holds two levels up), its
-minimum the same fold by ``min`` where an empty leaf (0) counts as ``+inf``. So an empty
-tree has sum 0 and minimum ``+inf``.
+A node's sum is the left fold by ``+`` of its children (as in ``SumTree``), its minimum the
+left fold by ``min`` where an empty leaf (0) counts as ``+inf``: an empty tree has sum 0 and
+minimum ``+inf``.
 
-Why 64 children folded as 8 x 8 (docs/prioritized.md): a step's cost on XLA:CPU is its
-kernel count, plus 10-25 us for each gather whose operand exceeds 256 KB (XLA splits it over
-both cores). Reading 64 children per level halves the levels of an 8-ary tree; the bottom
-8-ary level is never stored (recomputed from the 64 leaves it covers), so the only operand
-over 256 KB at 2**20 is ``leaves`` (the packed ``nodes`` are 134 KB): the descent and the
-update read it once each.
+Why (docs/prioritized.md): a step's cost on XLA:CPU is its kernel count, plus 10-25 us for
+each gather whose operand exceeds 256 KB (XLA splits it over both cores) and a few ns per
+gathered element. Keeping both reductions of a node in one row makes one update resolve
+duplicates, write the leaves and walk the levels once for both; packing the small levels
+into ``upper`` (150 KB at 2**20) keeps their gathers whole and the argument count at three.
 """
 
 from __future__ import annotations
@@ -31,66 +32,59 @@ from __future__ import annotations
 import chex
 import jax.numpy as jnp
 
-from jaxbuf.prioritized._kary import fold_rows, materialize
-
-WIDTH = 64
-"""Children per node, folded as ``GROUP`` groups of ``GROUP``."""
-GROUP = 8
+from jaxbuf.prioritized._kary import ARITY, fold_rows, materialize
 
 
 def level_counts(capacity: int) -> tuple[int, ...]:
     """``c[0] .. c[D]``: nodes in use per level, root (1) first, ``capacity`` last."""
     used = [capacity]
-    while used[-1] > 1 or len(used) == 1:
-        used.append(-(-used[-1] // WIDTH))
+    while used[-1] > 1 or len(used) < 3:
+        used.append(-(-used[-1] // ARITY))
     return tuple(reversed(used))
 
 
 def row_offsets(capacity: int) -> tuple[int, ...]:
-    """``off[0] .. off[D]``: first row of each internal level in ``nodes`` (``off[D]`` is the
-    row count ``R``)."""
+    """``off[0] .. off[D - 1]``: first row of levels ``0 .. D - 2`` in ``upper``
+    (``off[D - 1]`` is its row count)."""
     c = level_counts(capacity)
     off = [0, 1]
-    for d in range(1, len(c) - 1):
+    for d in range(1, len(c) - 2):
         off.append(off[-1] + c[d - 1])
     return tuple(off)
 
 
-def fresh(capacity: int, dtype: jnp.dtype) -> tuple[chex.Array, chex.Array]:
-    """``(leaves, nodes)`` of an empty tree."""
+def fresh(capacity: int, dtype: jnp.dtype) -> tuple[chex.Array, chex.Array, chex.Array]:
+    """``(leaves, bottom, upper)`` of an empty tree."""
     c = level_counts(capacity)
-    rows = row_offsets(capacity)[-1]
-    leaves = jnp.zeros((WIDTH * c[-2],), dtype)
-    nodes = jnp.concatenate(
-        [jnp.zeros((rows, WIDTH), dtype), jnp.full((rows, WIDTH), jnp.inf, dtype)], axis=1
-    )
-    return leaves, nodes
 
+    def block(rows: int) -> chex.Array:
+        return jnp.concatenate(
+            [jnp.zeros((rows, ARITY), dtype), jnp.full((rows, ARITY), jnp.inf, dtype)], axis=1
+        )
 
-def _fold64(rows: chex.Array, op: str) -> chex.Array:
-    """Fold of ``rows`` (B, 64) by ``op``: the fold of the 8 group folds."""
-    groups = [fold_rows(rows[:, g * GROUP : (g + 1) * GROUP], op) for g in range(GROUP)]
-    return fold_rows(jnp.stack(groups, axis=1), op)
-
-
-def _fold_leaves(rows: chex.Array) -> tuple[chex.Array, chex.Array]:
-    """``(sum, min)`` of leaf rows (B, 64), empty (0) leaves counting as ``+inf`` in the min."""
-    return _fold64(rows, "sum"), _fold64(jnp.where(rows > 0, rows, jnp.inf), "min")
+    leaves = jnp.zeros((ARITY * c[-2],), dtype)
+    return leaves, block(c[-3]), block(row_offsets(capacity)[-1])
 
 
 def set_leaves(
-    leaves: chex.Array, nodes: chex.Array, idx: chex.Array, vals: chex.Array, *, capacity: int
-) -> tuple[chex.Array, chex.Array]:
+    leaves: chex.Array,
+    bottom: chex.Array,
+    upper: chex.Array,
+    idx: chex.Array,
+    vals: chex.Array,
+    *,
+    capacity: int,
+) -> tuple[chex.Array, chex.Array, chex.Array]:
     """Write ``vals`` (B,) to leaves ``idx`` (int32[B]) and recompute every ancestor's sum and
     minimum from its children (never incremented, so the tree equals a rebuild bit for bit).
 
     The last occurrence of a duplicate index wins; indices outside ``[0, capacity)`` are
     dropped. Duplicates are resolved inside the leaf array: entry ``j`` writes the key
     ``-(j + 1)`` to its slot (``set``, then an order-free ``min`` scatter), so a slot ends
-    with the key of its last occurrence; the 64-leaf row of each entry is then read once,
-    each key replaced by its entry's value (a gather from ``vals``), and that row gives the
-    new leaf and the bottom node's sum and minimum. Then per internal level one scatter of
-    ``2B`` entries and one ``B x 128`` row gather. No step depends on ``capacity``.
+    with the key of its last occurrence, and entry ``j`` wins where its slot holds its key.
+    Then the winners' values are written and, per level, each entry's row of ``ARITY``
+    children is read, folded into the parent's sum and minimum, and written in one ``2B``
+    scatter. No step depends on ``capacity``.
     """
     n = leaves.shape[0]
     b = idx.shape[0]
@@ -103,91 +97,83 @@ def set_leaves(
     # Out-of-range entries target ``n`` (dropped), or ``n + 1`` if the root is NaN: a data
     # dependence on the root orders these writes after every read of a previous update
     # (the root is written last), so XLA updates the leaves in place.
-    after_root = n + (nodes[0, 0] != nodes[0, 0]).astype(idx.dtype)
+    after_root = n + (upper[0, 0] != upper[0, 0]).astype(idx.dtype)
     target = jnp.where((idx >= 0) & (idx < capacity), idx, after_root)
     key = -(jnp.arange(b, dtype=leaves.dtype) + 1)
     scratch = leaves.at[target].set(key, mode="drop").at[target].min(key, mode="drop")
     win = (target < n) & (scratch[jnp.minimum(target, n - 1)] == key)
     leaves = scratch.at[jnp.where(win, target, n)].set(vals, mode="drop")
-    node = jnp.clip(idx, 0, capacity - 1) // WIDTH
-    rows = leaves.reshape(-1, WIDTH)[node]
-    total, low = _fold_leaves(rows)
 
-    flat = nodes.reshape(-1)
-    for d in range(len(off) - 2, -1, -1):
-        row = off[d] + node // WIDTH
-        pos = jnp.concatenate(
-            [row * 2 * WIDTH + node % WIDTH, row * 2 * WIDTH + WIDTH + node % WIDTH]
-        )
-        flat = flat.at[pos].set(jnp.concatenate([total, low]))
+    # An out-of-range entry walks up from a clamped leaf, whose ancestors are recomputed to
+    # the values they already hold. Parents listed twice get identical values.
+    node = jnp.clip(idx, 0, capacity - 1) // ARITY
+    rows = leaves.reshape(-1, ARITY)[node]
+    total = fold_rows(rows, "sum")
+    low = fold_rows(jnp.where(rows > 0, rows, jnp.inf), "min")
+    blocks = [bottom.reshape(-1), upper.reshape(-1)]
+    for d in range(len(off) - 1, -1, -1):
+        which, first = (0, 0) if d == len(off) - 1 else (1, off[d])
+        row = first + node // ARITY
+        col = node % ARITY
+        pos = jnp.concatenate([row * 2 * ARITY + col, row * 2 * ARITY + ARITY + col])
+        blocks[which] = blocks[which].at[pos].set(jnp.concatenate([total, low]))
         if d == 0:
             break
-        node = node // WIDTH
-        parent = flat.reshape(-1, 2 * WIDTH)[row]
-        total, low = _fold64(parent[:, :WIDTH], "sum"), _fold64(parent[:, WIDTH:], "min")
-    return leaves, flat.reshape(nodes.shape)
-
-
-def _choose(
-    v: chex.Array, total: chex.Array, cols: list[chex.Array]
-) -> tuple[chex.Array, chex.Array, chex.Array]:
-    """One descent step among ``cols`` (list of B-vectors, the children's sums in order).
-
-    At a node of total ``t`` with children folded left to right into ``acc`` (``acc[-1] =
-    0``; the last ``acc`` is ``t``), a query ``0 < v <= t`` goes to the child ``j`` with
-    ``acc[j - 1] < v <= acc[j]`` (positive mass) and loses ``acc[j - 1]``. ``v <= 0`` is
-    raised to ``tiny`` (reaching the first positive child); ``v > t`` goes to the last
-    positive child and becomes ``+inf`` (so it stays above every total below). Returns
-    ``(child, v', child's sum)``; with no positive child, child 0 of sum 0.
-    """
-    tiny = jnp.asarray(jnp.finfo(v.dtype).tiny, v.dtype)
-    zero = jnp.zeros_like(v)
-    over = v > total
-    v = jnp.maximum(v, tiny)
-    child = last = jnp.zeros(v.shape, jnp.int32)
-    before = sub = last_sub = acc = zero
-    for j, x in enumerate(cols):
-        nxt = x if j == 0 else acc + x
-        hit = (acc < v) & (v <= nxt)
-        child = jnp.where(hit, j, child)
-        before = jnp.where(hit, acc, before)
-        sub = jnp.where(hit, x, sub)
-        last = jnp.where(x > 0, j, last)
-        last_sub = jnp.where(x > 0, x, last_sub)
-        acc = nxt
-    return (
-        jnp.where(over, last, child),
-        jnp.where(over, jnp.inf, v - before),
-        jnp.where(over, last_sub, sub),
-    )
+        node = node // ARITY
+        parent = blocks[which].reshape(-1, 2 * ARITY)[row]
+        total = fold_rows(parent[:, :ARITY], "sum")
+        low = fold_rows(parent[:, ARITY:], "min")
+    return leaves, blocks[0].reshape(bottom.shape), blocks[1].reshape(upper.shape)
 
 
 def find_prefix(
-    leaves: chex.Array, nodes: chex.Array, values: chex.Array, *, capacity: int
+    leaves: chex.Array,
+    bottom: chex.Array,
+    upper: chex.Array,
+    values: chex.Array,
+    *,
+    capacity: int,
 ) -> tuple[chex.Array, chex.Array]:
     """Leaf index and leaf value for each query (``values`` of any shape, the tree's dtype).
 
-    Per level one row of 64 children is read; the 8 group sums (folded as the stored sums
-    are, so the last group prefix is the node's total) pick a group, then its 8 children
-    a child, by :func:`_choose`. A zero-mass subtree is never entered; on an empty tree the
-    result is 0 with value 0. Returns ``(int32 indices, leaf values)`` shaped like
-    ``values``.
+    At a node of total ``t`` with children folded left to right into ``acc`` (``acc[-1] =
+    0``, the order of the stored sums, so the last ``acc`` is ``t``), a query ``0 < v <= t``
+    goes to the child ``j`` with ``acc[j - 1] < v <= acc[j]`` (positive mass) and loses
+    ``acc[j - 1]``. ``v <= 0`` is raised to ``tiny`` (reaching the first positive child);
+    ``v > t`` (round-off in ``u * total``) goes to the last positive child and becomes
+    ``+inf``. So a zero-mass subtree is never entered; on an empty tree the result is leaf 0
+    with value 0. The same descent as ``SumTree.find_prefix_sum`` (equal answers for equal
+    leaves). Returns ``(int32 indices, leaf values)`` shaped like ``values``.
     """
     shape = values.shape
-    off = row_offsets(capacity)
     v = values.reshape(-1)
-    total = jnp.broadcast_to(nodes[0, 0], v.shape)
+    tiny = jnp.asarray(jnp.finfo(v.dtype).tiny, v.dtype)
+    zero = jnp.zeros_like(v)
+    total = jnp.broadcast_to(upper[0, 0], v.shape)
     node = jnp.zeros(v.shape, jnp.int32)
-    for d in range(1, len(off)):
-        if d < len(off) - 1:
-            rows = nodes[off[d] + node, :WIDTH]
-        else:
-            rows = leaves.reshape(-1, WIDTH)[node]
-        (rows,) = materialize(rows)
-        groups = [fold_rows(rows[:, g * GROUP : (g + 1) * GROUP], "sum") for g in range(GROUP)]
-        g, v, total = materialize(*_choose(v, total, groups))
-        group = jnp.take_along_axis(rows.reshape(-1, GROUP, GROUP), g[:, None, None], axis=1)
-        cols = [group[:, 0, j] for j in range(GROUP)]
-        j, v, total = _choose(v, total, cols)
-        v, node, total = materialize(v, node * WIDTH + g * GROUP + j, total)
+    # the rows of the levels below the root: upper's, then bottom's, then the leaves
+    off = row_offsets(capacity)
+    sources = [(upper, first) for first in off[1:-1]]
+    sources += [(bottom, 0), (leaves.reshape(-1, ARITY), 0)]
+    for source, first in sources:
+        rows = source[first + node, :ARITY]
+        over = v > total
+        v = jnp.maximum(v, tiny)
+        child = last = jnp.zeros_like(node)
+        before = sub = last_sub = acc = zero
+        for j in range(ARITY):
+            x = rows[:, j]
+            nxt = x if j == 0 else acc + x
+            hit = (acc < v) & (v <= nxt)
+            child = jnp.where(hit, j, child)
+            before = jnp.where(hit, acc, before)
+            sub = jnp.where(hit, x, sub)
+            last = jnp.where(x > 0, j, last)
+            last_sub = jnp.where(x > 0, x, last_sub)
+            acc = nxt
+        v, node, total = materialize(
+            jnp.where(over, jnp.inf, v - before),
+            node * ARITY + jnp.where(over, last, child),
+            jnp.where(over, last_sub, sub),
+        )
     return node.reshape(shape), total.reshape(shape)

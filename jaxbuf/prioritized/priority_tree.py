@@ -24,31 +24,38 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxbuf.prioritized import _combined
+from jaxbuf.prioritized import _combined, _uniform
 
 __all__ = ["PriorityTree"]
 
 
 @partial(jax.jit, static_argnames=("capacity",))
 def _set_leaves(
-    leaves: chex.Array, nodes: chex.Array, idx: chex.Array, vals: chex.Array, *, capacity: int
-) -> tuple[chex.Array, chex.Array]:
+    leaves: chex.Array,
+    bottom: chex.Array,
+    upper: chex.Array,
+    idx: chex.Array,
+    vals: chex.Array,
+    *,
+    capacity: int,
+) -> tuple[chex.Array, chex.Array, chex.Array]:
     """Jitted :func:`jaxbuf.prioritized._combined.set_leaves`."""
-    return _combined.set_leaves(leaves, nodes, idx, vals, capacity=capacity)
+    return _combined.set_leaves(leaves, bottom, upper, idx, vals, capacity=capacity)
 
 
 @partial(jax.jit, static_argnames=("capacity",))
 def _find_prefix_sum(
-    leaves: chex.Array, nodes: chex.Array, values: chex.Array, *, capacity: int
+    leaves: chex.Array, bottom: chex.Array, upper: chex.Array, values: chex.Array, *, capacity: int
 ) -> tuple[chex.Array, chex.Array]:
     """Jitted :func:`jaxbuf.prioritized._combined.find_prefix`."""
-    return _combined.find_prefix(leaves, nodes, values, capacity=capacity)
+    return _combined.find_prefix(leaves, bottom, upper, values, capacity=capacity)
 
 
 @partial(jax.jit, static_argnames=("capacity", "batch_size", "stratified"))
 def _sample(
     leaves: chex.Array,
-    nodes: chex.Array,
+    bottom: chex.Array,
+    upper: chex.Array,
     key: chex.PRNGKey,
     *,
     capacity: int,
@@ -57,10 +64,10 @@ def _sample(
 ) -> tuple[chex.Array, chex.Array]:
     """Proportional (or stratified) draws; see :meth:`PriorityTree.sample`."""
     dtype = leaves.dtype
-    u = jax.random.uniform(key, (batch_size,), dtype)
+    u = _uniform.uniform(key, batch_size, dtype)
     if stratified:
         u = (jnp.arange(batch_size, dtype=dtype) + u) / batch_size
-    return _combined.find_prefix(leaves, nodes, u * nodes[0, 0], capacity=capacity)
+    return _combined.find_prefix(leaves, bottom, upper, u * upper[0, 0], capacity=capacity)
 
 
 class PriorityTree(struct.PyTreeNode):
@@ -68,9 +75,10 @@ class PriorityTree(struct.PyTreeNode):
 
     Attributes:
       leaves: float ``[bound]``, the leaves (``bound`` = capacity rounded up to a multiple
-        of 64); 0 marks an empty slot.
-      nodes: float ``[R, 128]``, every internal node's sum and minimum, packed by level
-        (:mod:`jaxbuf.prioritized._combined`).
+        of 8); 0 marks an empty slot.
+      bottom: float ``[ceil(bound / 64), 16]``, the sums and minimums of the nodes right
+        above the leaves, 8 nodes per row (:mod:`jaxbuf.prioritized._combined`).
+      upper: float ``[R, 16]``, those of every level above, packed root first.
       capacity: static int, number of leaves.
 
     All methods are pure, work under ``jit`` and ``vmap`` and touch ``O(B log N)`` entries
@@ -78,7 +86,8 @@ class PriorityTree(struct.PyTreeNode):
     """
 
     leaves: chex.Array
-    nodes: chex.Array
+    bottom: chex.Array
+    upper: chex.Array
     capacity: int = struct.field(pytree_node=False)
 
     @classmethod
@@ -97,8 +106,8 @@ class PriorityTree(struct.PyTreeNode):
         dtype = jnp.dtype(dtype)
         if not jnp.issubdtype(dtype, jnp.floating):
             raise ValueError(f"PriorityTree.create: dtype must be a floating dtype, got {dtype}")
-        leaves, nodes = _combined.fresh(int(capacity), dtype)
-        return cls(leaves=leaves, nodes=nodes, capacity=int(capacity))
+        leaves, bottom, upper = _combined.fresh(int(capacity), dtype)
+        return cls(leaves=leaves, bottom=bottom, upper=upper, capacity=int(capacity))
 
     @property
     def dtype(self) -> jnp.dtype:
@@ -107,11 +116,11 @@ class PriorityTree(struct.PyTreeNode):
 
     def total(self) -> chex.Array:
         """Sum of all leaves, a scalar."""
-        return self.nodes[..., 0, 0]
+        return self.upper[..., 0, 0]
 
     def min(self) -> chex.Array:
         """Smallest positive leaf (``+inf`` when every leaf is 0), a scalar."""
-        return self.nodes[..., 0, _combined.WIDTH]
+        return self.upper[..., 0, _combined.ARITY]
 
     def values(self) -> chex.Array:
         """The first ``capacity`` leaves, shape ``(capacity,)``."""
@@ -165,10 +174,15 @@ class PriorityTree(struct.PyTreeNode):
         vals = jnp.broadcast_to(jnp.asarray(values), indices.shape).reshape(-1)
         if idx.shape[0] == 0:
             return self
-        leaves, nodes = _set_leaves(
-            self.leaves, self.nodes, idx, vals.astype(self.dtype), capacity=self.capacity
+        leaves, bottom, upper = _set_leaves(
+            self.leaves,
+            self.bottom,
+            self.upper,
+            idx,
+            vals.astype(self.dtype),
+            capacity=self.capacity,
         )
-        return self.replace(leaves=leaves, nodes=nodes)
+        return self.replace(leaves=leaves, bottom=bottom, upper=upper)
 
     def find_prefix_sum(self, values: chex.Array) -> chex.Array:
         """Index of the leaf whose prefix-sum interval contains each query value.
@@ -179,7 +193,9 @@ class PriorityTree(struct.PyTreeNode):
         ``values``; 0 on an empty tree.
         """
         values = jnp.asarray(values, self.dtype)
-        return _find_prefix_sum(self.leaves, self.nodes, values, capacity=self.capacity)[0]
+        return _find_prefix_sum(
+            self.leaves, self.bottom, self.upper, values, capacity=self.capacity
+        )[0]
 
     def sample(
         self, key: chex.PRNGKey, batch_size: int, stratified: bool = False
@@ -197,7 +213,8 @@ class PriorityTree(struct.PyTreeNode):
             raise ValueError(f"PriorityTree.sample: batch_size must be >= 0, got {batch_size}")
         return _sample(
             self.leaves,
-            self.nodes,
+            self.bottom,
+            self.upper,
             key,
             capacity=self.capacity,
             batch_size=int(batch_size),
