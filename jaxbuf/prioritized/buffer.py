@@ -127,9 +127,9 @@ def _update_priorities(
 def _weights(leaf: jax.Array, p_min: jax.Array, beta: jax.Array, *, batch_norm: bool) -> jax.Array:
     """``(leaf / ref) ** -beta`` for the leaf values ``leaf`` (any shape) where positive, else 0.
 
-    ``ref`` is the smallest stored leaf (standard PER normalisation), or with ``batch_norm``
-    the smallest positive leaf among ``index``, which divides the weights by their maximum
-    over the read (Tianshou's ``weight_norm``). The ratio is clamped to ``>= 1`` so float
+    ``ref`` is ``p_min``, the smallest stored leaf (standard PER normalisation), or with
+    ``batch_norm`` the smallest positive value of ``leaf``, which divides the weights by their
+    maximum over the read (Tianshou's ``weight_norm``). The ratio is clamped to ``>= 1`` so float
     round-off in the division cannot push a weight above 1.
     """
     stored = leaf > 0
