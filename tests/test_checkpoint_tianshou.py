@@ -57,7 +57,7 @@ def _check_priority(buf, prio, what):
     assert_close(buf.beta, prio["beta"], what + " beta")
     assert buf.alpha == prio["alpha"] and buf.weight_norm == prio["weight_norm"], what
     # jaxbuf's min tree holds the smallest stored leaf (p_min ** alpha).
-    assert_close(buf.min_tree.min(), min(prio["leaves"]), what + " min tree")
+    assert_close(buf.tree.min(), min(prio["leaves"]), what + " min tree")
 
 
 def _core(buf):

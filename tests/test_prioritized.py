@@ -136,7 +136,7 @@ def test_oracle_prioritized_scenario(jit):
         elif kind == "prio_state":
             out = op["output"]
             _close(buf.priorities(), out["tree_leaves"], what + " leaves")
-            _close(buf.sum_tree.total(), out["tree_total"], what + " total")
+            _close(buf.tree.total(), out["tree_total"], what + " total")
             _close(buf.max_prio, out["max_prio"], what + " max_prio")
             assert buf.alpha == out["alpha"]
             _close(buf.beta, out["beta"], what + " beta")
@@ -155,7 +155,7 @@ def test_oracle_prioritized_scenario(jit):
         elif kind == "update_weight":
             buf = update(buf, np.asarray(op["index"]), np.asarray(op["new_weight"]))
         elif kind == "prefix_sum_query":
-            got = buf.sum_tree.find_prefix_sum(jnp.asarray(op["values"], jnp.float32))
+            got = buf.tree.find_prefix_sum(jnp.asarray(op["values"], jnp.float32))
             np.testing.assert_array_equal(got, op["output"], err_msg=what)
         elif kind == "getitem":
             index = np.asarray(op["index"])
@@ -334,7 +334,7 @@ def test_set_beta_and_annealing_under_jit():
 
 def test_vector_buffer_global_tree_and_set_beta_e19():
     buf = PrioritizedVectorReplayBuffer.create(EXAMPLE, 8, 2, alpha=0.6, beta=0.5)
-    assert buf.maxsize == 8 and buf.sum_tree.capacity == 8
+    assert buf.maxsize == 8 and buf.tree.capacity == 8
     buf, res = buf.add(rows([0, 1], [False, True]))
     np.testing.assert_array_equal(res.index, [0, 4])
     buf = buf.update_weight(np.array([4]), np.array([2.0]))
@@ -422,7 +422,7 @@ def test_train_step_has_no_capacity_sized_step():
     """sample + update_weight + add of B items: the compiled, donated step holds no operation
     producing an array with a leading dimension of maxsize (the size of the leaf level) other
     than in-place scatters and loop plumbing."""
-    n = 2**12
+    n = 2**13  # not 64 * 64: a batch of 64 rows of 64 leaves is read in the update
     buf = PrioritizedReplayBuffer.create(EXAMPLE, n, alpha=0.6, beta=0.4)
 
     def train_step(buf, key, batch):

@@ -25,6 +25,7 @@ BUILTIN_CLASSES: tuple[str, ...] = (
     "jaxbuf.prioritized.buffer:PrioritizedVectorReplayBuffer",
     "jaxbuf.prioritized.sum_tree:SumTree",
     "jaxbuf.prioritized.sum_tree:MinTree",
+    "jaxbuf.prioritized.priority_tree:PriorityTree",
     "jaxbuf.her:HERReplayBuffer",
     "jaxbuf.her:HERVectorReplayBuffer",
     "jaxbuf.cached:CachedReplayBuffer",

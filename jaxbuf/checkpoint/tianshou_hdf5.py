@@ -364,10 +364,9 @@ def _prioritized(
     else:
         fresh = PrioritizedReplayBuffer.create(example, core.maxsize, **common)
     stored = np.flatnonzero(np.asarray(core.valid_mask()))
-    leaves = _narrow("priority", prio["leaves"][stored], fresh.sum_tree.dtype, path)
+    leaves = _narrow("priority", prio["leaves"][stored], fresh.tree.dtype, path)
     return fresh.replace(
         buffer=core,
-        sum_tree=fresh.sum_tree.set(stored, leaves),
-        min_tree=fresh.min_tree.set(stored, leaves),
+        tree=fresh.tree.set(stored, leaves),
         max_prio=_narrow("max_prio", np.asarray(prio["max_prio"]), fresh.max_prio.dtype, path),
     )

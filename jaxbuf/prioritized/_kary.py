@@ -113,7 +113,7 @@ def set_leaves(
     return tuple(out)
 
 
-def _materialize(*xs: chex.Array) -> tuple[chex.Array, ...]:
+def materialize(*xs: chex.Array) -> tuple[chex.Array, ...]:
     """``xs`` (same leading size B) unchanged, computed once: written through an identity
     scatter, which XLA does not fuse into consumers, so a chain of levels is not recomputed
     by every later kernel that reads it."""
@@ -159,7 +159,7 @@ def find_prefix(levels: tuple[chex.Array, ...], values: chex.Array) -> chex.Arra
             last = jnp.where(x > 0, j, last)
             last_sub = jnp.where(x > 0, x, last_sub)
             acc = nxt
-        v, node, total = _materialize(
+        v, node, total = materialize(
             jnp.where(over, jnp.inf, v - before),
             node * ARITY + jnp.where(over, last, child),
             jnp.where(over, last_sub, sub),

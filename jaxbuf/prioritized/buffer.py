@@ -3,10 +3,10 @@
 A :class:`PrioritizedReplayBuffer` is a ``flax.struct.PyTreeNode`` that *composes* a core
 :class:`jaxbuf.ReplayBuffer` (or :class:`jaxbuf.VectorReplayBuffer`) with
 
-* a :class:`~jaxbuf.prioritized.SumTree` over the ``maxsize`` global slots holding
-  ``p_i ** alpha`` (0 for slots that hold no transition), for proportional sampling;
-* a :class:`~jaxbuf.prioritized.MinTree` over the same values (``+inf`` for empty slots), for
-  the exact smallest stored ``p ** alpha``;
+* a :class:`~jaxbuf.prioritized.PriorityTree` over the ``maxsize`` global slots holding
+  ``p_i ** alpha`` (0 for slots that hold no transition), with per node the sum (for
+  proportional sampling) and the minimum over stored slots (the exact smallest stored
+  ``p ** alpha``);
 * ``max_prio``, the largest raw priority reported so far (starts at 1.0, as in Tianshou);
 * ``beta`` as a traced scalar leaf, so it can be annealed inside ``jit`` / ``lax.scan``.
 
@@ -44,7 +44,7 @@ from flax import struct
 from jaxbuf._core.checks import global_index, runtime_check
 from jaxbuf._core.episodes import AddResult
 from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
-from jaxbuf.prioritized.sum_tree import MinTree, SumTree
+from jaxbuf.prioritized.priority_tree import PriorityTree
 
 __all__ = ["PrioritizedReplayBuffer", "PrioritizedVectorReplayBuffer"]
 
@@ -83,17 +83,15 @@ class _UpdateChecks(NamedTuple):
 
 @partial(jax.jit, static_argnames=("alpha",))
 def _write_max_priority(
-    sum_tree: SumTree, min_tree: MinTree, max_prio: jax.Array, index: jax.Array, *, alpha: float
-) -> tuple[SumTree, MinTree]:
+    tree: PriorityTree, max_prio: jax.Array, index: jax.Array, *, alpha: float
+) -> PriorityTree:
     """Set the leaves at ``index`` (int32[k]; negative entries ignored) to ``max_prio**alpha``."""
-    prio = (max_prio**alpha).astype(jnp.float32)
-    return sum_tree.set_unchecked(index, prio), min_tree.set_unchecked(index, prio)
+    return tree.set_unchecked(index, (max_prio**alpha).astype(jnp.float32))
 
 
 @partial(jax.jit, static_argnames=("alpha", "subbuffer_size"))
 def _update_priorities(
-    sum_tree: SumTree,
-    min_tree: MinTree,
+    tree: PriorityTree,
     max_prio: jax.Array,
     lengths: jax.Array,
     idx: jax.Array,
@@ -101,7 +99,7 @@ def _update_priorities(
     *,
     alpha: float,
     subbuffer_size: int,
-) -> tuple[SumTree, MinTree, jax.Array, _UpdateChecks]:
+) -> tuple[PriorityTree, jax.Array, _UpdateChecks]:
     """``leaf[idx] = (|weight| + eps) ** alpha`` for the valid entries of ``idx`` (int32[B]).
 
     Valid: inside ``[0, maxsize)``, holding a transition (``idx mod m < lengths[idx // m]``,
@@ -109,7 +107,7 @@ def _update_priorities(
     largest accepted ``|weight| + eps``.
     """
     m = subbuffer_size
-    in_range = (idx >= 0) & (idx < sum_tree.capacity)
+    in_range = (idx >= 0) & (idx < tree.capacity)
     sub = jnp.clip(idx // m, 0, lengths.shape[0] - 1)
     stored = in_range & (idx % m < lengths[sub])
     finite = jnp.isfinite(weight)
@@ -119,30 +117,26 @@ def _update_priorities(
     target = jnp.where(ok, idx, -1)
     max_prio = jnp.maximum(max_prio, jnp.max(jnp.where(ok, p, 0.0), initial=0.0))
     return (
-        sum_tree.set_unchecked(target, prio),
-        min_tree.set_unchecked(target, prio),
+        tree.set_unchecked(target, prio),
         max_prio,
         _UpdateChecks(in_range, stored, finite, ok),
     )
 
 
 @partial(jax.jit, static_argnames=("batch_norm",))
-def _weights(
-    sum_tree: SumTree, min_tree: MinTree, beta: jax.Array, index: jax.Array, *, batch_norm: bool
-) -> jax.Array:
-    """``(leaf / ref) ** -beta`` at ``index`` (any shape) where the leaf is positive, else 0.
+def _weights(leaf: jax.Array, p_min: jax.Array, beta: jax.Array, *, batch_norm: bool) -> jax.Array:
+    """``(leaf / ref) ** -beta`` for the leaf values ``leaf`` (any shape) where positive, else 0.
 
-    ``ref`` is the smallest stored leaf (standard PER normalisation), or with ``batch_norm``
-    the smallest positive leaf among ``index``, which divides the weights by their maximum
-    over the read (Tianshou's ``weight_norm``). The ratio is clamped to ``>= 1`` so float
+    ``ref`` is ``p_min``, the smallest stored leaf (standard PER normalisation), or with
+    ``batch_norm`` the smallest positive value of ``leaf``, which divides the weights by their
+    maximum over the read (Tianshou's ``weight_norm``). The ratio is clamped to ``>= 1`` so float
     round-off in the division cannot push a weight above 1.
     """
-    leaf = sum_tree.levels[-1][index]
     stored = leaf > 0
     if batch_norm:
         ref = jnp.min(jnp.where(stored, leaf, jnp.inf), initial=jnp.inf)
     else:
-        ref = min_tree.min()
+        ref = p_min
     ratio = jnp.maximum(leaf / jnp.where(stored, ref, 1.0), 1.0)
     return jnp.where(stored, ratio ** (-beta), 0.0).astype(jnp.float32)
 
@@ -152,8 +146,8 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
 
     Attributes:
       buffer: the core buffer (storage and episode counters).
-      sum_tree: ``p ** alpha`` per global slot, 0 where no transition is stored.
-      min_tree: the same values, ``+inf`` where no transition is stored.
+      tree: ``p ** alpha`` per global slot, 0 where no transition is stored, with the sums
+        and minimums of the priority tree.
       max_prio: float32 scalar, the largest raw priority ``|w| + eps`` seen (starts at 1).
       beta: float32 scalar, the importance-sampling exponent (a traced leaf).
       alpha: static float, the priority exponent.
@@ -161,8 +155,7 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
     """
 
     buffer: ReplayBuffer
-    sum_tree: SumTree
-    min_tree: MinTree
+    tree: PriorityTree
     max_prio: jax.Array
     beta: jax.Array
     alpha: float = struct.field(pytree_node=False)
@@ -219,8 +212,7 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
     ) -> PrioritizedReplayBuffer:
         return cls(
             buffer=core,
-            sum_tree=SumTree.create(core.maxsize),
-            min_tree=MinTree.create(core.maxsize),
+            tree=PriorityTree.create(core.maxsize),
             max_prio=jnp.asarray(1.0, jnp.float32),
             beta=jnp.asarray(beta, jnp.float32),
             alpha=float(alpha),
@@ -238,10 +230,8 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
         trees unchanged. Cost: the core add plus ``O(k log N)``.
         """
         core, result = self.buffer.add(batch, buffer_ids)
-        sum_tree, min_tree = _write_max_priority(
-            self.sum_tree, self.min_tree, self.max_prio, result.index, alpha=self.alpha
-        )
-        return self.replace(buffer=core, sum_tree=sum_tree, min_tree=min_tree), result
+        tree = _write_max_priority(self.tree, self.max_prio, result.index, alpha=self.alpha)
+        return self.replace(buffer=core, tree=tree), result
 
     def update_weight(self, indices: chex.Array, new_weight: chex.Array) -> PrioritizedReplayBuffer:
         """Set the priorities of stored slots: ``leaf[i] = (|w| + eps) ** alpha``.
@@ -279,9 +269,8 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
                 f"{name}: new_weight of shape {weight.shape} does not broadcast to the "
                 f"indices' shape {idx.shape}"
             ) from err
-        sum_tree, min_tree, max_prio, checks = _update_priorities(
-            self.sum_tree,
-            self.min_tree,
+        tree, max_prio, checks = _update_priorities(
+            self.tree,
             self.max_prio,
             self.buffer.lengths,
             idx.reshape(-1).astype(jnp.int32),
@@ -295,7 +284,7 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
             jnp.all(checks.ok),
             "jaxbuf: update_weight got an index that holds no transition or a non-finite weight",
         )
-        return self.replace(sum_tree=sum_tree, min_tree=min_tree, max_prio=max_prio)
+        return self.replace(tree=tree, max_prio=max_prio)
 
     def _raise_bad_update(self, name: str, idx: Any, weight: Any, checks: _UpdateChecks) -> None:
         idx, weight = np.asarray(idx), np.asarray(weight)
@@ -330,7 +319,7 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
     # ------------------------------------------------------------------ weights and reads
     def priorities(self) -> jax.Array:
         """float32[maxsize]: ``p ** alpha`` per slot (0 where no transition is stored)."""
-        return self.sum_tree.leaves()
+        return self.tree.values()
 
     def get_weight(self, index: chex.Array) -> jax.Array:
         """Importance weights ``(p_i^alpha / p_min^alpha) ** -beta`` at ``index`` (any shape).
@@ -341,7 +330,7 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
         that hold no transition. Indices are taken modulo ``maxsize``, like the core.
         """
         index = global_index(index, self.maxsize)
-        return _weights(self.sum_tree, self.min_tree, self.beta, index, batch_norm=False)
+        return _weights(self.tree.get(index), self.tree.min(), self.beta, batch_norm=False)
 
     def __getitem__(self, index: Any) -> dict:
         """The core's ``buf[index]`` plus ``weight``: :meth:`get_weight`, divided by its
@@ -353,7 +342,7 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
         index = global_index(index, self.maxsize)
         out = self.buffer[index]
         out["weight"] = _weights(
-            self.sum_tree, self.min_tree, self.beta, index, batch_norm=self.weight_norm
+            self.tree.get(index), self.tree.min(), self.beta, batch_norm=self.weight_norm
         )
         return out
 
@@ -368,15 +357,19 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
         Cost ``O(batch_size log N)``.
         """
         runtime_check(self.buffer.size > 0, "jaxbuf: sampling from an empty buffer")
-        return self.sum_tree.sample(key, batch_size, stratified)
+        return self.tree.sample(key, batch_size, stratified)[0]
 
     def sample(
         self, key: chex.PRNGKey, batch_size: int, stratified: bool = False
     ) -> tuple[dict, jax.Array]:
         """``(buf[indices], indices)`` for ``indices = sample_indices(key, batch_size)``;
-        the batch carries the importance weights under ``weight``."""
-        indices = self.sample_indices(key, batch_size, stratified)
-        return self[indices], indices
+        the batch carries the importance weights under ``weight`` (computed from the leaf
+        values the descent read, equal to ``buf[indices]["weight"]``)."""
+        runtime_check(self.buffer.size > 0, "jaxbuf: sampling from an empty buffer")
+        indices, leaf = self.tree.sample(key, batch_size, stratified)
+        out = self.buffer[indices]
+        out["weight"] = _weights(leaf, self.tree.min(), self.beta, batch_norm=self.weight_norm)
+        return out, indices
 
     # ------------------------------------------------------------------ core read API
     @property

@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxbuf.prioritized import _kary
+from jaxbuf.prioritized import _kary, _uniform
 
 __all__ = ["MinTree", "SumTree"]
 
@@ -81,7 +81,7 @@ def _sample(
 ) -> chex.Array:
     """Proportional (or stratified) draws from a sum tree; see :meth:`SumTree.sample`."""
     dtype = levels[0].dtype
-    u = jax.random.uniform(key, (batch_size,), dtype)
+    u = _uniform.uniform(key, batch_size, dtype)
     if stratified:
         u = (jnp.arange(batch_size, dtype=dtype) + u) / batch_size
     return _kary.find_prefix(levels, u * levels[0][0])
