@@ -364,6 +364,25 @@ def _edit_meta(path, fn):
     return meta_file
 
 
+def test_saved_fields_that_the_class_lacks_are_named(saved_dir, tmp_path):
+    """A checkpoint of another field layout (e.g. written by another jaxbuf) restored without
+    ``like`` fails with the class, both field lists and the writing version."""
+    path, _ = _copy(saved_dir, tmp_path)
+
+    def rename(meta):
+        children = meta["tree"]["children"]
+        children["insertion_idx"] = children.pop("counters")
+        return meta
+
+    _edit_meta(path, rename)
+    with pytest.raises(
+        ckpt.CheckpointMismatchError,
+        match=r"'<root>' was saved as jaxbuf.buffers:ReplayBuffer with fields .*'insertion_idx'.*"
+        r"but this jaxbuf's class has .*'counters'.*written by jaxbuf 0.2.0",
+    ):
+        ckpt.restore(path)
+
+
 def test_schema_version_newer(saved_dir, tmp_path):
     path, _ = _copy(saved_dir, tmp_path)
     _edit_meta(path, lambda m: {**m, "schema_version": 99, "jaxbuf_version": "9.0"})

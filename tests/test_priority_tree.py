@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from jaxbuf.prioritized import PriorityTree, SumTree
 from jaxbuf.prioritized._combined import level_counts, row_offsets
 from jaxbuf.prioritized._kary import ARITY
-from jaxbuf.prioritized._uniform import uniform
 
 SETTINGS = settings(max_examples=25, deadline=None)
 
@@ -214,13 +213,3 @@ def test_bad_input(call, error, match):
 def test_create_rejects_bad_capacity(capacity):
     with pytest.raises(ValueError, match="capacity"):
         PriorityTree.create(capacity)
-
-
-@pytest.mark.parametrize("n", [1, 7, 256, 1000])
-def test_unrolled_uniform_equals_jax_random_uniform(n):
-    for seed in range(3):
-        for key in (jax.random.key(seed), jax.random.PRNGKey(seed)):
-            got = jax.jit(lambda k: uniform(k, n, jnp.float32))(key)  # noqa: B023
-            np.testing.assert_array_equal(got, jax.random.uniform(key, (n,)))
-    # other dtypes defer to jax.random.uniform
-    assert uniform(jax.random.key(0), 3, jnp.float16).dtype == jnp.float16

@@ -153,5 +153,5 @@ def restore_buffer(
         ) from err
     leaves = [schema.from_saved_leaf(e, restored[_leaf_key(i)]) for i, e in enumerate(entries)]
     if like is None:
-        return schema.build(meta, leaves)
+        return schema.build(meta, leaves, where)
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), leaves)

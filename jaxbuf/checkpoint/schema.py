@@ -241,8 +241,12 @@ def check_header(meta: Any, where: str) -> None:
 
 
 # ---------------------------------------------------------------- rebuild
-def build(meta: dict, leaves: list) -> Any:
-    """The buffer described by ``meta`` with its leaves taken from ``leaves`` (by index)."""
+def build(meta: dict, leaves: list, where: Any = "the checkpoint") -> Any:
+    """The buffer described by ``meta`` with its leaves taken from ``leaves`` (by index).
+
+    Raises ``CheckpointMismatchError`` naming ``where`` if a saved class has other fields than
+    this jaxbuf's class of that name (a checkpoint of another layout).
+    """
 
     def rec(node: dict, path: tuple) -> Any:
         kind = node["type"]
@@ -259,6 +263,13 @@ def build(meta: dict, leaves: list) -> Any:
         kwargs = {k: rec(v, (*path, k)) for k, v in node["children"].items()}
         for name, value in node["static"].items():
             kwargs[name] = decode_static(value, f"'{path_str((*path, name))}'")
+        fields = sorted(f.name for f in dataclasses.fields(cls) if f.init)
+        if sorted(kwargs) != fields:
+            raise CheckpointMismatchError(
+                f"jaxbuf: {where}: '{path_str(path)}' was saved as {node['class']} with fields "
+                f"{sorted(kwargs)}, but this jaxbuf's class has {fields} (written by jaxbuf "
+                f"{meta.get('jaxbuf_version', '?')}; restore it with that version)"
+            )
         return cls(**kwargs)
 
     return rec(meta["tree"], ())

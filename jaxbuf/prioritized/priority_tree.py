@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxbuf.prioritized import _combined, _uniform
+from jaxbuf._core import random as fast_random
+from jaxbuf.prioritized import _combined
 
 __all__ = ["PriorityTree"]
 
@@ -64,7 +65,7 @@ def _sample(
 ) -> tuple[chex.Array, chex.Array]:
     """Proportional (or stratified) draws; see :meth:`PriorityTree.sample`."""
     dtype = leaves.dtype
-    u = _uniform.uniform(key, batch_size, dtype)
+    u = fast_random.uniform(key, batch_size, dtype)
     if stratified:
         u = (jnp.arange(batch_size, dtype=dtype) + u) / batch_size
     return _combined.find_prefix(leaves, bottom, upper, u * upper[0, 0], capacity=capacity)

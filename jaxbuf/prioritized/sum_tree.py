@@ -49,7 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxbuf.prioritized import _kary, _uniform
+from jaxbuf._core import random as fast_random
+from jaxbuf.prioritized import _kary
 
 __all__ = ["MinTree", "SumTree"]
 
@@ -81,7 +82,7 @@ def _sample(
 ) -> chex.Array:
     """Proportional (or stratified) draws from a sum tree; see :meth:`SumTree.sample`."""
     dtype = levels[0].dtype
-    u = _uniform.uniform(key, batch_size, dtype)
+    u = fast_random.uniform(key, batch_size, dtype)
     if stratified:
         u = (jnp.arange(batch_size, dtype=dtype) + u) / batch_size
     return _kary.find_prefix(levels, u * levels[0][0])

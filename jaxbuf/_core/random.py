@@ -1,13 +1,14 @@
-"""``jax.random.uniform(key, (n,), float32)`` with the Threefry rounds unrolled.
+"""``jax.random.uniform`` with the Threefry rounds unrolled (used by the priority trees).
 
 On CPU, JAX lowers ``threefry2x32`` to a rolled loop of 5 iterations (to save compile time),
 about 40 small kernels, which measured ~45 us per prioritized sample of 256 draws on the
 2-core CPU, as much as the rest of the sample. Written with ``jnp`` elementwise ops, the same
 hash (Salmon et al. 2011, "Parallel random numbers: as easy as 1, 2, 3", Threefry-2x32 with
-20 rounds) fuses into one kernel. For a Threefry key, float32 and JAX's default
-``jax_threefry_partitionable`` the result is bit for bit ``jax.random.uniform`` (the test
-checks it); for any other key implementation, dtype or setting this defers to
-``jax.random.uniform``.
+20 rounds) fuses into one kernel. For a Threefry key and JAX's default
+``jax_threefry_partitionable`` the result is bit for bit ``jax.random.uniform`` (float32),
+which the tests check; for any other key implementation, dtype or setting it defers to JAX.
+The core's uniform sampler keeps ``jax.random.bits``: there the unrolled hash measured 2-4 us
+faster inside a scan but 3-8 us slower per jitted call (2^16, 256 draws).
 """
 
 from __future__ import annotations
@@ -52,19 +53,23 @@ def _is_threefry(key: chex.PRNGKey) -> bool:
     )
 
 
-def uniform(key: chex.PRNGKey, n: int, dtype: jnp.dtype) -> chex.Array:
-    """``n`` draws from ``U[0, 1)`` in ``dtype``, equal to ``jax.random.uniform(key, (n,),
-    dtype)`` (see the module docstring)."""
-    if (
-        jnp.dtype(dtype) != jnp.float32
-        or not jax.config.jax_threefry_partitionable
-        or not _is_threefry(key)
-        or n >= 2**32
-    ):
-        return jax.random.uniform(key, (n,), dtype)
+def _unrolled(key: chex.PRNGKey, n: int) -> bool:
+    return jax.config.jax_threefry_partitionable and _is_threefry(key) and n < 2**32
+
+
+def _bits(key: chex.PRNGKey, n: int) -> chex.Array:
+    """uint32[n]: counter ``i`` hashed under the key, as partitionable Threefry does."""
     data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
     hi = jnp.zeros((n,), jnp.uint32)
     lo = jnp.arange(n, dtype=jnp.uint32)
     b1, b2 = _threefry2x32(data[0], data[1], hi, lo)
-    bits = ((b1 ^ b2) >> np.uint32(9)) | np.uint32(0x3F800000)
-    return jnp.maximum(0.0, jax.lax.bitcast_convert_type(bits, jnp.float32) - 1.0)
+    return b1 ^ b2
+
+
+def uniform(key: chex.PRNGKey, n: int, dtype: jnp.dtype) -> chex.Array:
+    """``n`` draws from ``U[0, 1)`` in ``dtype``, equal to ``jax.random.uniform(key, (n,),
+    dtype)`` (see the module docstring)."""
+    if jnp.dtype(dtype) != jnp.float32 or not _unrolled(key, n):
+        return jax.random.uniform(key, (n,), dtype)
+    mantissa = (_bits(key, n) >> np.uint32(9)) | np.uint32(0x3F800000)
+    return jnp.maximum(0.0, jax.lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0)
