@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxbuf._core.storage import gather
 
@@ -22,12 +23,13 @@ def frame_indices(index: jax.Array, prev: Callable, stack_num: int) -> jax.Array
     if stack_num == 1:
         return index[..., None]
 
-    # Unrolled over the static K: a top-level ``while`` loop costs XLA:CPU far more per
-    # jitted call than K-1 inlined steps (benchmarks/README.md, "Sampling per call").
-    frames = [index]
-    for _ in range(stack_num - 1):
-        frames.append(prev(frames[-1]))
-    return jnp.stack(frames[::-1], axis=-1)
+    def step(cur, _):
+        p = prev(cur)
+        return p, p
+
+    _, older = lax.scan(step, index, None, length=stack_num - 1)  # [K-1, ...], newest first
+    frames = jnp.concatenate([older[::-1], index[None]], axis=0)
+    return jnp.moveaxis(frames, 0, -1)
 
 
 def stacked_gather(tree: Any, index: jax.Array, prev: Callable, stack_num: int) -> Any:
