@@ -32,7 +32,7 @@ from __future__ import annotations
 import chex
 import jax.numpy as jnp
 
-from jaxbuf.prioritized._kary import ARITY, fold_rows, materialize
+from jaxbuf.prioritized._kary import ARITY, descend, fold_rows
 
 
 def level_counts(capacity: int) -> tuple[int, ...]:
@@ -147,8 +147,6 @@ def find_prefix(
     """
     shape = values.shape
     v = values.reshape(-1)
-    tiny = jnp.asarray(jnp.finfo(v.dtype).tiny, v.dtype)
-    zero = jnp.zeros_like(v)
     total = jnp.broadcast_to(upper[0, 0], v.shape)
     node = jnp.zeros(v.shape, jnp.int32)
     # the rows of the levels below the root: upper's, then bottom's, then the leaves
@@ -156,24 +154,5 @@ def find_prefix(
     sources = [(upper, first) for first in off[1:-1]]
     sources += [(bottom, 0), (leaves.reshape(-1, ARITY), 0)]
     for source, first in sources:
-        rows = source[first + node, :ARITY]
-        over = v > total
-        v = jnp.maximum(v, tiny)
-        child = last = jnp.zeros_like(node)
-        before = sub = last_sub = acc = zero
-        for j in range(ARITY):
-            x = rows[:, j]
-            nxt = x if j == 0 else acc + x
-            hit = (acc < v) & (v <= nxt)
-            child = jnp.where(hit, j, child)
-            before = jnp.where(hit, acc, before)
-            sub = jnp.where(hit, x, sub)
-            last = jnp.where(x > 0, j, last)
-            last_sub = jnp.where(x > 0, x, last_sub)
-            acc = nxt
-        v, node, total = materialize(
-            jnp.where(over, jnp.inf, v - before),
-            node * ARITY + jnp.where(over, last, child),
-            jnp.where(over, last_sub, sub),
-        )
+        v, node, total = descend(source[first + node, :ARITY], v, node, total)
     return node.reshape(shape), total.reshape(shape)

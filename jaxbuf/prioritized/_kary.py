@@ -138,30 +138,41 @@ def find_prefix(levels: tuple[chex.Array, ...], values: chex.Array) -> chex.Arra
     """
     shape = values.shape
     v = values.reshape(-1)
-    tiny = jnp.asarray(jnp.finfo(v.dtype).tiny, v.dtype)
-    zero = jnp.zeros_like(v)
     total = jnp.broadcast_to(levels[0][0], v.shape)
     node = jnp.zeros(v.shape, jnp.int32)
     for level in levels[1:]:
-        rows = level.reshape(-1, ARITY)[node]
-        over = v > total
-        v = jnp.maximum(v, tiny)
-        child, before, sub = jnp.zeros_like(node), zero, zero
-        last, last_sub = jnp.zeros_like(node), zero
-        acc = zero
-        for j in range(ARITY):
-            x = rows[:, j]
-            nxt = x if j == 0 else acc + x
-            hit = (acc < v) & (v <= nxt)
-            child = jnp.where(hit, j, child)
-            before = jnp.where(hit, acc, before)
-            sub = jnp.where(hit, x, sub)
-            last = jnp.where(x > 0, j, last)
-            last_sub = jnp.where(x > 0, x, last_sub)
-            acc = nxt
-        v, node, total = materialize(
-            jnp.where(over, jnp.inf, v - before),
-            node * ARITY + jnp.where(over, last, child),
-            jnp.where(over, last_sub, sub),
-        )
+        v, node, total = descend(level.reshape(-1, ARITY)[node], v, node, total)
     return node.reshape(shape)
+
+
+def descend(
+    rows: chex.Array, v: chex.Array, node: chex.Array, total: chex.Array
+) -> tuple[chex.Array, chex.Array, chex.Array]:
+    """One level of the prefix-sum descent (the rule in :func:`find_prefix`'s docstring).
+
+    ``rows`` float[Q, ARITY]: the children's sums of each query's current ``node`` (int32[Q],
+    whose sum is ``total``); ``v`` float[Q], the remaining query. Returns ``(v, node,
+    total)`` one level down: the remaining query, the chosen child's index and its sum.
+    """
+    tiny = jnp.asarray(jnp.finfo(v.dtype).tiny, v.dtype)
+    zero = jnp.zeros_like(v)
+    over = v > total
+    v = jnp.maximum(v, tiny)
+    child, before, sub = jnp.zeros_like(node), zero, zero
+    last, last_sub = jnp.zeros_like(node), zero
+    acc = zero
+    for j in range(ARITY):
+        x = rows[:, j]
+        nxt = x if j == 0 else acc + x
+        hit = (acc < v) & (v <= nxt)
+        child = jnp.where(hit, j, child)
+        before = jnp.where(hit, acc, before)
+        sub = jnp.where(hit, x, sub)
+        last = jnp.where(x > 0, j, last)
+        last_sub = jnp.where(x > 0, x, last_sub)
+        acc = nxt
+    return materialize(
+        jnp.where(over, jnp.inf, v - before),
+        node * ARITY + jnp.where(over, last, child),
+        jnp.where(over, last_sub, sub),
+    )
