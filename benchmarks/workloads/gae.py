@@ -44,26 +44,34 @@ def _rlax_inputs(r: dict) -> tuple:
     return tuple(jnp.asarray(x) for x in (r["rewards"], discount, values))
 
 
-def _jaxbuf_cases(gae, r: dict, params: dict, cfg) -> list:
+def _call_case(lib: str, fn, args: tuple, params: dict, cfg) -> Case:
+    """A ``gae/call`` case: ``fn`` jitted for ``args``, called ``cfg.calls`` times."""
+    compiled, secs = compile_jit(fn, *args)
+    return Case(
+        "gae/call",
+        params,
+        lib,
+        loop_calls(lambda: compiled(*args), cfg.calls),
+        cfg.calls,
+        UNIT,
+        secs,
+    )
+
+
+def _jaxbuf_cases(gae, r: dict, params: dict, cfg) -> list[Case]:
     args = tuple(
         jnp.asarray(r[k]) for k in ("rewards", "values", "next_values", "terminated", "truncated")
     )
-    out = []
-    for lib, assoc in (("jaxbuf", False), ("jaxbuf[assoc]", True)):
-        fn = lambda *a, assoc=assoc: gae(*a, GAMMA, LAMBDA, use_associative_scan=assoc)
-        compiled, secs = compile_jit(fn, *args)
-        out.append(
-            Case(
-                "gae/call",
-                params,
-                lib,
-                loop_calls(lambda c=compiled: c(*args), cfg.calls),
-                cfg.calls,
-                UNIT,
-                secs,
-            )
+    return [
+        _call_case(
+            lib,
+            lambda *a, assoc=assoc: gae(*a, GAMMA, LAMBDA, use_associative_scan=assoc),
+            args,
+            params,
+            cfg,
         )
-    return out
+        for lib, assoc in (("jaxbuf", False), ("jaxbuf[assoc]", True))
+    ]
 
 
 def _rlax_cases(rlax, r: dict, params: dict, cfg) -> list[Case]:
@@ -75,27 +83,16 @@ def _rlax_cases(rlax, r: dict, params: dict, cfg) -> list[Case]:
     fn = jax.vmap(
         rlax.truncated_generalized_advantage_estimation, in_axes=(1, 1, None, 1), out_axes=1
     )
-    args = _rlax_inputs(r)
 
     def with_returns(a, b, c):
         adv = fn(a, b, LAMBDA, c)
         return adv, adv + c[:-1]
 
-    out = []
-    for lib, f in (("rlax", lambda a, b, c: fn(a, b, LAMBDA, c)), ("rlax[+returns]", with_returns)):
-        compiled, secs = compile_jit(f, *args)
-        out.append(
-            Case(
-                "gae/call",
-                params,
-                lib,
-                loop_calls(lambda c=compiled: c(*args), cfg.calls),
-                cfg.calls,
-                UNIT,
-                secs,
-            )
-        )
-    return out
+    args = _rlax_inputs(r)
+    return [
+        _call_case("rlax", lambda a, b, c: fn(a, b, LAMBDA, c), args, params, cfg),
+        _call_case("rlax[+returns]", with_returns, args, params, cfg),
+    ]
 
 
 def _tianshou_setup(r: dict):
