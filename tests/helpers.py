@@ -47,3 +47,26 @@ def assert_close(actual, expected, what: str) -> None:
         atol=1e-6,
         err_msg=what,
     )
+
+
+def random_updates(tree, capacity: int, batch: int, steps: int, method: str = "set_unchecked"):
+    """``tree`` after ``steps`` jitted ``tree.<method>`` calls of ``batch`` random leaves each.
+
+    Indices are uniform over ``[0, capacity)`` (so duplicates occur), values ``U[0, 10)**3``
+    with 20 % set to exactly 0, so the tree ends with empty leaves that must never be drawn.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    @jax.jit
+    def run(tree, key):
+        def body(t, k):
+            k_idx, k_val, k_zero = jax.random.split(k, 3)
+            idx = jax.random.randint(k_idx, (batch,), 0, capacity)
+            val = jax.random.uniform(k_val, (batch,), minval=0.0, maxval=10.0) ** 3
+            val = jnp.where(jax.random.uniform(k_zero, (batch,)) < 0.2, 0.0, val)
+            return getattr(t, method)(idx, val), None
+
+        return jax.lax.scan(body, tree, jax.random.split(key, steps))[0]
+
+    return run(tree, jax.random.key(0))

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import random_updates
 from hypothesis import given, settings
 
 from jaxbuf.prioritized import PriorityTree, SumTree
@@ -131,20 +132,8 @@ def test_updates_last_wins_equal_rebuild_and_prefix_sums(capacity, batch, data):
 
 
 def test_million_updates_root_exact_and_zero_leaves_never_drawn():
-    capacity, batch, steps = 5000, 1000, 1000  # 10^6 leaf updates, with duplicates
-
-    @jax.jit
-    def run(tree, key):
-        def body(t, k):
-            k_idx, k_val, k_zero = jax.random.split(k, 3)
-            idx = jax.random.randint(k_idx, (batch,), 0, capacity)
-            val = jax.random.uniform(k_val, (batch,), minval=0.0, maxval=10.0) ** 3
-            val = jnp.where(jax.random.uniform(k_zero, (batch,)) < 0.2, 0.0, val)
-            return t.set_unchecked(idx, val), None
-
-        return jax.lax.scan(body, tree, jax.random.split(key, steps))[0]
-
-    tree = run(PriorityTree.create(capacity), jax.random.key(0))
+    capacity = 5000  # 10^6 leaf updates below, with duplicates
+    tree = random_updates(PriorityTree.create(capacity), capacity, batch=1000, steps=1000)
     leaves = np.asarray(tree.values())
     exact = leaves.astype(np.float64).sum()
     assert abs(float(tree.total()) - exact) <= 1e-6 * exact

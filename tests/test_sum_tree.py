@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import oracle
 import pytest
+from helpers import random_updates
 from hypothesis import given, settings
 
 from jaxbuf.prioritized import MinTree, SumTree
@@ -211,21 +212,8 @@ def test_out_of_range_indices_are_dropped_under_jit():
 
 
 def test_million_updates_root_matches_float64_sum():
-    capacity, batch, steps = 3000, 1000, 1000  # 10^6 leaf updates, with duplicates
-    tree = SumTree.create(capacity)
-
-    @jax.jit
-    def run(tree, key):
-        def body(t, k):
-            k_idx, k_val, k_zero = jax.random.split(k, 3)
-            idx = jax.random.randint(k_idx, (batch,), 0, capacity)
-            val = jax.random.uniform(k_val, (batch,), minval=0.0, maxval=10.0) ** 3
-            val = jnp.where(jax.random.uniform(k_zero, (batch,)) < 0.2, 0.0, val)
-            return t.set(idx, val), None
-
-        return jax.lax.scan(body, tree, jax.random.split(key, steps))[0]
-
-    tree = run(tree, jax.random.key(0))
+    capacity = 3000  # 10^6 leaf updates below, with duplicates
+    tree = random_updates(SumTree.create(capacity), capacity, 1000, 1000, method="set")
     leaves = np.asarray(tree.leaves())
     exact = leaves.astype(np.float64).sum()
     assert abs(float(tree.total()) - exact) <= 1e-6 * exact

@@ -30,26 +30,8 @@ from jaxbuf.prioritized import _combined
 __all__ = ["PriorityTree"]
 
 
-@partial(jax.jit, static_argnames=("capacity",))
-def _set_leaves(
-    leaves: chex.Array,
-    bottom: chex.Array,
-    upper: chex.Array,
-    idx: chex.Array,
-    vals: chex.Array,
-    *,
-    capacity: int,
-) -> tuple[chex.Array, chex.Array, chex.Array]:
-    """Jitted :func:`jaxbuf.prioritized._combined.set_leaves`."""
-    return _combined.set_leaves(leaves, bottom, upper, idx, vals, capacity=capacity)
-
-
-@partial(jax.jit, static_argnames=("capacity",))
-def _find_prefix_sum(
-    leaves: chex.Array, bottom: chex.Array, upper: chex.Array, values: chex.Array, *, capacity: int
-) -> tuple[chex.Array, chex.Array]:
-    """Jitted :func:`jaxbuf.prioritized._combined.find_prefix`."""
-    return _combined.find_prefix(leaves, bottom, upper, values, capacity=capacity)
+_set_leaves = jax.jit(_combined.set_leaves, static_argnames=("capacity",))
+_find_prefix_sum = jax.jit(_combined.find_prefix, static_argnames=("capacity",))
 
 
 @partial(jax.jit, static_argnames=("capacity", "batch_size", "stratified"))
