@@ -101,13 +101,16 @@ def buffer_sharding(buf: Any, mesh: Mesh, axis: str) -> Any:
     shardings of a checkpoint restore. Checks that ``buffer_num`` divides over the axis.
     """
     local_count(buf.buffer_num, mesh, axis)
-    return jax.tree_util.tree_map(
-        lambda spec: NamedSharding(mesh, spec), partition_specs(buf, axis), is_leaf=_is_spec
-    )
+    return _named(mesh, partition_specs(buf, axis))
 
 
 def _is_spec(x: Any) -> bool:
     return isinstance(x, P)
+
+
+def _named(mesh: Mesh, specs: Any) -> Any:
+    """A tree of ``PartitionSpec`` as the same tree of ``NamedSharding`` on ``mesh``."""
+    return jax.tree_util.tree_map(lambda spec: NamedSharding(mesh, spec), specs, is_leaf=_is_spec)
 
 
 def sharded_like(buf: Any, mesh: Mesh, axis: str) -> Any:
@@ -214,9 +217,7 @@ def _laid_out(tree: Any, mesh: Mesh, specs: Any) -> Any:
     """
     if _is_spec(specs):
         specs = jax.tree_util.tree_map(lambda _: specs, tree)
-    shardings = jax.tree_util.tree_map(
-        lambda spec: NamedSharding(mesh, spec), specs, is_leaf=_is_spec
-    )
+    shardings = _named(mesh, specs)
     if AxisType.Explicit in mesh.axis_types:
         return jax.sharding.reshard(tree, shardings)
     return jax.lax.with_sharding_constraint(tree, shardings)
