@@ -60,11 +60,11 @@ class CachedAddResult(NamedTuple):
 
 
 class MainHead(NamedTuple):
-    """Main buffer write position: ``insertion_idx``, ``lengths``, ``last_index`` (all int32[1])."""
+    """Main buffer write position: ``insertion_idx``, ``lengths``, ``last_slot`` (all int32[1])."""
 
     insertion_idx: jax.Array
     lengths: jax.Array
-    last_index: jax.Array
+    last_slot: jax.Array
 
 
 class CachePlan(NamedTuple):
@@ -228,9 +228,7 @@ def plan_add(
     new_main = MainHead(
         insertion_idx=((main.insertion_idx + total) % main_size).astype(i32),
         lengths=jnp.minimum(main.lengths + total, main_size).astype(i32),
-        last_index=jnp.where(total > 0, (head + total - 1) % main_size, main.last_index).astype(
-            i32
-        ),
+        last_slot=jnp.where(total > 0, (head + total - 1) % main_size, main.last_slot).astype(i32),
     )
     return CachePlan(
         cache_slots,

@@ -179,9 +179,8 @@ class CachedReplayBuffer(struct.PyTreeNode):
         rows, ids = self.caches.check_batch(batch, buffer_ids)
         done = rows["terminated"] | rows["truncated"]
         c = self.caches.episode_counters()
-        head = _cache_moves.MainHead(
-            self.main.insertion_idx, self.main.lengths, self.main.last_index
-        )
+        main_c = self.main.episode_counters()
+        head = _cache_moves.MainHead(main_c.insertion_idx, main_c.lengths, main_c.last_slot)
         plan = _cache_moves.plan_add(
             c, self.max_episode_length, ids, rows["rew"], done, head, self.main_size
         )
@@ -201,12 +200,7 @@ class CachedReplayBuffer(struct.PyTreeNode):
         # cond becomes a select and both sides run).
         any_moved = jnp.any(plan.result.episode_length > 0)
         main = lax.cond(any_moved, move, lambda b: b, self.main)
-        head = main.episode_counters()._replace(
-            insertion_idx=plan.main.insertion_idx,
-            lengths=plan.main.lengths,
-            last_slot=plan.main.last_index,
-        )
-        main = main.with_counters(head)
+        main = main.with_counters(main_c._replace(**plan.main._asdict()))
         caches = self.caches.write(plan.cache_slots, stored).with_counters(plan.caches)
         return self.replace(main=main, caches=caches), plan.result
 
