@@ -51,7 +51,7 @@ def allocate(spec: dict, m: int, n: int) -> dict:
     return jax.tree_util.tree_map(lambda s: jnp.zeros((m, n, *s.shape), s.dtype), spec)
 
 
-def locate(slots: jax.Array, m: int) -> tuple[jax.Array, jax.Array]:
+def coordinates(slots: jax.Array, m: int) -> tuple[jax.Array, jax.Array]:
     """``(local slot, sub-buffer)`` of global ``slots``: the storage coordinates."""
     return slots % m, slots // m
 
@@ -75,7 +75,7 @@ def write(storage: dict, slots: jax.Array, rows: dict, *, unique: bool = False) 
     ``unique`` promises that the slots are distinct (lets XLA skip ordering the updates).
     """
     m = jax.tree_util.tree_leaves(storage)[0].shape[0]
-    local, sub = locate(slots, m)
+    local, sub = coordinates(slots, m)
     return jax.tree_util.tree_map(
         lambda store, new: store.at[local, sub].set(new, mode="drop", unique_indices=unique),
         storage,
@@ -88,7 +88,7 @@ def gather(tree: Any, index: jax.Array) -> Any:
     leaves = jax.tree_util.tree_leaves(tree)
     if not leaves:
         return tree
-    local, sub = locate(index, leaves[0].shape[0])
+    local, sub = coordinates(index, leaves[0].shape[0])
     return jax.tree_util.tree_map(lambda x: x[local, sub], tree)
 
 
