@@ -136,9 +136,9 @@ def create_sharded(
     """An empty :class:`VectorReplayBuffer` allocated directly in its sharded layout.
 
     Same arguments as ``VectorReplayBuffer.create`` (``options``: ``stack_num``,
-    ``ignore_obs_next``, ``save_only_last_obs``, ``sample_avail``) plus the mesh and the axis
-    whose shards each hold ``buffer_num / S`` sub-buffers. No device ever holds the whole
-    buffer. Multi-host: call it on every process with the same arguments.
+    ``ignore_obs_next``, ``save_only_last_obs``, ``sample_avail``, ``lockstep``) plus the mesh
+    and the axis whose shards each hold ``buffer_num / S`` sub-buffers. No device ever holds
+    the whole buffer. Multi-host: call it on every process with the same arguments.
     """
     local_count(buffer_num, mesh, axis)
 

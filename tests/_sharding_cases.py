@@ -93,11 +93,15 @@ def test_layout_whole_subbuffers_per_device(kind):
 
 
 @pytest.mark.parametrize("kind", ["explicit", "auto", "2d"])
-def test_add_matches_unsharded(kind):
-    """Every AddResult and, at the end, every leaf equal the unsharded buffer's."""
+@pytest.mark.parametrize("lockstep", [False, True])
+def test_add_matches_unsharded(kind, lockstep):
+    """Every AddResult and, at the end, every leaf equal the unsharded buffer's (also for a
+    lock-step buffer, whose shards each write one block)."""
     mesh = make_mesh(kind)
-    sb = shd.create_sharded(EXAMPLE, SIZE, N_ENV, mesh, "env", stack_num=2)
+    opts = {"stack_num": 2, "lockstep": lockstep}
+    sb = shd.create_sharded(EXAMPLE, SIZE, N_ENV, mesh, "env", **opts)
     ref = jaxbuf.VectorReplayBuffer.create(EXAMPLE, SIZE, N_ENV, stack_num=2)
+    ref = ref.replace(lockstep=lockstep)
     envs = np.arange(N_ENV)
     for t in range(STEPS):
         ref, ref_res = ref_add(ref, rows(t, envs))

@@ -99,6 +99,7 @@ CORE = {
     "vector_stack_ignore": lambda: jaxbuf.VectorReplayBuffer.create(
         EXAMPLE, 10, 3, stack_num=2, ignore_obs_next=True
     ),
+    "vector_lockstep": lambda: jaxbuf.VectorReplayBuffer.create(EXAMPLE, 9, 3, lockstep=True),
 }
 
 
@@ -381,6 +382,21 @@ def test_saved_fields_that_the_class_lacks_are_named(saved_dir, tmp_path):
         r"but this jaxbuf's class has .*'counters'.*written by jaxbuf 0.2.0",
     ):
         ckpt.restore(path)
+
+
+def test_static_option_added_later_restores_to_its_default(saved_dir, tmp_path):
+    """A checkpoint written before a static option existed (``lockstep``) restores without
+    ``like``, with the option's default."""
+    path, buf = _copy(saved_dir, tmp_path)
+
+    def drop(meta):
+        assert meta["tree"]["static"].pop("lockstep") is False
+        return meta
+
+    _edit_meta(path, drop)
+    restored = ckpt.restore(path)
+    assert restored.lockstep is False
+    assert_bit_identical(restored, buf)
 
 
 def test_schema_version_newer(saved_dir, tmp_path):

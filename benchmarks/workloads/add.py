@@ -1,8 +1,11 @@
 """Workload 1: add one step of 64 envs, in a jitted ``lax.scan`` and per jitted call.
 
-jaxbuf ``VectorReplayBuffer(capacity, 64, ignore_obs_next=True)`` (one ``obs`` per step, like
-flashbax's flat buffer, which pairs consecutive steps), flashbax ``make_flat_buffer(capacity,
-add_batch_size=64)`` and Tianshou ``VectorReplayBuffer(capacity, 64, ignore_obs_next=True)``.
+jaxbuf ``VectorReplayBuffer(capacity, 64, ignore_obs_next=True, lockstep=True)`` (one ``obs``
+per step, like flashbax's flat buffer, which pairs consecutive steps; ``lockstep``: every add
+carries all 64 envs, the same contract as flashbax's ``add_batch_size``), the same without
+``lockstep`` as ``jaxbuf[routed]`` (the general path that accepts any ``buffer_ids``),
+flashbax ``make_flat_buffer(capacity, add_batch_size=64)`` and Tianshou
+``VectorReplayBuffer(capacity, 64, ignore_obs_next=True)``.
 Scan: the state is the carry of one jitted scan over pre-built steps, donated to the call.
 Per call: ``jax.jit(add, donate_argnums=0)`` called from Python, same batch every call.
 Tianshou has no scan; its per-call add is the reference for both.
@@ -19,12 +22,12 @@ from benchmarks.workloads.common import Cell, loop_calls, scan_steps
 UNIT = "us per add of 64 envs"
 
 
-def jaxbuf_buffer(capacity: int):
+def jaxbuf_buffer(capacity: int, lockstep: bool = True):
     """An empty jaxbuf vector buffer for the MuJoCo-like transition."""
     import jaxbuf
 
     return jaxbuf.VectorReplayBuffer.create(
-        data.example(), capacity, data.N_ENV, ignore_obs_next=True
+        data.example(), capacity, data.N_ENV, ignore_obs_next=True, lockstep=lockstep
     )
 
 
@@ -76,6 +79,8 @@ def _jax_cases(lib: str, add_fn, state, cfg, capacity: int) -> list[Case]:
 def _group(cfg, capacity: int) -> list:
     out: list = []
     out += _jax_cases("jaxbuf", jaxbuf_add, jaxbuf_buffer(capacity), cfg, capacity)
+    routed = jaxbuf_buffer(capacity, lockstep=False)
+    out += _jax_cases("jaxbuf[routed]", jaxbuf_add, routed, cfg, capacity)
     fbx, why = peers.module("flashbax")
     if fbx is None:
         out += [

@@ -83,6 +83,20 @@ def write(storage: dict, slots: jax.Array, rows: dict, *, unique: bool = False) 
     )
 
 
+def write_block(storage: dict, local: jax.Array, rows: dict) -> dict:
+    """Write ``rows`` (leading axis n, row k to sub-buffer k) at the same ``local`` slot.
+
+    One contiguous ``[1, n, ...]`` block of the time-major storage, written with
+    ``dynamic_update_slice``: XLA fuses the producer of the rows (e.g. the slice of a scan's
+    input) into it, which a scatter cannot absorb.
+    """
+    return jax.tree_util.tree_map(
+        lambda store, new: jax.lax.dynamic_update_index_in_dim(store, new, local, 0),
+        storage,
+        rows,
+    )
+
+
 def gather(tree: Any, index: jax.Array) -> Any:
     """Every leaf at global slots ``index`` (an int array of any shape, in range)."""
     leaves = jax.tree_util.tree_leaves(tree)

@@ -24,8 +24,10 @@ def key_path_str(path: tuple) -> str:
     return ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
 
-def check_config(size: int, buffer_num: int, stack_num: int) -> None:
-    """Reject invalid constructor arguments with a ValueError."""
+def check_config(size: int, buffer_num: int, stack_num: int, lockstep: bool = False) -> None:
+    """Reject invalid constructor arguments with a ValueError (TypeError for a wrong type)."""
+    if not isinstance(lockstep, bool | np.bool_):
+        raise TypeError(f"jaxbuf: lockstep must be a bool, got {type(lockstep).__name__}")
     for name, value in (("size", size), ("buffer_num", buffer_num), ("stack_num", stack_num)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
             raise TypeError(f"jaxbuf: {name} must be an int, got {type(value).__name__}")

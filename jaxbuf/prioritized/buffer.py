@@ -190,15 +190,21 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
 
     @classmethod
     def _check_options(
-        cls, name: str, alpha: Any, beta: Any, weight_norm: Any, core_options: dict
+        cls,
+        name: str,
+        alpha: Any,
+        beta: Any,
+        weight_norm: Any,
+        core_options: dict,
+        allowed: tuple = _CORE_OPTIONS,
     ) -> None:
         _check_alpha_beta(name, alpha, beta)
         if not isinstance(weight_norm, bool | np.bool_):
             raise ValueError(f"{name}: weight_norm must be a bool, got {weight_norm!r}")
-        unknown = sorted(set(core_options) - set(_CORE_OPTIONS))
+        unknown = sorted(set(core_options) - set(allowed))
         if unknown:
             raise TypeError(
-                f"{name}: unexpected option(s) {unknown}; core options are {list(_CORE_OPTIONS)}"
+                f"{name}: unexpected option(s) {unknown}; core options are {list(allowed)}"
             )
         if core_options.get("sample_avail") and core_options.get("stack_num", 1) > 1:
             raise ValueError(
@@ -481,7 +487,15 @@ class PrioritizedVectorReplayBuffer(PrioritizedReplayBuffer):
     ) -> PrioritizedVectorReplayBuffer:
         """An empty prioritized vector buffer of ``buffer_num`` sub-buffers with
         ``ceil(total_size / buffer_num)`` slots each; options as
-        :meth:`PrioritizedReplayBuffer.create`."""
-        cls._check_options(cls.__name__ + ".create", alpha, beta, weight_norm, core_options)
+        :meth:`PrioritizedReplayBuffer.create`, plus ``lockstep`` (see
+        :meth:`jaxbuf.VectorReplayBuffer.create`)."""
+        cls._check_options(
+            cls.__name__ + ".create",
+            alpha,
+            beta,
+            weight_norm,
+            core_options,
+            (*_CORE_OPTIONS, "lockstep"),
+        )
         core = VectorReplayBuffer.create(example, total_size, buffer_num, **core_options)
         return cls._wrap(core, alpha, beta, weight_norm)
