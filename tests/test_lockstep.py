@@ -135,3 +135,26 @@ def test_prioritized_vector_takes_lockstep():
     np.testing.assert_array_equal(res.index, [0, 4])
     with pytest.raises(TypeError, match=r"unexpected option\(s\) \['lockstep'\]"):
         jaxbuf.PrioritizedReplayBuffer.create(EXAMPLE, 8, alpha=0.6, beta=0.4, lockstep=True)
+
+
+def test_vmapped_lockstep_buffers_equal_one_by_one():
+    """A stack of lock-step buffers under ``vmap`` (the block write becomes a batched
+    update) equals adding to each buffer separately."""
+    n, steps = 2, 5
+    flags = [np.array([[(s + t) % 3, (s * t) % 3] for t in range(steps)]) for s in range(3)]
+    per_buffer = [_steps(f, n) for f in flags]
+    for b, batches in enumerate(per_buffer):
+        for t, batch in enumerate(batches):
+            batch["obs"] = batch["obs"] + 1000 * b + t  # distinct rows per buffer
+    one = jaxbuf.VectorReplayBuffer.create(EXAMPLE, 3 * n, n, lockstep=True)
+    stack = jax.tree_util.tree_map(lambda x: jnp.stack([x] * 3), one)
+    vadd = jax.jit(jax.vmap(lambda b, x: b.add(x)))
+    for t in range(steps):
+        xs = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[p[t] for p in per_buffer])
+        stack, results = vadd(stack, xs)
+    for b, batches in enumerate(per_buffer):
+        ref = one
+        for batch in batches:
+            ref, r = ref.add(batch)
+        _assert_same(jax.tree_util.tree_map(lambda x, b=b: x[b], stack), ref)
+        _assert_same(jax.tree_util.tree_map(lambda x, b=b: x[b], results), r)
