@@ -263,12 +263,12 @@ def build(meta: dict, leaves: list, where: Any = "the checkpoint") -> Any:
         kwargs = {k: rec(v, (*path, k)) for k, v in node["children"].items()}
         for name, value in node["static"].items():
             kwargs[name] = decode_static(value, f"'{path_str((*path, name))}'")
+        # A static option added in a later version (absent from older checkpoints) restores
+        # to its default.
         for f in dataclasses.fields(cls):
-            # A static option added in a later version restores to its default.
-            later_option = not f.metadata.get("pytree_node", True)
-            if later_option and f.init and f.name not in kwargs:
-                if f.default is not dataclasses.MISSING:
-                    kwargs[f.name] = f.default
+            static = not f.metadata.get("pytree_node", True)
+            if static and f.init and f.name not in kwargs and f.default is not dataclasses.MISSING:
+                kwargs[f.name] = f.default
         fields = sorted(f.name for f in dataclasses.fields(cls) if f.init)
         if sorted(kwargs) != fields:
             raise CheckpointMismatchError(
