@@ -3,26 +3,68 @@
 The JSON was recorded by running Tianshou itself; each scenario is a constructor call and a
 list of operations with their outputs. These helpers rebuild the same buffer in jaxbuf and
 apply the adds; the test modules compare the outputs.
+
+Every ``tests/data/tianshou_cases*.json`` is read: the public reference cases and the runs
+recorded by ``tests/data/record_tianshou_cases.py``. More files in the same format can be
+replayed by listing them in the environment variable ``JAXBUF_ORACLE_CASES``
+(``os.pathsep``-separated), e.g.
+``JAXBUF_ORACLE_CASES=/path/to/cases.json python -m pytest tests -k oracle``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
+from helpers import assert_close
 
 import jaxbuf
+from jaxbuf.cached import CachedReplayBuffer
 
-DATA = Path(__file__).parent / "data" / "tianshou_cases_public.json"
+DATA_DIR = Path(__file__).parent / "data"
+ENV_VAR = "JAXBUF_ORACLE_CASES"
+PUBLIC = "tianshou_cases_public"
 ROW_KEYS = ("obs", "act", "rew", "terminated", "truncated", "obs_next")
+CORE_OPTIONS = ("stack_num", "ignore_obs_next", "save_only_last_obs", "sample_avail")
+
+
+def case_files() -> list[Path]:
+    """The case files: ``tests/data/tianshou_cases*.json``, then ``$JAXBUF_ORACLE_CASES``."""
+    files = sorted(DATA_DIR.glob("tianshou_cases*.json"))
+    files += [Path(p) for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{ENV_VAR} names missing oracle files: {missing}")
+    return files
 
 
 def scenarios(*types: str) -> list[dict]:
-    """The recorded scenarios whose buffer type is one of ``types``."""
-    with open(DATA) as f:
-        data = json.load(f)
-    return [s for s in data["scenarios"] if s["buffer"]["type"] in types]
+    """The recorded scenarios whose buffer type is one of ``types``, from every case file.
+
+    Each scenario gets an ``id`` (``<file stem>:<name>``) for test ids."""
+    out = []
+    for path in case_files():
+        with open(path) as f:
+            data = json.load(f)
+        for scn in data["scenarios"]:
+            if scn["buffer"]["type"] in types:
+                out.append({**scn, "id": f"{path.stem}:{scn['name']}"})
+    return out
+
+
+def replay_params(scns: list[dict]) -> list:
+    """``(scenario, jit)`` test parameters: the public cases are replayed eagerly and under
+    ``jit``; the others (more numerous) under ``jit`` only, which keeps the suite's time in
+    bounds (eager replays compile every primitive per shape)."""
+    params = []
+    for scn in scns:
+        modes = (False, True) if scn["id"].startswith(PUBLIC + ":") else (True,)
+        for jit in modes:
+            params.append(pytest.param(scn, jit, id=f"{'jit' if jit else 'eager'}-{scn['id']}"))
+    return params
 
 
 def first_add(scn: dict) -> dict:
@@ -53,14 +95,10 @@ def rows_of(op: dict, single: bool) -> dict:
 
 
 def build(scn: dict):
-    """The jaxbuf buffer matching the scenario's constructor call."""
+    """The jaxbuf buffer matching the scenario's constructor call (any recorded type)."""
     args = dict(scn["buffer"]["args"])
     kind = scn["buffer"]["type"]
-    opts = {
-        k: args.pop(k)
-        for k in ("stack_num", "ignore_obs_next", "save_only_last_obs", "sample_avail")
-        if k in args
-    }
+    opts = {k: args.pop(k) for k in CORE_OPTIONS if k in args}
     ex = example_of(scn)
     if opts.get("ignore_obs_next"):
         ex.pop("obs_next", None)
@@ -68,7 +106,19 @@ def build(scn: dict):
         return jaxbuf.ReplayBuffer.create(ex, args["size"], **opts)
     if kind == "VectorReplayBuffer":
         return jaxbuf.VectorReplayBuffer.create(ex, args["total_size"], args["buffer_num"], **opts)
-    raise ValueError(kind)
+    if kind == "CachedReplayBuffer":
+        return CachedReplayBuffer.create(
+            ex, args["main_size"], args["cached_buffer_num"], args["max_episode_length"], **opts
+        )
+    prio = {"alpha": args["alpha"], "beta": args["beta"]}
+    prio["weight_norm"] = args.get("weight_norm", True)
+    if kind == "PrioritizedReplayBuffer":
+        return jaxbuf.PrioritizedReplayBuffer.create(ex, args["size"], **prio, **opts)
+    if kind == "PrioritizedVectorReplayBuffer":
+        return jaxbuf.PrioritizedVectorReplayBuffer.create(
+            ex, args["total_size"], args["buffer_num"], **prio, **opts
+        )
+    raise ValueError(f"unknown recorded buffer type {kind!r}")
 
 
 def add(buf, op: dict):
@@ -81,3 +131,36 @@ def add(buf, op: dict):
     if ids is not None and buf.buffer_num == 1:
         ids = None
     return buf.add(batch, None if ids is None else np.asarray(ids))
+
+
+def check_state(buf, state: dict, what: str) -> None:
+    """The recorded counters (``State`` in the schema) against a core buffer's."""
+    m = buf.subbuffer_size
+    assert len(buf) == state["len"], what
+    np.testing.assert_array_equal(buf.last_index, state["last_index"], err_msg=what)
+    for k, sub in enumerate(state["subbuffers"]):
+        assert sub["offset"] == k * m and sub["maxsize"] == m, what
+        assert int(buf.lengths[k]) == sub["len"], what
+        assert int(buf.insertion_idx[k]) == sub["insertion_idx"], what
+        assert int(buf.ep_len[k]) == sub["ep_len"], what
+        assert int(buf.ep_start[k]) == sub["ep_start_idx"], what
+        assert_close(buf.ep_return[k], sub["ep_return"], what + " ep_return")
+
+
+def check_add(buf, res, op: dict, what: str) -> None:
+    """A recorded add's outputs against jaxbuf's ``AddResult`` (``buf``: the core after it)."""
+    out = op["output"]
+    np.testing.assert_array_equal(res.index, out["insertion_idx"], err_msg=what)
+    assert_close(res.episode_return, out["ep_return"], what)
+    np.testing.assert_array_equal(res.episode_length, out["ep_len"], err_msg=what)
+    # E7: Tianshou reports a start slot that was already overwritten when the episode is
+    # longer than its sub-buffer; jaxbuf reports the oldest stored step instead.
+    ids = op["buffer_ids"]
+    ids = np.arange(buf.buffer_num) if ids is None else np.asarray(ids)
+    if buf.buffer_num == 1:
+        ids = np.zeros_like(ids)
+    running = np.asarray(buf.ep_len)[ids]
+    stale = (np.asarray(res.episode_length) > buf.subbuffer_size) | (running > buf.subbuffer_size)
+    np.testing.assert_array_equal(
+        np.asarray(res.episode_start)[~stale], np.asarray(out["ep_start_idx"])[~stale], err_msg=what
+    )
