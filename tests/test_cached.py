@@ -105,6 +105,9 @@ def test_oracle_replay(scn, jit):
             got = buf[np.asarray(op["index"])]
             for key, expected in op["output"].items():
                 assert_close(got[key], expected, what + " " + key)
+        elif op["op"] == "get":
+            got = buf.get(np.asarray(op["index"]), op["key"], op["stack_num"])
+            assert_close(got, op["output"], what)
         elif op["op"] == "sample_indices":
             expected = np.asarray(op["output"])
             _, (idx, mask), _ = _links(buf)[2:]

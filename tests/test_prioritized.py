@@ -173,6 +173,9 @@ def test_oracle_prioritized_scenario(scn, jit):
                     _close(got["weight"], _read_weight(w, norm), what + " weight", rtol=2e-6)
                 else:
                     _close(got[key], expected, what + " " + key)
+        elif kind == "get":
+            got = buf.get(np.asarray(op["index"]), op["key"], op["stack_num"])
+            _close(got, op["output"], what)
         elif kind == "set_beta":
             beta = op["beta"]
             buf = buf.set_beta(beta)

@@ -55,7 +55,8 @@ class Spec:
     rew_dtype: str = "float64"
     p_term: float = 0.15
     p_trunc: float = 0.1
-    ids: str = "all"  # "all" | "subsets" | "single" (call form, plain buffer only)
+    rew_size: int = 0  # > 0: vector rewards of this many components
+    ids: str = "all"  # "all" | "subsets" | "perm" | "single" (call form, plain buffer only)
     n_envs: int = 1
     frames: int = 0  # > 0: obs arrive as stacks of this many frames (save_only_last_obs)
     read_every: int = 4  # record getitem / returns / prio reads every this many adds
@@ -190,7 +191,10 @@ class Stream:
             out["obs"].append(self.obs(e, t, k))
             out["obs_next"].append(self.obs(e, t + 1, k + 1))
             out["act"].append(rng.integers(0, 4) if s.act_dtype.startswith("int") else rng.normal())
-            out["rew"].append(round(float(rng.normal()), 3))
+            if s.rew_size:
+                out["rew"].append(np.round(rng.normal(size=s.rew_size), 3))
+            else:
+                out["rew"].append(round(float(rng.normal()), 3))
             out["terminated"].append(term)
             out["truncated"].append(trunc)
             self.t[e] = t
@@ -212,7 +216,7 @@ def add_op(buf, rows: dict, ids, single: bool) -> dict:
         batch = Batch(
             obs=row["obs"],
             act=row["act"],
-            rew=float(row["rew"]),
+            rew=row["rew"] if row["rew"].ndim else float(row["rew"]),
             terminated=bool(row["terminated"]),
             truncated=bool(row["truncated"]),
             obs_next=row["obs_next"],
@@ -372,12 +376,15 @@ def ids_for(spec: Spec, step: int, rng) -> list[int] | None:
         return None
     if spec.kind in ("ReplayBuffer", "PrioritizedReplayBuffer"):
         return [0]  # the stacked call form of a plain buffer needs buffer_ids
+    if spec.ids == "none":
+        return None
     if spec.ids == "all":
         return None if spec.kind != "CachedReplayBuffer" else list(range(n))
     if step % 5 == 0:
         return list(range(n))
     k = int(rng.integers(1, n + 1))
-    return sorted(rng.choice(n, size=k, replace=False).tolist())
+    chosen = rng.choice(n, size=k, replace=False).tolist()
+    return chosen if spec.ids == "perm" else sorted(chosen)
 
 
 def record(spec: Spec) -> dict:
@@ -404,6 +411,8 @@ def record(spec: Spec) -> dict:
         ops.append(getitem_op(buf, chrono))
         if physical != chrono:
             ops.append(getitem_op(buf, physical))
+        if step == spec.read_every and len(buf) < buf.maxsize:
+            ops.append(getitem_op(buf, list(range(buf.maxsize))))  # never-written slots too
         if spec.args.get("stack_num", 1) > 1 or spec.frames:
             for k in (None, 1, 2, 4):
                 out = buf.get(np.asarray(chrono[::2]), "obs", stack_num=k)
@@ -438,6 +447,70 @@ def record(spec: Spec) -> dict:
 
 
 SPECS = [
+    Spec(
+        "rec_vec_perm",
+        "VectorReplayBuffer(9, 3): buffer_ids in any order (unsorted subsets).",
+        "VectorReplayBuffer",
+        {"total_size": 9, "buffer_num": 3},
+        seed=14,
+        steps=14,
+        ids="perm",
+        n_envs=3,
+    ),
+    Spec(
+        "rec_rb_vector_reward",
+        "ReplayBuffer(6): rewards with 2 components (episode returns are vectors).",
+        "ReplayBuffer",
+        {"size": 6},
+        seed=15,
+        steps=12,
+        rew_size=2,
+        returns=False,
+    ),
+    Spec(
+        "rec_rb_last_obs_ignore_next",
+        "ReplayBuffer(7, stack_num=3, save_only_last_obs=True, ignore_obs_next=True).",
+        "ReplayBuffer",
+        {"size": 7, "stack_num": 3, "save_only_last_obs": True, "ignore_obs_next": True},
+        seed=16,
+        steps=12,
+        frames=3,
+        returns=False,
+    ),
+    Spec(
+        "rec_vec_last_obs",
+        "VectorReplayBuffer(8, 2, stack_num=2, save_only_last_obs=True).",
+        "VectorReplayBuffer",
+        {"total_size": 8, "buffer_num": 2, "stack_num": 2, "save_only_last_obs": True},
+        seed=17,
+        steps=10,
+        frames=2,
+        n_envs=2,
+        ids="perm",
+        returns=False,
+    ),
+    Spec(
+        "rec_prio_stack2",
+        "PrioritizedReplayBuffer(8, alpha=0.5, beta=0.5, stack_num=2).",
+        "PrioritizedReplayBuffer",
+        {"size": 8, "alpha": 0.5, "beta": 0.5, "weight_norm": True, "stack_num": 2},
+        seed=18,
+        steps=12,
+        prio_updates=True,
+        returns=False,
+    ),
+    Spec(
+        "rec_cached_default_ids",
+        "CachedReplayBuffer(ReplayBuffer(6), 2, 4): buffer_ids=None (all caches in order).",
+        "CachedReplayBuffer",
+        {"main_size": 6, "cached_buffer_num": 2, "max_episode_length": 4},
+        seed=19,
+        steps=12,
+        ids="none",
+        n_envs=2,
+        p_term=0.25,
+        returns=False,
+    ),
     Spec(
         "rec_rb_single_wrap",
         "ReplayBuffer(5), single-step call form, 23 adds: many wraps.",
