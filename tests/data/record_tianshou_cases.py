@@ -425,7 +425,7 @@ def record(spec: Spec) -> dict:
                         "output": tolist(out),
                     }
                 )
-        if spec.returns and spec.kind != "CachedReplayBuffer" and step in returns_at:
+        if spec.returns and step in returns_at:
             ops += gae_ops(buf, chrono, rng)
             if physical != chrono:
                 ops += gae_ops(buf, physical, rng)[:1]
@@ -636,7 +636,6 @@ SPECS = [
         n_envs=3,
         p_term=0.3,
         p_trunc=0.15,
-        returns=False,
     ),
     Spec(
         "rec_cached_overlong",
