@@ -448,8 +448,8 @@ class ReplayBuffer(struct.PyTreeNode):
 
     def _avail_mask(self) -> jax.Array:
         """bool[maxsize]: valid slots whose stack of ``stack_num`` frames needs no padding."""
-        frames = stacking.frame_indices(
-            jnp.arange(self.maxsize, dtype=jnp.int32), self.prev, self.stack_num
+        frames = stacking.buffer_frames(
+            self, jnp.arange(self.maxsize, dtype=jnp.int32), self.stack_num
         )
         return self.valid_mask() & (frames[:, 0] != frames[:, 1])
 
@@ -534,7 +534,7 @@ class ReplayBuffer(struct.PyTreeNode):
         if k < 1:
             raise ValueError(f"jaxbuf: stack_num must be >= 1, got {k}")
         index = self._index(index)
-        return stacking.stacked_gather(self.storage[key], index, self.prev, k)
+        return stacking.stacked_gather(self.storage[key], index, self, k)
 
     def __getitem__(self, index: Any) -> dict:
         """The transitions at ``index`` as a dict of arrays.
@@ -552,11 +552,11 @@ class ReplayBuffer(struct.PyTreeNode):
         out = {}
         for key, value in self.storage.items():
             k = self.stack_num if key in STACKED_KEYS else 1
-            out[key] = stacking.stacked_gather(value, index, self.prev, k)
+            out[key] = stacking.stacked_gather(value, index, self, k)
         out["done"] = out["terminated"] | out["truncated"]
         if self.ignore_obs_next:
             out["obs_next"] = stacking.stacked_gather(
-                self.storage["obs"], self.next(index), self.prev, self.stack_num
+                self.storage["obs"], self.next(index), self, self.stack_num
             )
         return out
 
