@@ -17,6 +17,7 @@ import json
 import os
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from helpers import assert_close
@@ -164,3 +165,15 @@ def check_add(buf, res, op: dict, what: str) -> None:
     np.testing.assert_array_equal(
         np.asarray(res.episode_start)[~stale], np.asarray(out["ep_start_idx"])[~stale], err_msg=what
     )
+
+
+def read_padded(read, index, size: int):
+    """``read(index)`` on ``index`` padded to ``size`` entries by repeating its first entry, cut
+    back to ``len(index)`` rows: one array shape per buffer, so the replay compiles each read
+    once instead of once per index length (the reads are row-wise, padding changes nothing)."""
+    index = np.asarray(index)
+    count = len(index)
+    if count == 0 or count >= size:
+        return read(index)
+    padded = np.concatenate([index, np.full(size - count, index[0], index.dtype)])
+    return jax.tree.map(lambda x: np.asarray(x)[:count], read(padded))

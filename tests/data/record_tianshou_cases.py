@@ -392,7 +392,7 @@ def record(spec: Spec) -> dict:
     stream = Stream(spec)
     rng = np.random.default_rng(spec.seed + 1000)
     ops = [snapshot(buf, "empty")]
-    returns_at = {spec.steps // 2, spec.steps}  # GAE / n-step at two points of the stream
+    returns_at = {spec.steps}  # GAE / n-step once, at the end of the stream
     for step in range(1, spec.steps + 1):
         ids = ids_for(spec, step, rng)
         envs = list(range(spec.n_envs)) if ids is None else ids
