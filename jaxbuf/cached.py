@@ -177,32 +177,7 @@ class CachedReplayBuffer(struct.PyTreeNode):
           written.
         """
         rows, ids = self.caches.check_batch(batch, buffer_ids)
-        done = rows["terminated"] | rows["truncated"]
-        c = self.caches.episode_counters()
-        main_c = self.main.episode_counters()
-        head = _cache_moves.MainHead(main_c.insertion_idx, main_c.lengths, main_c.last_slot)
-        plan = _cache_moves.plan_add(
-            c, self.max_episode_length, ids, rows["rew"], done, head, self.main_size
-        )
-        stored = storage.to_stored(rows, save_only_last_obs=self.caches.save_only_last_obs)
-
-        def window(old, new):
-            sel = plan.from_cache.reshape(plan.from_cache.shape + (1,) * (old.ndim - 2))
-            moved = jnp.where(sel, old, new[plan.src_row])
-            return moved.reshape((-1, *old.shape[2:]))
-
-        def move(main):
-            from_caches = storage.gather(self.caches.storage, plan.src_cache)
-            moved = jax.tree_util.tree_map(window, from_caches, stored)
-            return main.write(plan.main_slots.reshape(-1), moved)
-
-        # Most adds end no episode: skip the k*L-row gather/scatter then (under vmap the
-        # cond becomes a select and both sides run).
-        any_moved = jnp.any(plan.result.episode_length > 0)
-        main = lax.cond(any_moved, move, lambda b: b, self.main)
-        main = main.with_counters(main_c._replace(**plan.main._asdict()))
-        caches = self.caches.write(plan.cache_slots, stored).with_counters(plan.caches)
-        return self.replace(main=main, caches=caches), plan.result
+        return _add_rows(self, rows, ids)
 
     # ------------------------------------------------------------------ global indices
     def _split(self, index) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -320,6 +295,41 @@ class CachedReplayBuffer(struct.PyTreeNode):
             index = jnp.asarray(self.chronological_indices()[index], jnp.int32)
         in_main, mi, ci = self._split(index)
         return self._select(in_main, self.main[mi], self.caches[ci])
+
+
+@jax.jit
+def _add_rows(
+    buf: CachedReplayBuffer, rows: dict, ids: jax.Array
+) -> tuple[CachedReplayBuffer, CachedAddResult]:
+    """The body of :meth:`CachedReplayBuffer.add` on checked rows, jitted: inlined under an
+    outer ``jit``; called eagerly it compiles once per shape instead of re-tracing its
+    ``lax.cond`` and scans on every call."""
+    done = rows["terminated"] | rows["truncated"]
+    c = buf.caches.episode_counters()
+    main_c = buf.main.episode_counters()
+    head = _cache_moves.MainHead(main_c.insertion_idx, main_c.lengths, main_c.last_slot)
+    plan = _cache_moves.plan_add(
+        c, buf.max_episode_length, ids, rows["rew"], done, head, buf.main_size
+    )
+    stored = storage.to_stored(rows, save_only_last_obs=buf.caches.save_only_last_obs)
+
+    def window(old, new):
+        sel = plan.from_cache.reshape(plan.from_cache.shape + (1,) * (old.ndim - 2))
+        moved = jnp.where(sel, old, new[plan.src_row])
+        return moved.reshape((-1, *old.shape[2:]))
+
+    def move(main):
+        from_caches = storage.gather(buf.caches.storage, plan.src_cache)
+        moved = jax.tree_util.tree_map(window, from_caches, stored)
+        return main.write(plan.main_slots.reshape(-1), moved)
+
+    # Most adds end no episode: skip the k*L-row gather/scatter then (under vmap the
+    # cond becomes a select and both sides run).
+    any_moved = jnp.any(plan.result.episode_length > 0)
+    main = lax.cond(any_moved, move, lambda b: b, buf.main)
+    main = main.with_counters(main_c._replace(**plan.main._asdict()))
+    caches = buf.caches.write(plan.cache_slots, stored).with_counters(plan.caches)
+    return buf.replace(main=main, caches=caches), plan.result
 
 
 __all__ = ["CachedAddResult", "CachedReplayBuffer"]
