@@ -8,18 +8,12 @@ import contextlib
 
 import jax
 import numpy as np
+from helpers import EXAMPLE, rows, step
 from jax import monitoring
 
 import jaxbuf
 from jaxbuf.cached import CachedReplayBuffer
 
-EXAMPLE = {
-    "obs": np.zeros(3, np.float32),
-    "act": np.int32(0),
-    "rew": np.float32(0),
-    "terminated": False,
-    "truncated": False,
-}
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
@@ -39,14 +33,10 @@ def count_compiles():
         monitoring.unregister_event_duration_listener(listener)
 
 
-def _step(i: int, done: bool = False) -> dict:
-    return {**EXAMPLE, "obs": np.full(3, i, np.float32), "terminated": done}
-
-
 def _filled(**options) -> jaxbuf.ReplayBuffer:
     buf = jaxbuf.ReplayBuffer.create(EXAMPLE, 12, **options)
     for i in range(9):
-        buf, _ = buf.add(_step(i, done=i % 4 == 3))
+        buf, _ = buf.add(step(i, terminated=i % 4 == 3))
     return buf
 
 
@@ -73,6 +63,5 @@ def test_sample_avail_reads_compile_once():
 
 def test_cached_add_compiles_once():
     buf = CachedReplayBuffer.create(EXAMPLE, 10, 2, 4)
-    rows = jax.tree.map(lambda *x: np.stack(x), _step(1), _step(2, done=True))
-    ids = np.array([0, 1])
-    _assert_no_new_compiles(lambda: buf.add(rows, ids))
+    batch = rows([1.0, 2.0], terminated=[False, True])
+    _assert_no_new_compiles(lambda: buf.add(batch, np.array([0, 1])))
