@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -165,6 +166,55 @@ def check_add(buf, res, op: dict, what: str) -> None:
     np.testing.assert_array_equal(
         np.asarray(res.episode_start)[~stale], np.asarray(out["ep_start_idx"])[~stale], err_msg=what
     )
+
+
+def _close_data(actual, expected, what: str) -> None:
+    np.testing.assert_allclose(
+        np.asarray(actual, np.float64),
+        np.asarray(expected, np.float64),
+        rtol=1e-6,
+        atol=1e-7,
+        err_msg=what,
+    )
+
+
+def check_snapshot(buf, core, op: dict, what: str) -> bool:
+    """A recorded snapshot against ``buf`` (``core``: its core buffer, for the counters): the
+    state, the storage, ``prev``/``next`` of every slot, ``unfinished_index`` and
+    ``sample_indices(0)``. False when it was recorded on an empty buffer (nothing to compare)."""
+    check_state(core, op["state"], what)
+    if op["prev"] is None:
+        # E5: Tianshou raises on an empty buffer; jaxbuf returns the sub-buffer's offset
+        # (documented), so there is nothing recorded to compare.
+        assert len(buf) == 0, what
+        return False
+    stored = buf.global_storage()
+    for key, rows in op["data"].items():
+        got = stored["terminated"] | stored["truncated"] if key == "done" else stored[key]
+        _close_data(got, rows, what + " data " + key)
+    idx = np.arange(buf.maxsize)
+    np.testing.assert_array_equal(buf.prev(idx), op["prev"], err_msg=what + " prev")
+    np.testing.assert_array_equal(buf.next(idx), op["next"], err_msg=what + " next")
+    np.testing.assert_array_equal(
+        buf.unfinished_index_compact(), op["unfinished_index"], err_msg=what + " unfinished"
+    )
+    np.testing.assert_array_equal(
+        buf.chronological_indices(), op["sample_indices_0"], err_msg=what + " sample_indices(0)"
+    )
+    return True
+
+
+def check_getitem(buf, op: dict, what: str) -> None:
+    """A recorded ``buf[index]`` (every recorded field)."""
+    got = read_padded(buf.__getitem__, op["index"], buf.maxsize)
+    for key, expected in op["output"].items():
+        assert_close(got[key], expected, what + " " + key)
+
+
+def check_get(buf, op: dict, what: str) -> None:
+    """A recorded ``buf.get(index, key, stack_num)``."""
+    read = partial(buf.get, key=op["key"], stack_num=op["stack_num"])
+    assert_close(read_padded(read, op["index"], buf.maxsize), op["output"], what)
 
 
 def read_padded(read, index, size: int):
