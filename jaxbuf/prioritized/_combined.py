@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import chex
 import jax.numpy as jnp
+from jax import lax
 
-from jaxbuf.prioritized._kary import ARITY, descend, fold_rows
+from jaxbuf.prioritized._kary import ARITY, descend, descend_step, fold_rows
 
 
 def level_counts(capacity: int) -> tuple[int, ...]:
@@ -149,10 +150,18 @@ def find_prefix(
     v = values.reshape(-1)
     total = jnp.broadcast_to(upper[0, 0], v.shape)
     node = jnp.zeros(v.shape, jnp.int32)
-    # the rows of the levels below the root: upper's, then bottom's, then the leaves
-    off = row_offsets(capacity)
-    sources = [(upper, first) for first in off[1:-1]]
-    sources += [(bottom, 0), (leaves.reshape(-1, ARITY), 0)]
-    for source, first in sources:
-        v, node, total = descend(source[first + node, :ARITY], v, node, total)
+    # The levels packed in ``upper`` below the root share one loop body, whose carry is
+    # computed once without the identity scatters of ``descend``: 8 kernels per pass instead
+    # of 7 per unrolled level, and measured faster (docs/prioritized.md, "Why this layout").
+    firsts = row_offsets(capacity)[1:-1]
+    if firsts:
+        starts = jnp.asarray(firsts, jnp.int32)
+
+        def level(d, carry):
+            v, node, total = carry
+            return descend_step(upper[starts[d] + node, :ARITY], v, node, total)
+
+        v, node, total = lax.fori_loop(0, len(firsts), level, (v, node, total))
+    for source in (bottom, leaves.reshape(-1, ARITY)):
+        v, node, total = descend(source[node, :ARITY], v, node, total)
     return node.reshape(shape), total.reshape(shape)

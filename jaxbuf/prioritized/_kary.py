@@ -145,7 +145,7 @@ def find_prefix(levels: tuple[chex.Array, ...], values: chex.Array) -> chex.Arra
     return node.reshape(shape)
 
 
-def descend(
+def descend_step(
     rows: chex.Array, v: chex.Array, node: chex.Array, total: chex.Array
 ) -> tuple[chex.Array, chex.Array, chex.Array]:
     """One level of the prefix-sum descent (the rule in :func:`find_prefix`'s docstring).
@@ -153,6 +153,8 @@ def descend(
     ``rows`` float[Q, ARITY]: the children's sums of each query's current ``node`` (int32[Q],
     whose sum is ``total``); ``v`` float[Q], the remaining query. Returns ``(v, node,
     total)`` one level down: the remaining query, the chosen child's index and its sum.
+    Unmaterialized: for a loop body, whose carry is computed once anyway; a chain of
+    levels outside a loop goes through :func:`descend`.
     """
     tiny = jnp.asarray(jnp.finfo(v.dtype).tiny, v.dtype)
     zero = jnp.zeros_like(v)
@@ -171,8 +173,16 @@ def descend(
         last = jnp.where(x > 0, j, last)
         last_sub = jnp.where(x > 0, x, last_sub)
         acc = nxt
-    return materialize(
+    return (
         jnp.where(over, jnp.inf, v - before),
         node * ARITY + jnp.where(over, last, child),
         jnp.where(over, last_sub, sub),
     )
+
+
+def descend(
+    rows: chex.Array, v: chex.Array, node: chex.Array, total: chex.Array
+) -> tuple[chex.Array, chex.Array, chex.Array]:
+    """:func:`descend_step`, its three results materialized (computed once, not fused into
+    every later level that reads them)."""
+    return materialize(*descend_step(rows, v, node, total))
