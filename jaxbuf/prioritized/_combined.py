@@ -81,11 +81,13 @@ def set_leaves(
 
     The last occurrence of a duplicate index wins; indices outside ``[0, capacity)`` are
     dropped. Duplicates are resolved inside the leaf array: entry ``j`` writes the key
-    ``-(j + 1)`` to its slot (``set``, then an order-free ``min`` scatter), so a slot ends
-    with the key of its last occurrence, and entry ``j`` wins where its slot holds its key.
-    Then the winners' values are written and, per level, each entry's row of ``ARITY``
-    children is read, folded into the parent's sum and minimum, and written in one ``2B``
-    scatter. No step depends on ``capacity``.
+    ``-(j + 1)`` to its slot with an order-free ``min`` scatter; the leaves are ``>= 0``, so
+    a touched slot ends with the smallest key, that of its last occurrence. Each entry then
+    reads its row of ``ARITY`` slots once: it wins where its own slot holds its key, and a
+    slot holding the key ``-(j + 1)`` is about to hold ``vals[j]``, which gives the row's
+    final values without reading the leaves again. The winners' values are written and, per
+    level, each entry's row of children is folded into the parent's sum and minimum and
+    written in one ``2B`` scatter. No step depends on ``capacity``.
     """
     n = leaves.shape[0]
     b = idx.shape[0]
@@ -101,14 +103,18 @@ def set_leaves(
     after_root = n + (upper[0, 0] != upper[0, 0]).astype(idx.dtype)
     target = jnp.where((idx >= 0) & (idx < capacity), idx, after_root)
     key = -(jnp.arange(b, dtype=leaves.dtype) + 1)
-    scratch = leaves.at[target].set(key, mode="drop").at[target].min(key, mode="drop")
-    win = (target < n) & (scratch[jnp.minimum(target, n - 1)] == key)
-    leaves = scratch.at[jnp.where(win, target, n)].set(vals, mode="drop")
+    scratch = leaves.at[target].min(key, mode="drop")
 
     # An out-of-range entry walks up from a clamped leaf, whose ancestors are recomputed to
     # the values they already hold. Parents listed twice get identical values.
-    node = jnp.clip(idx, 0, capacity - 1) // ARITY
-    rows = leaves.reshape(-1, ARITY)[node]
+    leaf = jnp.clip(idx, 0, capacity - 1)
+    node = leaf // ARITY
+    rows = scratch.reshape(-1, ARITY)[node]
+    own = jnp.take_along_axis(rows, (leaf % ARITY)[:, None], axis=1)[:, 0]
+    win = (target < n) & (own == key)
+    writer = jnp.clip((-rows - 1).astype(jnp.int32), 0, b - 1)
+    rows = jnp.where(rows < 0, vals[writer], rows)
+    leaves = scratch.at[jnp.where(win, target, n)].set(vals, mode="drop")
     total = fold_rows(rows, "sum")
     low = fold_rows(jnp.where(rows > 0, rows, jnp.inf), "min")
     blocks = [bottom.reshape(-1), upper.reshape(-1)]
