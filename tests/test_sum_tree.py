@@ -204,6 +204,19 @@ def test_duplicates_last_wins_under_jit():
     assert float(mtree.min()) == 4.0
 
 
+def test_sum_and_min_trees_never_share_a_treedef():
+    # JAX 0.10 compares dataclass treedefs by field names and static values, not by class; a
+    # jitted function's cache could then run one tree's program on the other (this test file
+    # once failed that way). The reduction is static data, so the treedefs differ.
+    s, m = SumTree.create(8), MinTree.create(8)
+    assert jax.tree.structure(s) != jax.tree.structure(m)
+    assert (s.op, m.op) == ("sum", "min")
+    set_jit = jax.jit(lambda t, i, v: t.set(i, v))
+    for _ in range(3):
+        assert float(set_jit(s, jnp.array([1, 2]), jnp.array([2.0, 3.0])).total()) == 5.0
+        assert float(set_jit(m, jnp.array([1, 2]), jnp.array([2.0, 3.0])).min()) == 2.0
+
+
 def test_out_of_range_indices_are_dropped_under_jit():
     tree = jax.jit(lambda t, i, v: t.set(i, v))(
         SumTree.create(5), jnp.array([-1, 1, 5, 7, 9]), jnp.array([9.0, 1.0, 9.0, 9.0, 9.0])

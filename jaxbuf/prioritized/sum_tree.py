@@ -91,16 +91,19 @@ def _sample(
 class _SegmentTree(struct.PyTreeNode):
     """Shared implementation of a wide reduction tree; see the module docstring.
 
-    Subclasses set ``_op`` (``"sum"`` or ``"min"``: an associative, commutative binary op)
-    and ``_identity`` (its neutral element). The only pytree leaves are the ``depth + 1``
-    flat arrays of ``levels`` (root first, the ``bound`` padded leaves last); ``capacity`` is
-    static.
+    Subclasses set the default of ``op`` (``"sum"`` or ``"min"``: an associative, commutative
+    binary op) and ``_identity`` (its neutral element). The only pytree leaves are the
+    ``depth + 1`` flat arrays of ``levels`` (root first, the ``bound`` padded leaves last);
+    ``capacity`` and ``op`` are static. ``op`` is static data rather than a class attribute so
+    that a ``SumTree`` and a ``MinTree`` of equal capacity never have equal treedefs: JAX 0.10
+    compares dataclass treedefs by field names and static values, not by class, so a jitted
+    function's cache could otherwise hand one tree's compiled program to the other.
     """
 
     levels: tuple[chex.Array, ...]
     capacity: int = struct.field(pytree_node=False)
+    op: str = struct.field(pytree_node=False, default="sum")
 
-    _op: ClassVar[str]
     _identity: ClassVar[float]
     _allow_inf: ClassVar[bool]
 
@@ -214,7 +217,7 @@ class _SegmentTree(struct.PyTreeNode):
         if idx.shape[0] == 0:
             return self
         levels = _set_leaves(
-            self.levels, idx, vals.astype(self.dtype), capacity=self.capacity, op=self._op
+            self.levels, idx, vals.astype(self.dtype), capacity=self.capacity, op=self.op
         )
         return self.replace(levels=levels)
 
@@ -261,7 +264,6 @@ class SumTree(_SegmentTree):
         tree.find_prefix_sum(jnp.array([0.5, 1.0, 1.5]))  # [0, 0, 3]
     """
 
-    _op = "sum"
     _identity = 0.0
     _allow_inf = False
 
@@ -323,7 +325,7 @@ class MinTree(_SegmentTree):
     running minimum, as in Tianshou, only ever decreases).
     """
 
-    _op = "min"
+    op: str = struct.field(pytree_node=False, default="min")
     _identity = float("inf")
     _allow_inf = True
 
