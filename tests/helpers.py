@@ -38,13 +38,13 @@ def rows(obs, rew=None, terminated=None, truncated=None, act=None) -> dict:
     }
 
 
-def assert_close(actual, expected, what: str) -> None:
-    """Float comparison of recorded outputs (float64, 1e-6 relative and absolute)."""
+def assert_close(actual, expected, what: str, atol: float = 1e-6) -> None:
+    """Float comparison of recorded outputs (float64, 1e-6 relative, ``atol`` absolute)."""
     np.testing.assert_allclose(
         np.asarray(actual, np.float64),
         np.asarray(expected, np.float64),
         rtol=1e-6,
-        atol=1e-6,
+        atol=atol,
         err_msg=what,
     )
 

@@ -168,16 +168,6 @@ def check_add(buf, res, op: dict, what: str) -> None:
     )
 
 
-def _close_data(actual, expected, what: str) -> None:
-    np.testing.assert_allclose(
-        np.asarray(actual, np.float64),
-        np.asarray(expected, np.float64),
-        rtol=1e-6,
-        atol=1e-7,
-        err_msg=what,
-    )
-
-
 def check_snapshot(buf, core, op: dict, what: str) -> bool:
     """A recorded snapshot against ``buf`` (``core``: its core buffer, for the counters): the
     state, the storage, ``prev``/``next`` of every slot, ``unfinished_index`` and
@@ -191,7 +181,7 @@ def check_snapshot(buf, core, op: dict, what: str) -> bool:
     stored = buf.global_storage()
     for key, rows in op["data"].items():
         got = stored["terminated"] | stored["truncated"] if key == "done" else stored[key]
-        _close_data(got, rows, what + " data " + key)
+        assert_close(got, rows, what + " data " + key, atol=1e-7)
     idx = np.arange(buf.maxsize)
     np.testing.assert_array_equal(buf.prev(idx), op["prev"], err_msg=what + " prev")
     np.testing.assert_array_equal(buf.next(idx), op["next"], err_msg=what + " next")
