@@ -4,6 +4,8 @@ A buffer is an immutable pytree (a ``flax.struct.PyTreeNode``): the storage dict
 per-sub-buffer counters of :mod:`jaxbuf._core.episodes`, and static configuration. Every
 method is a pure function that returns new values (``add`` returns a new buffer), so it runs
 eagerly, under ``jax.jit``, inside ``lax.scan`` and under ``jax.vmap`` over a stack of buffers.
+An eager call runs the method under ``jax.jit`` (compiled once per buffer structure and input
+shapes, :mod:`jaxbuf._core.dispatch`); a traced call runs its operations directly.
 
 Layout: ``buffer_num`` sub-buffers of ``subbuffer_size`` slots, sub-buffer ``k`` owning the
 global slots ``[k*m, (k+1)*m)``, exactly as in Tianshou's ``VectorReplayBuffer``; a
@@ -36,6 +38,7 @@ from flax import struct
 
 from jaxbuf._core import episodes, sampling, stacking, storage, validate
 from jaxbuf._core.checks import global_index, runtime_check
+from jaxbuf._core.dispatch import compiled_when_eager
 from jaxbuf._core.episodes import AddResult
 
 STACKED_KEYS = ("obs", "obs_next", "info", "policy")
@@ -272,6 +275,11 @@ class ReplayBuffer(struct.PyTreeNode):
         scatter. Both are in place when the state is donated or carried by ``lax.scan``.
         """
         rows, ids = self.check_batch(batch, buffer_ids)
+        return self.add_rows(rows, ids)
+
+    @compiled_when_eager()
+    def add_rows(self, rows: dict, ids: jax.Array | None) -> tuple[Any, AddResult]:
+        """:meth:`add` on rows already checked by :meth:`check_batch` (for composed buffers)."""
         done = rows["terminated"] | rows["truncated"]
         slots, result, counters = episodes.plan_add(
             self.episode_counters(), self.subbuffer_size, ids, rows["rew"], done
@@ -337,13 +345,15 @@ class ReplayBuffer(struct.PyTreeNode):
                     f"{ids.shape} dtype {ids.dtype}"
                 )
             ids = ids.astype(jnp.int32)
-            runtime_check(
-                jnp.all((ids >= 0) & (ids < self.buffer_num)),
-                f"jaxbuf: buffer_ids out of range [0, {self.buffer_num})",
-            )
-            if self.buffer_num == 1 and not isinstance(ids, jax.core.Tracer):
-                if not bool(jnp.all(ids == 0)):
-                    raise ValueError(f"jaxbuf: a ReplayBuffer only has buffer id 0, got {ids}")
+            if isinstance(ids, jax.core.Tracer):
+                runtime_check(
+                    jnp.all((ids >= 0) & (ids < self.buffer_num)),
+                    f"jaxbuf: buffer_ids out of range [0, {self.buffer_num})",
+                )
+            elif self.buffer_num == 1 and np.any(np.asarray(ids) != 0):
+                raise ValueError(
+                    f"jaxbuf: a ReplayBuffer only has buffer id 0, got {np.asarray(ids)}"
+                )
         return rows, ids
 
     @staticmethod
@@ -374,6 +384,7 @@ class ReplayBuffer(struct.PyTreeNode):
     def _index(self, index) -> jax.Array:
         return global_index(index, self.maxsize)
 
+    @compiled_when_eager()
     def prev(self, index: chex.Array) -> jax.Array:
         """Previous slot of the same episode; ``index`` itself at an episode start.
 
@@ -390,6 +401,7 @@ class ReplayBuffer(struct.PyTreeNode):
             self.buffer_num,
         )
 
+    @compiled_when_eager()
     def next(self, index: chex.Array) -> jax.Array:
         """Next slot of the same episode; ``index`` itself at an episode end (done or head)."""
         return episodes.next_(
@@ -401,16 +413,19 @@ class ReplayBuffer(struct.PyTreeNode):
             self.buffer_num,
         )
 
+    @compiled_when_eager()
     def is_episode_end(self, index: chex.Array) -> jax.Array:
         """bool: the slot is done, or is the latest write of its sub-buffer (unfinished head)."""
         i, k = episodes.locate(self._index(index), self.subbuffer_size, self.buffer_num)
         return self._done_at(i) | (i == self.last_index[k])
 
+    @compiled_when_eager()
     def is_unfinished(self, index: chex.Array) -> jax.Array:
         """bool: the slot is the latest write of a non-empty sub-buffer and is not done."""
         i, k = episodes.locate(self._index(index), self.subbuffer_size, self.buffer_num)
         return (i == self.last_index[k]) & (self.lengths[k] > 0) & ~self._done_at(i)
 
+    @compiled_when_eager()
     def unfinished_index(self) -> jax.Array:
         """int32[buffer_num]: the head of each sub-buffer's unfinished episode, or -1."""
         open_ = (self.lengths > 0) & ~self._done_at(self.last_index)
@@ -421,6 +436,7 @@ class ReplayBuffer(struct.PyTreeNode):
         u = np.asarray(self.unfinished_index())
         return u[u >= 0].astype(np.int64)
 
+    @compiled_when_eager()
     def all_indices(self) -> tuple[jax.Array, jax.Array]:
         """Every sampleable slot in chronological order: ``(int32[maxsize], bool[maxsize])``.
 
@@ -448,12 +464,13 @@ class ReplayBuffer(struct.PyTreeNode):
 
     def _avail_mask(self) -> jax.Array:
         """bool[maxsize]: valid slots whose stack of ``stack_num`` frames needs no padding."""
-        frames = stacking.buffer_frames(
-            self, jnp.arange(self.maxsize, dtype=jnp.int32), self.stack_num
+        frames = stacking.frame_indices(
+            jnp.arange(self.maxsize, dtype=jnp.int32), self.prev, self.stack_num
         )
         return self.valid_mask() & (frames[:, 0] != frames[:, 1])
 
     # ------------------------------------------------------------------ sampling
+    @compiled_when_eager(("batch_size",))
     def sample_indices(self, key: chex.PRNGKey, batch_size: int) -> jax.Array:
         """int32[batch_size] uniform draws with replacement over stored transitions.
 
@@ -466,11 +483,13 @@ class ReplayBuffer(struct.PyTreeNode):
             return sampling.from_mask(key, batch_size, self._avail_mask())
         return sampling.uniform(key, batch_size, self.lengths, self.subbuffer_size)
 
+    @compiled_when_eager(("batch_size",))
     def sample(self, key: chex.PRNGKey, batch_size: int) -> tuple[dict, jax.Array]:
         """``(buf[indices], indices)`` for ``indices = sample_indices(key, batch_size)``."""
         indices = self.sample_indices(key, batch_size)
         return self[indices], indices
 
+    @compiled_when_eager(("batch_size",))
     def epoch_indices(self, key: chex.PRNGKey, batch_size: int) -> tuple[jax.Array, jax.Array]:
         """Every stored transition exactly once, shuffled, in minibatches (jittable).
 
@@ -507,6 +526,7 @@ class ReplayBuffer(struct.PyTreeNode):
             chunk = idx[s:e]
             yield self[jnp.asarray(chunk, jnp.int32)], chunk
 
+    @compiled_when_eager(("batch_size", "length"))
     def sample_sequences(
         self, key: chex.PRNGKey, batch_size: int, length: int
     ) -> tuple[dict, jax.Array, jax.Array]:
@@ -522,6 +542,7 @@ class ReplayBuffer(struct.PyTreeNode):
         return self[idx], idx, mask
 
     # ------------------------------------------------------------------ reading
+    @compiled_when_eager(("key", "stack_num"))
     def get(self, index: chex.Array, key: str, stack_num: int | None = None) -> Any:
         """Field ``key`` at ``index``, stacked over ``stack_num`` frames (default: the buffer's).
 
@@ -548,6 +569,11 @@ class ReplayBuffer(struct.PyTreeNode):
         """
         if isinstance(index, slice):
             index = jnp.asarray(self.chronological_indices()[index], jnp.int32)
+        return self._read(index)
+
+    @compiled_when_eager()
+    def _read(self, index: chex.Array) -> dict:
+        """``buf[index]`` for an int or int array ``index``."""
         index = self._index(index)
         out = {}
         for key, value in self.storage.items():

@@ -37,6 +37,7 @@ from jaxbuf import _cache_moves
 from jaxbuf._cache_moves import CachedAddResult
 from jaxbuf._core import sampling, storage
 from jaxbuf._core.checks import global_index, runtime_check
+from jaxbuf._core.dispatch import compiled_when_eager
 from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
 
 
@@ -177,7 +178,37 @@ class CachedReplayBuffer(struct.PyTreeNode):
           written.
         """
         rows, ids = self.caches.check_batch(batch, buffer_ids)
-        return _add_rows(self, rows, ids)
+        return self._add_rows(rows, ids)
+
+    @compiled_when_eager()
+    def _add_rows(self, rows: dict, ids: jax.Array) -> tuple[CachedReplayBuffer, CachedAddResult]:
+        """The body of :meth:`add` on rows checked by ``check_batch``."""
+        done = rows["terminated"] | rows["truncated"]
+        c = self.caches.episode_counters()
+        main_c = self.main.episode_counters()
+        head = _cache_moves.MainHead(main_c.insertion_idx, main_c.lengths, main_c.last_slot)
+        plan = _cache_moves.plan_add(
+            c, self.max_episode_length, ids, rows["rew"], done, head, self.main_size
+        )
+        stored = storage.to_stored(rows, save_only_last_obs=self.caches.save_only_last_obs)
+
+        def window(old, new):
+            sel = plan.from_cache.reshape(plan.from_cache.shape + (1,) * (old.ndim - 2))
+            moved = jnp.where(sel, old, new[plan.src_row])
+            return moved.reshape((-1, *old.shape[2:]))
+
+        def move(main):
+            from_caches = storage.gather(self.caches.storage, plan.src_cache)
+            moved = jax.tree_util.tree_map(window, from_caches, stored)
+            return main.write(plan.main_slots.reshape(-1), moved)
+
+        # Most adds end no episode: skip the k*L-row gather/scatter then (under vmap the
+        # cond becomes a select and both sides run).
+        any_moved = jnp.any(plan.result.episode_length > 0)
+        main = lax.cond(any_moved, move, lambda b: b, self.main)
+        main = main.with_counters(main_c._replace(**plan.main._asdict()))
+        caches = self.caches.write(plan.cache_slots, stored).with_counters(plan.caches)
+        return self.replace(main=main, caches=caches), plan.result
 
     # ------------------------------------------------------------------ global indices
     def _split(self, index) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -199,21 +230,25 @@ class CachedReplayBuffer(struct.PyTreeNode):
             from_caches,
         )
 
+    @compiled_when_eager()
     def prev(self, index: chex.Array) -> jax.Array:
         """Previous slot of the same episode (``index`` itself at an episode start)."""
         in_main, mi, ci = self._split(index)
         return jnp.where(in_main, self.main.prev(mi), self.caches.prev(ci) + self.main_size)
 
+    @compiled_when_eager()
     def next(self, index: chex.Array) -> jax.Array:
         """Next slot of the same episode (``index`` itself at an episode end)."""
         in_main, mi, ci = self._split(index)
         return jnp.where(in_main, self.main.next(mi), self.caches.next(ci) + self.main_size)
 
+    @compiled_when_eager()
     def is_episode_end(self, index: chex.Array) -> jax.Array:
         """bool: the slot is done, or is the latest write of its part (main or a cache)."""
         in_main, mi, ci = self._split(index)
         return jnp.where(in_main, self.main.is_episode_end(mi), self.caches.is_episode_end(ci))
 
+    @compiled_when_eager()
     def unfinished_index(self) -> jax.Array:
         """int32[1+K]: head of the unfinished episode of main, then of each cache, or -1.
 
@@ -229,6 +264,7 @@ class CachedReplayBuffer(struct.PyTreeNode):
         u = np.asarray(self.unfinished_index())
         return u[u >= 0].astype(np.int64)
 
+    @compiled_when_eager()
     def all_indices(self) -> tuple[jax.Array, jax.Array]:
         """Every sampleable slot, main then caches, each oldest first: ``(int32[N], bool[N])``.
 
@@ -247,6 +283,7 @@ class CachedReplayBuffer(struct.PyTreeNode):
         return np.asarray(idx)[np.asarray(mask)].astype(np.int64)
 
     # ------------------------------------------------------------------ sampling
+    @compiled_when_eager(("batch_size",))
     def sample_indices(self, key: chex.PRNGKey, batch_size: int) -> jax.Array:
         """int32[batch_size] uniform draws with replacement over main and caches.
 
@@ -272,12 +309,14 @@ class CachedReplayBuffer(struct.PyTreeNode):
         local = u - (cum[part] - lengths[part])
         return jnp.where(total > 0, starts[part] + local, 0).astype(jnp.int32)
 
+    @compiled_when_eager(("batch_size",))
     def sample(self, key: chex.PRNGKey, batch_size: int) -> tuple[dict, jax.Array]:
         """``(buf[indices], indices)`` for ``indices = sample_indices(key, batch_size)``."""
         indices = self.sample_indices(key, batch_size)
         return self[indices], indices
 
     # ------------------------------------------------------------------ reading
+    @compiled_when_eager(("key", "stack_num"))
     def get(self, index: chex.Array, key: str, stack_num: int | None = None) -> Any:
         """Field ``key`` at global ``index``, frame-stacked like ``ReplayBuffer.get``."""
         in_main, mi, ci = self._split(index)
@@ -293,43 +332,13 @@ class CachedReplayBuffer(struct.PyTreeNode):
         """
         if isinstance(index, slice):
             index = jnp.asarray(self.chronological_indices()[index], jnp.int32)
+        return self._read(index)
+
+    @compiled_when_eager()
+    def _read(self, index: chex.Array) -> dict:
+        """``buf[index]`` for an int or int array ``index``."""
         in_main, mi, ci = self._split(index)
         return self._select(in_main, self.main[mi], self.caches[ci])
-
-
-@jax.jit
-def _add_rows(
-    buf: CachedReplayBuffer, rows: dict, ids: jax.Array
-) -> tuple[CachedReplayBuffer, CachedAddResult]:
-    """The body of :meth:`CachedReplayBuffer.add` on checked rows, jitted: inlined under an
-    outer ``jit``; called eagerly it compiles once per shape instead of re-tracing its
-    ``lax.cond`` and scans on every call."""
-    done = rows["terminated"] | rows["truncated"]
-    c = buf.caches.episode_counters()
-    main_c = buf.main.episode_counters()
-    head = _cache_moves.MainHead(main_c.insertion_idx, main_c.lengths, main_c.last_slot)
-    plan = _cache_moves.plan_add(
-        c, buf.max_episode_length, ids, rows["rew"], done, head, buf.main_size
-    )
-    stored = storage.to_stored(rows, save_only_last_obs=buf.caches.save_only_last_obs)
-
-    def window(old, new):
-        sel = plan.from_cache.reshape(plan.from_cache.shape + (1,) * (old.ndim - 2))
-        moved = jnp.where(sel, old, new[plan.src_row])
-        return moved.reshape((-1, *old.shape[2:]))
-
-    def move(main):
-        from_caches = storage.gather(buf.caches.storage, plan.src_cache)
-        moved = jax.tree_util.tree_map(window, from_caches, stored)
-        return main.write(plan.main_slots.reshape(-1), moved)
-
-    # Most adds end no episode: skip the k*L-row gather/scatter then (under vmap the
-    # cond becomes a select and both sides run).
-    any_moved = jnp.any(plan.result.episode_length > 0)
-    main = lax.cond(any_moved, move, lambda b: b, buf.main)
-    main = main.with_counters(main_c._replace(**plan.main._asdict()))
-    caches = buf.caches.write(plan.cache_slots, stored).with_counters(plan.caches)
-    return buf.replace(main=main, caches=caches), plan.result
 
 
 __all__ = ["CachedAddResult", "CachedReplayBuffer"]

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from jaxbuf._core.dispatch import compiled_when_eager
 from jaxbuf._core.episodes import AddResult
 from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
 
@@ -150,6 +151,7 @@ class HERReplayBuffer(struct.PyTreeNode):
         return 1.0 - 1.0 / self.future_k
 
     # ------------------------------------------------------------------ relabelling
+    @compiled_when_eager()
     def future_steps(self, key: chex.PRNGKey, indices: chex.Array) -> tuple[jax.Array, jax.Array]:
         """Draw the relabelling decisions for ``indices`` (int32[B]).
 
@@ -171,6 +173,7 @@ class HERReplayBuffer(struct.PyTreeNode):
         future = jnp.take_along_axis(window, d[:, None], axis=1)[:, 0]
         return future.astype(jnp.int32), relabel
 
+    @compiled_when_eager()
     def future_window(self, indices: chex.Array) -> tuple[jax.Array, jax.Array]:
         """The horizon window of each index: ``(int32[B, horizon], bool[B, horizon])``.
 
@@ -200,6 +203,7 @@ class HERReplayBuffer(struct.PyTreeNode):
             obs = self.buffer.get(index, "obs_next", stack_num=1)
         return obs["achieved_goal"]
 
+    @compiled_when_eager()
     def relabel(self, key: chex.PRNGKey, indices: chex.Array) -> dict:
         """``buf[indices]`` with HER relabelling (pure; the stored data is not touched)."""
         future, mask = self.future_steps(key, indices)
@@ -207,6 +211,7 @@ class HERReplayBuffer(struct.PyTreeNode):
             self.buffer[indices], self.achieved_goal_after(future), mask, self.compute_reward_fn
         )
 
+    @compiled_when_eager(("batch_size",))
     def sample(self, key: chex.PRNGKey, batch_size: int) -> tuple[dict, jax.Array]:
         """``(relabelled batch, indices)``: uniform indices, then :meth:`relabel`."""
         key_idx, key_her = jax.random.split(key)
@@ -216,7 +221,12 @@ class HERReplayBuffer(struct.PyTreeNode):
     # ------------------------------------------------------------------ forwarded
     def add(self, batch: dict, buffer_ids: chex.Array | None = None) -> tuple[Any, AddResult]:
         """``ReplayBuffer.add`` on the wrapped buffer; returns the new HER buffer."""
-        buffer, result = self.buffer.add(batch, buffer_ids)
+        rows, ids = self.buffer.check_batch(batch, buffer_ids)
+        return self._add_rows(rows, ids)
+
+    @compiled_when_eager()
+    def _add_rows(self, rows: dict, ids: jax.Array | None) -> tuple[Any, AddResult]:
+        buffer, result = self.buffer.add_rows(rows, ids)
         return self.replace(buffer=buffer), result
 
     def sample_indices(self, key: chex.PRNGKey, batch_size: int) -> jax.Array:

@@ -9,7 +9,6 @@ first frame is repeated as padding.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import jax
@@ -38,20 +37,9 @@ def frame_indices(index: jax.Array, prev: Callable, stack_num: int) -> jax.Array
     return jnp.moveaxis(frames, 0, -1)
 
 
-@partial(jax.jit, static_argnums=2)
-def buffer_frames(buf: Any, index: jax.Array, stack_num: int) -> jax.Array:
-    """:func:`frame_indices` along ``buf.prev`` (``buf``: a buffer pytree), jitted.
-
-    Under an outer ``jit`` this is inlined; called eagerly it compiles once per buffer
-    structure and index shape, where an eager ``lax.scan`` over the bound ``prev`` would be
-    traced and compiled again on every call (~0.1 s each on CPU).
-    """
-    return frame_indices(index, buf.prev, stack_num)
-
-
 def stacked_gather(tree: Any, index: jax.Array, buf: Any, stack_num: int) -> Any:
     """Gather ``tree`` at ``index``; ``stack_num > 1`` adds a frame axis after the index axes,
-    following ``buf.prev`` (see :func:`buffer_frames`)."""
+    following ``buf.prev`` (see :func:`frame_indices`)."""
     if stack_num == 1:
         return gather(tree, index)
-    return gather(tree, buffer_frames(buf, index, stack_num))
+    return gather(tree, frame_indices(index, buf.prev, stack_num))

@@ -32,7 +32,6 @@ Costs: ``add`` of k rows, ``update_weight`` of B indices and ``sample`` of B dra
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, NamedTuple
 
 import chex
@@ -42,6 +41,7 @@ import numpy as np
 from flax import struct
 
 from jaxbuf._core.checks import global_index, runtime_check
+from jaxbuf._core.dispatch import compiled_when_eager
 from jaxbuf._core.episodes import AddResult
 from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
 from jaxbuf.prioritized.priority_tree import PriorityTree
@@ -81,7 +81,6 @@ class _UpdateChecks(NamedTuple):
 # hold no run-time checks: those stay in the methods, where jaxbuf.checked sees them.
 
 
-@partial(jax.jit, static_argnames=("alpha",))
 def _write_max_priority(
     tree: PriorityTree, max_prio: jax.Array, index: jax.Array, *, alpha: float
 ) -> PriorityTree:
@@ -89,7 +88,6 @@ def _write_max_priority(
     return tree.set_unchecked(index, (max_prio**alpha).astype(jnp.float32))
 
 
-@partial(jax.jit, static_argnames=("alpha", "subbuffer_size"))
 def _update_priorities(
     tree: PriorityTree,
     max_prio: jax.Array,
@@ -123,7 +121,6 @@ def _update_priorities(
     )
 
 
-@partial(jax.jit, static_argnames=("batch_norm",))
 def _weights(leaf: jax.Array, p_min: jax.Array, beta: jax.Array, *, batch_norm: bool) -> jax.Array:
     """``(leaf / ref) ** -beta`` for the leaf values ``leaf`` (any shape) where positive, else 0.
 
@@ -235,7 +232,14 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
         Returns ``(buffer, AddResult)``; rows dropped by the core (``index == -1``) leave the
         trees unchanged. Cost: the core add plus ``O(k log N)``.
         """
-        core, result = self.buffer.add(batch, buffer_ids)
+        rows, ids = self.buffer.check_batch(batch, buffer_ids)
+        return self._add_rows(rows, ids)
+
+    @compiled_when_eager()
+    def _add_rows(
+        self, rows: dict, ids: jax.Array | None
+    ) -> tuple[PrioritizedReplayBuffer, AddResult]:
+        core, result = self.buffer.add_rows(rows, ids)
         tree = _write_max_priority(self.tree, self.max_prio, result.index, alpha=self.alpha)
         return self.replace(buffer=core, tree=tree), result
 
@@ -269,31 +273,44 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
         ):
             raise TypeError(f"{name}: new_weight must be real numbers, got dtype {weight.dtype}")
         try:
-            weight = jnp.broadcast_to(weight, idx.shape)
-        except ValueError as err:
+            fits = np.broadcast_shapes(weight.shape, idx.shape) == idx.shape
+        except ValueError:
+            fits = False
+        if not fits:
             raise ValueError(
                 f"{name}: new_weight of shape {weight.shape} does not broadcast to the "
                 f"indices' shape {idx.shape}"
-            ) from err
+            )
+        new, checks = self._apply_update(idx, weight)
+        if _concrete(checks.ok):
+            self._raise_bad_update(name, idx, weight, checks)
+        else:
+            runtime_check(
+                jnp.all(checks.ok),
+                "jaxbuf: update_weight got an index that holds no transition or a non-finite "
+                "weight",
+            )
+        return new
+
+    @compiled_when_eager()
+    def _apply_update(
+        self, idx: jax.Array, weight: jax.Array
+    ) -> tuple[PrioritizedReplayBuffer, _UpdateChecks]:
+        """:meth:`update_weight` on validated inputs; also returns the per-entry checks."""
         tree, max_prio, checks = _update_priorities(
             self.tree,
             self.max_prio,
             self.buffer.lengths,
             idx.reshape(-1).astype(jnp.int32),
-            weight.reshape(-1).astype(jnp.float32),
+            jnp.broadcast_to(weight, idx.shape).reshape(-1).astype(jnp.float32),
             alpha=self.alpha,
             subbuffer_size=self.buffer.subbuffer_size,
         )
-        if _concrete(checks.ok):
-            self._raise_bad_update(name, idx.reshape(-1), weight.reshape(-1), checks)
-        runtime_check(
-            jnp.all(checks.ok),
-            "jaxbuf: update_weight got an index that holds no transition or a non-finite weight",
-        )
-        return self.replace(tree=tree, max_prio=max_prio)
+        return self.replace(tree=tree, max_prio=max_prio), checks
 
     def _raise_bad_update(self, name: str, idx: Any, weight: Any, checks: _UpdateChecks) -> None:
-        idx, weight = np.asarray(idx), np.asarray(weight)
+        idx = np.asarray(idx).reshape(-1)
+        weight = np.broadcast_to(np.asarray(weight), np.shape(idx)).reshape(-1)
         in_range, stored, finite = (np.asarray(x) for x in checks[:3])
         if not in_range.all():
             raise IndexError(
@@ -327,6 +344,7 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
         """float32[maxsize]: ``p ** alpha`` per slot (0 where no transition is stored)."""
         return self.tree.values()
 
+    @compiled_when_eager()
     def get_weight(self, index: chex.Array) -> jax.Array:
         """Importance weights ``(p_i^alpha / p_min^alpha) ** -beta`` at ``index`` (any shape).
 
@@ -345,6 +363,11 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
         (eager only), as in the core."""
         if isinstance(index, slice):
             index = jnp.asarray(self.buffer.chronological_indices()[index], jnp.int32)
+        return self._read(index)
+
+    @compiled_when_eager()
+    def _read(self, index: chex.Array) -> dict:
+        """``buf[index]`` for an int or int array ``index``."""
         index = global_index(index, self.maxsize)
         out = self.buffer[index]
         out["weight"] = _weights(
@@ -352,6 +375,7 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
         )
         return out
 
+    @compiled_when_eager(("batch_size", "stratified"))
     def sample_indices(
         self, key: chex.PRNGKey, batch_size: int, stratified: bool = False
     ) -> jax.Array:
@@ -365,6 +389,7 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
         runtime_check(self.buffer.size > 0, "jaxbuf: sampling from an empty buffer")
         return self.tree.sample(key, batch_size, stratified)[0]
 
+    @compiled_when_eager(("batch_size", "stratified"))
     def sample(
         self, key: chex.PRNGKey, batch_size: int, stratified: bool = False
     ) -> tuple[dict, jax.Array]:
