@@ -181,7 +181,9 @@ class CachedReplayBuffer(struct.PyTreeNode):
         return self._add_rows(rows, ids)
 
     @compiled_when_eager()
-    def _add_rows(self, rows: dict, ids: jax.Array) -> tuple[CachedReplayBuffer, CachedAddResult]:
+    def _add_rows(
+        self, rows: dict, ids: jax.Array | None
+    ) -> tuple[CachedReplayBuffer, CachedAddResult]:
         """The body of :meth:`add` on rows checked by ``check_batch``."""
         done = rows["terminated"] | rows["truncated"]
         c = self.caches.episode_counters()

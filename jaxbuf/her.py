@@ -226,6 +226,7 @@ class HERReplayBuffer(struct.PyTreeNode):
 
     @compiled_when_eager()
     def _add_rows(self, rows: dict, ids: jax.Array | None) -> tuple[Any, AddResult]:
+        """:meth:`add` on rows checked by the core's ``check_batch``."""
         buffer, result = self.buffer.add_rows(rows, ids)
         return self.replace(buffer=buffer), result
 

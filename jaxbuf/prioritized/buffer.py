@@ -239,6 +239,7 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
     def _add_rows(
         self, rows: dict, ids: jax.Array | None
     ) -> tuple[PrioritizedReplayBuffer, AddResult]:
+        """:meth:`add` on rows checked by the core's ``check_batch``."""
         core, result = self.buffer.add_rows(rows, ids)
         tree = _write_max_priority(self.tree, self.max_prio, result.index, alpha=self.alpha)
         return self.replace(buffer=core, tree=tree), result
