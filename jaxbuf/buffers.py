@@ -338,13 +338,13 @@ class ReplayBuffer(struct.PyTreeNode):
                 "with buffer_ids=None (create the buffer with lockstep=False to route rows)"
             )
         if buffer_ids is not None:
-            ids = jnp.asarray(buffer_ids)
+            ids = buffer_ids if isinstance(buffer_ids, jax.Array) else np.asarray(buffer_ids)
             if ids.shape != (k,) or not jnp.issubdtype(ids.dtype, jnp.integer):
                 raise ValueError(
                     f"jaxbuf: buffer_ids expected an int array of shape ({k},), got shape "
                     f"{ids.shape} dtype {ids.dtype}"
                 )
-            ids = ids.astype(jnp.int32)
+            ids = validate.as_dtype(ids, jnp.int32)
             if isinstance(ids, jax.core.Tracer):
                 runtime_check(
                     jnp.all((ids >= 0) & (ids < self.buffer_num)),

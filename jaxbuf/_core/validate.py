@@ -150,9 +150,18 @@ def flatten_checked(batch: Any, expected: dict, leading: tuple) -> dict:
             name = key + ("." + key_path_str(path) if path else "")
             check_leaf(name, leaf, leading + tuple(spec.shape), spec.dtype)
         out[key] = exp_struct.unflatten(
-            [jnp.asarray(leaf, spec.dtype) for leaf, spec in zip(leaves, specs)]
+            [as_dtype(leaf, spec.dtype) for leaf, spec in zip(leaves, specs)]
         )
     return out
+
+
+def as_dtype(value: Any, dtype: Any) -> Any:
+    """``value`` as an array of ``dtype``: JAX arrays and tracers through ``jnp``, host values
+    (NumPy arrays, Python scalars) as NumPy arrays, which a jitted call transfers itself (an
+    eager ``jnp.asarray`` per leaf was most of an eager ``add``'s Python time)."""
+    if isinstance(value, jax.Array):
+        return jnp.asarray(value, dtype)
+    return np.asarray(value, dtype)
 
 
 def check_same_layout(new: Any, current: Any) -> None:
