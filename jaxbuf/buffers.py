@@ -338,7 +338,7 @@ class ReplayBuffer(struct.PyTreeNode):
                 "with buffer_ids=None (create the buffer with lockstep=False to route rows)"
             )
         if buffer_ids is not None:
-            ids = buffer_ids if isinstance(buffer_ids, jax.Array) else np.asarray(buffer_ids)
+            ids = validate.as_dtype(buffer_ids, None)
             if ids.shape != (k,) or not jnp.issubdtype(ids.dtype, jnp.integer):
                 raise ValueError(
                     f"jaxbuf: buffer_ids expected an int array of shape ({k},), got shape "

@@ -156,9 +156,10 @@ def flatten_checked(batch: Any, expected: dict, leading: tuple) -> dict:
 
 
 def as_dtype(value: Any, dtype: Any) -> Any:
-    """``value`` as an array of ``dtype``: JAX arrays and tracers through ``jnp``, host values
-    (NumPy arrays, Python scalars) as NumPy arrays, which a jitted call transfers itself (an
-    eager ``jnp.asarray`` per leaf was most of an eager ``add``'s Python time)."""
+    """``value`` as an array of ``dtype`` (``None``: its own): JAX arrays and tracers through
+    ``jnp``, host values (NumPy arrays, Python scalars, lists) as NumPy arrays, which a jitted
+    call transfers itself (an eager ``jnp.asarray`` per leaf was most of an eager ``add``'s
+    Python time)."""
     if isinstance(value, jax.Array):
         return jnp.asarray(value, dtype)
     return np.asarray(value, dtype)
