@@ -191,10 +191,10 @@ def replay_add(buf, op):
 
 @pytest.fixture(scope="module")
 def oracle_buffers():
-    """Buffer state at each recorded snapshot label, per scenario name."""
+    """Buffer state at each recorded snapshot label, per scenario id (file stem and name)."""
     states = {}
     for scn, _, snap in oracle_returns_cases():
-        key = (scn["name"], snap["label"])
+        key = (scn["id"], snap["label"])
         if key in states:
             continue
         buf = replay_adds(scn)
@@ -226,7 +226,7 @@ def test_oracle_covers_every_recorded_returns_op():
 )
 def test_oracle_returns_op(case, oracle_buffers):
     scn, op, snap = case
-    buf = oracle_buffers[(scn["name"], snap["label"])]
+    buf = oracle_buffers[(scn["id"], snap["label"])]
     idx = np.asarray(op["indices"])
     if op["op"] == "nstep":
         q = jnp.asarray(op["q_table"], jnp.float32)
