@@ -476,11 +476,14 @@ class ReplayBuffer(struct.PyTreeNode):
 
         Sub-buffers are weighted by their length (O(batch_size)). With ``sample_avail`` and
         ``stack_num > 1`` draws are uniform over available slots (O(maxsize)). An empty
-        buffer gives slot 0 for every draw (``jaxbuf.checked`` raises instead).
+        buffer, or one where no slot is available yet, gives slot 0 for every draw
+        (``jaxbuf.checked`` raises instead).
         """
         runtime_check(self.size > 0, "jaxbuf: sampling from an empty buffer")
         if self.sample_avail and self.stack_num > 1:
-            return sampling.from_mask(key, batch_size, self._avail_mask())
+            avail = self._avail_mask()
+            runtime_check(jnp.any(avail), sampling.NO_AVAILABLE_SLOT)
+            return sampling.from_mask(key, batch_size, avail)
         return sampling.uniform(key, batch_size, self.lengths, self.subbuffer_size)
 
     @compiled_when_eager(("batch_size",))

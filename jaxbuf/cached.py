@@ -291,7 +291,8 @@ class CachedReplayBuffer(struct.PyTreeNode):
 
         Each part is chosen with probability proportional to its length (O(batch_size));
         with ``sample_avail`` and ``stack_num > 1`` draws are uniform over available slots
-        (O(maxsize)). An empty buffer gives slot 0 for every draw.
+        (O(maxsize)). An empty buffer, or one where no slot is available yet, gives slot 0
+        for every draw (``jaxbuf.checked`` raises instead).
         """
         runtime_check(self.size > 0, "jaxbuf: sampling from an empty buffer")
         if self.caches.sample_avail and self.caches.stack_num > 1:
@@ -301,6 +302,7 @@ class CachedReplayBuffer(struct.PyTreeNode):
                 .at[jnp.where(mask, idx, self.maxsize)]
                 .set(True, mode="drop")
             )
+            runtime_check(jnp.any(avail), sampling.NO_AVAILABLE_SLOT)
             return sampling.from_mask(key, batch_size, avail)
         lengths = self.lengths
         starts = jnp.asarray(self.subbuffer_edges[:-1], jnp.int32)

@@ -133,6 +133,24 @@ def test_sample_avail_section_6():
     assert set(draws.tolist()) == {5, 6, 1}
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_sample_avail_with_no_full_stack_draws_slot_0_and_checked_raises(jit):
+    """Non-empty, but every episode so far is one step long: no slot has 2 frames to stack."""
+    buf = jaxbuf.ReplayBuffer.create(EXAMPLE, 9, stack_num=2, sample_avail=True)
+    for s in range(3):
+        buf, _ = buf.add(step(s, terminated=True))
+    assert len(buf) == 3 and buf.chronological_indices().size == 0
+    draw = jax.jit(buf.sample_indices, static_argnums=1) if jit else buf.sample_indices
+    np.testing.assert_array_equal(draw(jax.random.key(0), 8), np.zeros(8, np.int32))
+    checked = jaxbuf.checked(lambda b, k: b.sample_indices(k, 8))
+    with pytest.raises(Exception, match="no stored slot has a full stack"):
+        checked(buf, jax.random.key(0))
+    buf, _ = buf.add(step(3, terminated=False))
+    buf, _ = buf.add(step(4, terminated=False))
+    np.testing.assert_array_equal(buf.chronological_indices(), [4])
+    np.testing.assert_array_equal(checked(buf, jax.random.key(0)), np.full(8, 4, np.int32))
+
+
 def test_save_only_last_obs_rebuilds_stacks():
     ex = dict(EXAMPLE, obs=np.zeros((4, 2), np.uint8))
     buf = jaxbuf.ReplayBuffer.create(

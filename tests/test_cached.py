@@ -114,7 +114,11 @@ def test_oracle_replay(scn, jit):
             else:
                 # RNG-dependent draws: only the support is compared.
                 got = np.asarray(buf.sample_indices(jax.random.key(n), 16))
-                assert set(got.tolist()) <= allowed and set(expected.tolist()) <= allowed, what
+                if not allowed:  # nothing to draw from: slot 0 every time (documented)
+                    assert set(got.tolist()) == {0} and expected.size == 0, what
+                else:
+                    assert set(got.tolist()) <= allowed, what
+                    assert set(expected.tolist()) <= allowed, what
         elif op["op"] in ("gae", "nstep"):
             continue  # replayed by the returns tests
         else:
@@ -387,3 +391,16 @@ def test_checked_raises_on_bad_index_and_empty_sampling():
         jaxbuf.checked(lambda b, x, i: b.add(x, i))(
             buf, _batch([1], [0], [False]), jnp.asarray([2], jnp.int32)
         )
+
+
+def test_sample_avail_with_no_full_stack_draws_slot_0_and_checked_raises():
+    import jaxbuf
+
+    buf = CachedReplayBuffer.create(_example(), 6, 2, 3, stack_num=2, sample_avail=True)
+    # one-step episodes only: main gets [1] and [11], nothing has a predecessor to stack
+    buf, _ = _steps(buf, [([0, 1], [1, 11], [True, True])])
+    assert buf.chronological_indices().size == 0
+    draws = jax.jit(buf.sample_indices, static_argnums=1)(jax.random.key(0), 8)
+    np.testing.assert_array_equal(draws, np.zeros(8, np.int32))
+    with pytest.raises(checkify.JaxRuntimeError, match="no stored slot has a full stack"):
+        jaxbuf.checked(lambda b, k: b.sample_indices(k, 8))(buf, jax.random.key(0))

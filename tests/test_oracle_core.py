@@ -72,5 +72,11 @@ def _check_sample(buf, op, what):
     # only the support is compared, with one batch size for every op (one compilation).
     got = np.asarray(buf.sample_indices(jax.random.key(0), 32))
     allowed = set(buf.chronological_indices().tolist())
+    if not allowed:
+        # Nothing to draw from (empty, or sample_avail with no full stack yet): Tianshou
+        # returns [] for batch_size -1 and raises for a positive one; jaxbuf's documented
+        # result is slot 0 for every draw.
+        assert set(got.tolist()) == {0} and expected.size == 0, what
+        return
     assert set(got.tolist()) <= allowed, what
     assert set(expected.tolist()) <= allowed, what

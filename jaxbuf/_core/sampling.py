@@ -9,6 +9,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+#: The ``jaxbuf.checked`` message when ``sample_avail`` leaves nothing to draw from.
+NO_AVAILABLE_SLOT = (
+    "jaxbuf: sampling with sample_avail, but no stored slot has a full stack of stack_num frames"
+)
+
 
 def randint_below(key: chex.PRNGKey, shape: tuple, span: jax.Array) -> jax.Array:
     """int32 draws uniform on ``{0, ..., span - 1}`` (``span >= 1``, traced) from one bits call.
