@@ -13,11 +13,21 @@ buffer, cached buffers whose episodes outgrow their caches, integer and multi-ax
 observations, long wrap-around streams) and writes every input and output with the schema of
 the reference oracle, so the same replay tests read both files. Streams are generated from
 fixed seeds; observation values are small integers, exact in float32.
+
+For a differential campaign beyond the committed cases, ``--random N --seed S`` records ``N``
+random configurations instead (buffer type, sizes, stacking flags, routing, dtypes, done
+rates, stream length; ``random_specs``), and the replay tests read the file from
+``JAXBUF_ORACLE_CASES``::
+
+    python tests/data/record_tianshou_cases.py /tmp/cases.json --random 150 --seed 2
+    JAXBUF_ORACLE_CASES=/tmp/cases.json python -m pytest tests -k oracle
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import random
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -653,9 +663,82 @@ SPECS = [
 ]
 
 
+KINDS = (
+    "ReplayBuffer",
+    "VectorReplayBuffer",
+    "PrioritizedReplayBuffer",
+    "PrioritizedVectorReplayBuffer",
+    "CachedReplayBuffer",
+)
+
+
+def _stacking_flags(rng: random.Random, kind: str) -> dict:
+    stack = rng.choice([1, 1, 2, 3, 4])
+    flags: dict = {"stack_num": stack} if stack > 1 else {}
+    if rng.random() < 0.4:
+        flags["ignore_obs_next"] = True
+    if stack > 1 and rng.random() < 0.3:
+        flags["save_only_last_obs"] = True
+    if stack > 1 and "Prioritized" not in kind and rng.random() < 0.4:
+        flags["sample_avail"] = True  # refused with stacking on the prioritized path
+    return flags
+
+
+def random_specs(n: int, seed: int) -> list[Spec]:
+    """``n`` random configurations: every buffer type, small sizes, so streams wrap often."""
+    rng = random.Random(seed)
+    specs = []
+    for i in range(n):
+        kind = rng.choice(KINDS)
+        flags = {} if kind == "CachedReplayBuffer" else _stacking_flags(rng, kind)
+        last_obs = flags.get("save_only_last_obs", False)
+        kw = dict(
+            seed=rng.randrange(10**6),
+            steps=rng.randrange(4, 40),
+            p_term=rng.choice([0.05, 0.15, 0.3, 0.6]),
+            p_trunc=rng.choice([0.0, 0.1, 0.3]),
+            frames=flags.get("stack_num", 1) if last_obs else 0,
+            returns=rng.random() < 0.5 and not last_obs,
+        )
+        if kind in ("ReplayBuffer", "PrioritizedReplayBuffer"):
+            args = {"size": rng.randrange(2, 12), **flags}
+            ids = rng.choice(["all", "single"]) if kind == "ReplayBuffer" else "all"
+            kw.update(ids=ids, n_envs=1)
+        elif kind in ("VectorReplayBuffer", "PrioritizedVectorReplayBuffer"):
+            num = rng.randrange(1, 5)
+            total = num * rng.randrange(2, 6) + rng.choice([0, 0, 1])
+            args = {"total_size": total, "buffer_num": num, **flags}
+            kw.update(ids=rng.choice(["all", "subsets", "perm"]), n_envs=num)
+        else:
+            num = rng.randrange(1, 4)
+            args = {
+                "main_size": rng.randrange(3, 12),
+                "cached_buffer_num": num,
+                "max_episode_length": rng.randrange(2, 6),
+            }
+            kw.update(ids=rng.choice(["none", "subsets", "perm"]), n_envs=num, returns=False)
+        if "Prioritized" in kind:
+            args.update(
+                alpha=rng.choice([0.5, 0.6, 1.0]),
+                beta=rng.choice([0.4, 0.5, 1.0]),
+                weight_norm=rng.random() < 0.5,
+            )
+            kw.update(prio_updates=True, extra=rng.choice([{}, {"set_beta": 0.8}]))
+        if rng.random() < 0.2 and not last_obs:
+            kw.update(obs_shape=(3, 2), obs_dtype="uint8", act_dtype="float32", rew_dtype="float32")
+        specs.append(Spec(f"random{seed}_{i}", f"{kind}({args})", kind, args, **kw))
+    return specs
+
+
 def main() -> None:
     import tianshou
 
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("output")
+    parser.add_argument("--random", type=int, default=0, help="record N random configurations")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random configurations")
+    opts = parser.parse_args()
+    specs = random_specs(opts.random, opts.seed) if opts.random else SPECS
     doc = {
         "format": "tianshou-buffer-oracle/1",
         "generator": "tests/data/record_tianshou_cases.py",
@@ -671,11 +754,11 @@ def main() -> None:
             f"The eps added to priorities is {EPS!r}.",
         ],
         "self_checks": {"passed": 0},
-        "scenarios": [record(s) for s in SPECS],
+        "scenarios": [record(s) for s in specs],
     }
-    with open(sys.argv[1], "w") as f:
+    with open(opts.output, "w") as f:
         json.dump(doc, f)
-    print(f"wrote {len(doc['scenarios'])} scenarios to {sys.argv[1]}")
+    print(f"wrote {len(doc['scenarios'])} scenarios to {opts.output}")
 
 
 if __name__ == "__main__":
