@@ -194,6 +194,21 @@ def check_snapshot(buf, core, op: dict, what: str) -> bool:
     return True
 
 
+def check_sample_support(got, expected, allowed: set, what: str) -> None:
+    """RNG-dependent draws: only their support is compared with the slots one may draw.
+
+    With nothing to draw from (empty, or ``sample_avail`` with no full stack yet) Tianshou
+    returns ``[]`` for ``batch_size=-1`` and raises for a positive one; jaxbuf's documented
+    result is slot 0 for every draw.
+    """
+    got, expected = set(np.asarray(got).tolist()), set(np.asarray(expected).tolist())
+    if not allowed:
+        assert got == {0} and not expected, what
+        return
+    assert got <= allowed, what
+    assert expected <= allowed, what
+
+
 def check_prefix_sum(got, op: dict, leaves, what: str) -> None:
     """A ``prefix_sum_query``: jaxbuf's float32 answers against Tianshou's float64 ones.
 
