@@ -481,9 +481,7 @@ class ReplayBuffer(struct.PyTreeNode):
         """
         runtime_check(self.size > 0, "jaxbuf: sampling from an empty buffer")
         if self.sample_avail and self.stack_num > 1:
-            avail = self._avail_mask()
-            runtime_check(jnp.any(avail), sampling.NO_AVAILABLE_SLOT)
-            return sampling.from_mask(key, batch_size, avail)
+            return sampling.from_mask(key, batch_size, self._avail_mask())
         return sampling.uniform(key, batch_size, self.lengths, self.subbuffer_size)
 
     @compiled_when_eager(("batch_size",))

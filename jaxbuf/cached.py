@@ -302,7 +302,6 @@ class CachedReplayBuffer(struct.PyTreeNode):
                 .at[jnp.where(mask, idx, self.maxsize)]
                 .set(True, mode="drop")
             )
-            runtime_check(jnp.any(avail), sampling.NO_AVAILABLE_SLOT)
             return sampling.from_mask(key, batch_size, avail)
         lengths = self.lengths
         starts = jnp.asarray(self.subbuffer_edges[:-1], jnp.int32)

@@ -9,10 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-#: The ``jaxbuf.checked`` message when ``sample_avail`` leaves nothing to draw from.
-NO_AVAILABLE_SLOT = (
-    "jaxbuf: sampling with sample_avail, but no stored slot has a full stack of stack_num frames"
-)
+from jaxbuf._core.checks import runtime_check
 
 
 def randint_below(key: chex.PRNGKey, shape: tuple, span: jax.Array) -> jax.Array:
@@ -60,8 +57,13 @@ def uniform(key: chex.PRNGKey, batch_size: int, lengths: jax.Array, m: int) -> j
 def from_mask(key: chex.PRNGKey, batch_size: int, mask: jax.Array) -> jax.Array:
     """Uniform draws with replacement among the slots where ``mask`` is true (O(maxsize)).
 
-    Slot 0 for every draw when the mask is empty.
+    ``mask`` is the buffer's ``sample_avail`` mask (slots with a full stack of frames). Slot 0
+    for every draw when it is empty (``jaxbuf.checked`` raises instead).
     """
+    runtime_check(
+        jnp.any(mask),
+        "jaxbuf: sampling with sample_avail, but no stored slot has a full stack of frames",
+    )
     cum = jnp.cumsum(mask.astype(jnp.int32))
     total = cum[-1]
     u = randint_below(key, (batch_size,), jnp.maximum(total, 1))
