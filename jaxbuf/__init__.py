@@ -4,7 +4,7 @@ Pure pytree state with Tianshou's episode semantics; every operation runs under 
 ``vmap`` and ``lax.scan``.
 """
 
-from jaxbuf import checkpoint, returns, sharding
+from jaxbuf import checkpoint, errors, returns, sharding
 from jaxbuf._core.checks import checked
 from jaxbuf._core.episodes import AddResult
 from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
@@ -16,6 +16,14 @@ from jaxbuf.checkpoint import (
     register_buffer,
     restore,
     save,
+)
+from jaxbuf.errors import (
+    CheckpointError,
+    ConfigError,
+    FieldError,
+    InputError,
+    JaxbufError,
+    TrajectoryFileError,
 )
 from jaxbuf.her import HERReplayBuffer, HERVectorReplayBuffer
 from jaxbuf.prioritized import (
@@ -34,19 +42,26 @@ __all__ = [
     "BufferCheckpointManager",
     "CachedAddResult",
     "CachedReplayBuffer",
+    "CheckpointError",
+    "ConfigError",
+    "FieldError",
     "HERReplayBuffer",
     "HERVectorReplayBuffer",
+    "InputError",
+    "JaxbufError",
     "MinTree",
     "PrioritizedReplayBuffer",
     "PrioritizedVectorReplayBuffer",
     "ReplayBuffer",
     "SumTree",
     "Trajectory",
+    "TrajectoryFileError",
     "TrajectoryReplayBuffer",
     "VectorReplayBuffer",
     "checked",
     "checkpoint",
     "checkpoint_manager",
+    "errors",
     "episodic_return",
     "from_tianshou_hdf5",
     "nstep_return",

@@ -14,8 +14,8 @@ import jaxbuf
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(size=0), "size must be > 0"),
-        (dict(size=-3), "size must be > 0"),
+        (dict(size=0), "size must be >= 1"),
+        (dict(size=-3), "size must be >= 1"),
         (dict(size=4, stack_num=0), "stack_num must be >= 1"),
         (dict(size=2.5), "size must be an int"),
     ],

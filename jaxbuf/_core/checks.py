@@ -25,6 +25,12 @@ def checking() -> bool:
     return getattr(_state, "on", False)
 
 
+def is_traced(*values: Any) -> bool:
+    """Whether any of ``values`` (pytrees allowed) holds a tracer, i.e. is only known at run
+    time; concrete values can be checked eagerly and raise at once."""
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(values))
+
+
 def runtime_check(pred: jax.Array, msg: str) -> None:
     """Assert ``pred`` at run time when tracing under :func:`checked`; a no-op otherwise."""
     if checking():

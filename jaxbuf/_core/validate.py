@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbuf.errors import ConfigError, message
+
 REQUIRED_KEYS = ("obs", "act", "rew", "terminated", "truncated")
 """Keys every transition must have."""
 
@@ -24,21 +26,44 @@ def key_path_str(path: tuple) -> str:
     return ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
 
+def int_option(where: str, name: str, value: Any, minimum: int | None = None) -> int:
+    """``value`` as a Python int, or :class:`~jaxbuf.errors.ConfigError` naming ``name``.
+
+    Accepts Python and NumPy integers (not ``bool``) no smaller than ``minimum``.
+
+    Example:
+        >>> int_option("create", "size", 8, minimum=1)
+        8
+    """
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise ConfigError(
+            message(where, f"{name} must be an int, got {type(value).__name__} {value!r}")
+        )
+    if minimum is not None and value < minimum:
+        raise ConfigError(message(where, f"{name} must be >= {minimum}, got {value}"))
+    return int(value)
+
+
+def bool_option(where: str, name: str, value: Any) -> bool:
+    """``value`` as a Python bool, or :class:`~jaxbuf.errors.ConfigError` naming ``name``."""
+    if not isinstance(value, bool | np.bool_):
+        raise ConfigError(
+            message(where, f"{name} must be a bool, got {type(value).__name__} {value!r}")
+        )
+    return bool(value)
+
+
 def check_config(size: int, buffer_num: int, stack_num: int, lockstep: bool = False) -> None:
-    """Reject invalid constructor arguments with a ValueError (TypeError for a wrong type)."""
-    if not isinstance(lockstep, bool | np.bool_):
-        raise TypeError(f"jaxbuf: lockstep must be a bool, got {type(lockstep).__name__}")
-    for name, value in (("size", size), ("buffer_num", buffer_num), ("stack_num", stack_num)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-            raise TypeError(f"jaxbuf: {name} must be an int, got {type(value).__name__}")
-    if size <= 0:
-        raise ValueError(f"jaxbuf: size must be > 0, got {size}")
-    if buffer_num <= 0:
-        raise ValueError(f"jaxbuf: buffer_num must be > 0, got {buffer_num}")
+    """Reject invalid constructor arguments with a :class:`~jaxbuf.errors.ConfigError`."""
+    where = "create"
+    bool_option(where, "lockstep", lockstep)
+    int_option(where, "size", size, minimum=1)
+    int_option(where, "buffer_num", buffer_num, minimum=1)
+    int_option(where, "stack_num", stack_num, minimum=1)
     if buffer_num > size:
-        raise ValueError(f"jaxbuf: buffer_num ({buffer_num}) must not exceed total_size ({size})")
-    if stack_num < 1:
-        raise ValueError(f"jaxbuf: stack_num must be >= 1, got {stack_num}")
+        raise ConfigError(
+            message(where, f"buffer_num ({buffer_num}) must not exceed total_size ({size})")
+        )
 
 
 def check_example(example: Any) -> dict:

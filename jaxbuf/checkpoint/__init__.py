@@ -9,13 +9,6 @@
 See docs/checkpoints.md.
 """
 
-from jaxbuf.checkpoint.errors import (
-    CheckpointCorruptError,
-    CheckpointError,
-    CheckpointMismatchError,
-    CheckpointNotFoundError,
-    SchemaVersionError,
-)
 from jaxbuf.checkpoint.manager import (
     BufferCheckpointManager,
     Restored,
@@ -27,6 +20,13 @@ from jaxbuf.checkpoint.orbax_io import restore_buffer, save_args
 from jaxbuf.checkpoint.registry import register_buffer
 from jaxbuf.checkpoint.schema import SCHEMA_VERSION
 from jaxbuf.checkpoint.tianshou_hdf5 import from_tianshou_hdf5
+from jaxbuf.errors import (
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+    SchemaVersionError,
+)
 
 __all__ = [
     "SCHEMA_VERSION",

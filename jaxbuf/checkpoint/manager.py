@@ -30,7 +30,7 @@ from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
 from jaxbuf.checkpoint import orbax_io
-from jaxbuf.checkpoint.errors import CheckpointCorruptError, CheckpointNotFoundError
+from jaxbuf.errors import CheckpointCorruptError, CheckpointNotFoundError
 
 _RESERVED = (orbax_io.BUFFER_ITEM, orbax_io.meta_item(orbax_io.BUFFER_ITEM))
 

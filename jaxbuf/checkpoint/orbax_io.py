@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from jaxbuf.checkpoint import schema
-from jaxbuf.checkpoint.errors import (
+from jaxbuf.errors import (
     CheckpointCorruptError,
     CheckpointError,
     CheckpointMismatchError,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 
-from jaxbuf.checkpoint.errors import CheckpointMismatchError
+from jaxbuf.errors import CheckpointMismatchError
 
 BUILTIN_CLASSES: tuple[str, ...] = (
     "jaxbuf.buffers:ReplayBuffer",

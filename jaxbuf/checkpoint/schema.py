@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbuf.checkpoint import registry
-from jaxbuf.checkpoint.errors import CheckpointMismatchError, SchemaVersionError
+from jaxbuf.errors import CheckpointMismatchError, SchemaVersionError
 
 FORMAT = "jaxbuf.buffer"
 SCHEMA_VERSION = 2

@@ -4,6 +4,7 @@ See ``docs/rlinf-mode.md`` for a guide and ``docs/differences-from-rlinf.md`` fo
 deliberately differs from RLinf.
 """
 
+from jaxbuf.errors import CheckpointError, TrajectoryFileError, TrajectoryWriteError
 from jaxbuf.trajectory.buffer import TrajectoryReplayBuffer, default_storage_dir
 from jaxbuf.trajectory.checkpoint import (
     LoadReport,
@@ -15,7 +16,6 @@ from jaxbuf.trajectory.checkpoint import (
     split_buffer,
     trajectory_file_name,
 )
-from jaxbuf.trajectory.errors import CheckpointError, TrajectoryFileError, TrajectoryWriteError
 from jaxbuf.trajectory.formats import (
     DEFAULT_FORMAT,
     FORMATS,

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbuf.errors import CheckpointError, TrajectoryFileError
 from jaxbuf.trajectory.atomic import atomic_link_or_copy
 from jaxbuf.trajectory.checkpoint import (
     METADATA_FILE,
@@ -46,7 +47,6 @@ from jaxbuf.trajectory.checkpoint import (
     write_checkpoint,
     write_listing,
 )
-from jaxbuf.trajectory.errors import CheckpointError, TrajectoryFileError
 from jaxbuf.trajectory.formats import (
     DEFAULT_FORMAT,
     check_format,
@@ -491,7 +491,7 @@ class TrajectoryReplayBuffer:
     def flush(self) -> None:
         """Block until everything added so far is durable on disk (files + listing).
 
-        Raises :class:`~jaxbuf.trajectory.errors.TrajectoryWriteError` if a write failed.
+        Raises :class:`~jaxbuf.errors.TrajectoryWriteError` if a write failed.
         A no-op when not persisting.
         """
         if self._writer is not None:
@@ -576,7 +576,7 @@ class TrajectoryReplayBuffer:
         Every file is read and checked when ``verify`` (default); otherwise only existence is
         checked now and a corrupt file surfaces at ``sample``. A missing file raises
         FileNotFoundError naming it, a corrupt one
-        :class:`~jaxbuf.trajectory.errors.TrajectoryFileError`; with ``skip_corrupt`` those
+        :class:`~jaxbuf.errors.TrajectoryFileError`; with ``skip_corrupt`` those
         trajectories are left out instead and listed in the returned report.
         """
         self._check_writer()

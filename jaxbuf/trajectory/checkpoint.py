@@ -27,6 +27,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from jaxbuf.errors import CheckpointError
 from jaxbuf.trajectory.atomic import (
     atomic_copy,
     atomic_link_or_copy,
@@ -34,7 +35,6 @@ from jaxbuf.trajectory.atomic import (
     atomic_write_json,
     fsync_dir,
 )
-from jaxbuf.trajectory.errors import CheckpointError
 from jaxbuf.trajectory.formats import file_extension, format_from_metadata
 from jaxbuf.trajectory.progress import progress as progress_iter
 

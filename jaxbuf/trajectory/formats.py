@@ -29,8 +29,8 @@ from typing import IO, Any
 import ml_dtypes
 import numpy as np
 
+from jaxbuf.errors import TrajectoryFileError
 from jaxbuf.trajectory.atomic import atomic_write
-from jaxbuf.trajectory.errors import TrajectoryFileError
 from jaxbuf.trajectory.torchfile import TorchFileError, dump_pt, load_pt
 
 __all__ = [
@@ -215,7 +215,7 @@ def read_trajectory_file(path: str, fmt: str) -> dict:
     """Read one trajectory payload (numpy arrays) from ``path`` written in format ``fmt``.
 
     Raises FileNotFoundError naming the file when it is missing, and
-    :class:`~jaxbuf.trajectory.errors.TrajectoryFileError` naming it when it is corrupt.
+    :class:`~jaxbuf.errors.TrajectoryFileError` naming it when it is corrupt.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown trajectory format {fmt!r}; expected one of {FORMATS}")

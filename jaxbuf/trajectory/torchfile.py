@@ -34,10 +34,12 @@ from typing import IO, Any
 import ml_dtypes
 import numpy as np
 
+from jaxbuf.errors import JaxbufError
+
 __all__ = ["TorchFileError", "dump_pt", "load_pt", "supported_dtypes"]
 
 
-class TorchFileError(ValueError):
+class TorchFileError(JaxbufError, ValueError):
     """A ``.pt`` file that is not a readable torch zip file, or an unsupported payload."""
 
 

@@ -1,7 +1,7 @@
 """Background writer: one daemon thread running submitted tasks strictly in FIFO order.
 
 Errors are never swallowed: a failing task is recorded and re-raised, as
-:class:`~jaxbuf.trajectory.errors.TrajectoryWriteError`, by the next :meth:`check`,
+:class:`~jaxbuf.errors.TrajectoryWriteError`, by the next :meth:`check`,
 :meth:`flush` or :meth:`close` (later tasks still run, so one failed file does not stop the
 others). ``close()`` drains the queue and stops the thread; it is idempotent, and a later
 ``submit`` starts a fresh thread. Writers still open at interpreter exit are drained by an
@@ -17,7 +17,7 @@ import threading
 import weakref
 from collections.abc import Callable
 
-from jaxbuf.trajectory.errors import TrajectoryWriteError
+from jaxbuf.errors import TrajectoryWriteError
 
 __all__ = ["BackgroundWriter"]
 
