@@ -1,16 +1,19 @@
-"""``ReplayBuffer`` and ``VectorReplayBuffer``: the pure-state core every other buffer composes.
+"""``ReplayBuffer``: the pure-state core every other buffer builds on.
 
 A buffer is an immutable pytree (a ``flax.struct.PyTreeNode``): the storage dict, the
 per-sub-buffer counters of :mod:`jaxbuf._core.episodes`, and static configuration. Every
 method is a pure function that returns new values (``add`` returns a new buffer), so it runs
 eagerly, under ``jax.jit``, inside ``lax.scan`` and under ``jax.vmap`` over a stack of buffers.
 An eager call runs the method under ``jax.jit`` (compiled once per buffer structure and input
-shapes, :mod:`jaxbuf._core.dispatch`); a traced call runs its operations directly.
+shapes, :mod:`jaxbuf._core.dispatch`); a traced call runs its operations directly. The read
+API (``prev``, ``next``, ``get``, ``[]``, sampling, index sets) comes from
+:class:`jaxbuf._core.base.Buffer`.
 
 Layout: ``buffer_num`` sub-buffers of ``subbuffer_size`` slots, sub-buffer ``k`` owning the
-global slots ``[k*m, (k+1)*m)``, exactly as in Tianshou's ``VectorReplayBuffer``; a
-``ReplayBuffer`` is the one-sub-buffer case. Every index in the API is such a global slot.
-Physically the storage is time-major, ``[m, n, ...]`` with global slot ``g`` at
+global slots ``[k*m, (k+1)*m)``, exactly as in Tianshou's ``VectorReplayBuffer``; the default
+``buffer_num=1`` is Tianshou's ``ReplayBuffer``. ``VectorReplayBuffer`` is the same class,
+created with Tianshou's ``(total_size, buffer_num)`` signature. Every index in the API is a
+global slot. Physically the storage is time-major, ``[m, n, ...]`` with global slot ``g`` at
 ``[g % m, g // m]`` (see :mod:`jaxbuf._core.storage`); :meth:`ReplayBuffer.global_storage`
 returns it in global-slot order.
 
@@ -27,7 +30,6 @@ Run-time conditions inside ``jit`` have one documented result each (use
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import chex
@@ -36,16 +38,28 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxbuf._core import episodes, sampling, stacking, storage, validate
-from jaxbuf._core.checks import global_index, runtime_check
+from jaxbuf._core import episodes, storage, validate
+from jaxbuf._core.base import Buffer
+from jaxbuf._core.checks import is_traced, runtime_check
 from jaxbuf._core.dispatch import compiled_when_eager
 from jaxbuf._core.episodes import AddResult
+from jaxbuf._core.kinds import VectorKind
+from jaxbuf._core.layout import Layout
 
-STACKED_KEYS = ("obs", "obs_next", "info", "policy")
-"""Fields that frame stacking applies to; everything else is read unstacked (E27)."""
+__all__ = ["CORE_OPTIONS", "ReplayBuffer", "VectorReplayBuffer"]
+
+CORE_OPTIONS = (
+    "buffer_num",
+    "stack_num",
+    "ignore_obs_next",
+    "save_only_last_obs",
+    "sample_avail",
+    "lockstep",
+)
+"""The keyword options of :meth:`ReplayBuffer.create`, which every buffer kind accepts."""
 
 
-class ReplayBuffer(struct.PyTreeNode):
+class ReplayBuffer(Buffer):
     """A circular replay buffer with Tianshou's episode semantics, as a pure pytree.
 
     Attributes:
@@ -79,10 +93,12 @@ class ReplayBuffer(struct.PyTreeNode):
         example: dict,
         size: int,
         *,
+        buffer_num: int = 1,
         stack_num: int = 1,
         ignore_obs_next: bool = False,
         save_only_last_obs: bool = False,
         sample_avail: bool = False,
+        lockstep: bool = False,
     ) -> ReplayBuffer:
         """An empty buffer of ``size`` slots for transitions shaped like ``example``.
 
@@ -92,33 +108,35 @@ class ReplayBuffer(struct.PyTreeNode):
             (a nested pytree), ``policy`` and any extra keys. Arrays or
             ``jax.ShapeDtypeStruct``; only shapes and dtypes are used. Flags are stored as
             bool and integer rewards as float.
-          size: number of slots (> 0).
+          size: number of slots (> 0), cut into ``buffer_num`` sub-buffers of
+            ``ceil(size / buffer_num)`` slots.
+          buffer_num: number of sub-buffers, one per environment (Tianshou's
+            ``VectorReplayBuffer``); episodes never cross sub-buffers.
           stack_num: frames per stacked read of ``obs``/``obs_next``/``info``/``policy``.
           ignore_obs_next: do not store ``obs_next``; read it as ``obs[next(i)]``.
           save_only_last_obs: ``obs`` (and ``obs_next``) arrive as frame stacks
             ``[F, ...]``; only the last frame is stored, and stacks are rebuilt on read.
           sample_avail: with ``stack_num > 1``, only sample indices whose stack needs no
             padding.
-        """
-        return cls._create(
-            example, size, 1, stack_num, ignore_obs_next, save_only_last_obs, sample_avail, False
-        )
+          lockstep: promise that every ``add`` carries one row per sub-buffer
+            (``buffer_ids=None``), as with ``buffer_num`` environments stepped together
+            (``vmap``). The sub-buffers then share one insertion slot and an add writes one
+            contiguous block (``dynamic_update_slice`` instead of a scatter). ``add`` with
+            ``buffer_ids`` raises at trace time; a state whose insertion slots differ
+            (possible only through ``with_counters``) is reported by :func:`jaxbuf.checked`.
 
-    @classmethod
-    def _create(
-        cls,
-        example,
-        total_size,
-        buffer_num,
-        stack_num,
-        ignore_obs_next,
-        save_only_last_obs,
-        sample_avail,
-        lockstep,
-    ):
-        validate.check_config(total_size, buffer_num, stack_num, lockstep)
+        Example:
+          >>> import jax.numpy as jnp
+          >>> from jaxbuf import ReplayBuffer
+          >>> ex = dict(obs=jnp.zeros(3), act=jnp.int32(0), rew=jnp.float32(0),
+          ...           terminated=False, truncated=False)
+          >>> buf = ReplayBuffer.create(ex, 8, buffer_num=2)
+          >>> buf.maxsize, buf.subbuffer_edges.tolist()
+          (8, [0, 4, 8])
+        """
+        validate.check_config(size, buffer_num, stack_num, lockstep)
         example = validate.check_example(example)
-        m = -(-total_size // buffer_num)
+        m = -(-size // buffer_num)
         spec = storage.input_spec(example, ignore_obs_next=ignore_obs_next)
         obs_stack_len = 0
         if save_only_last_obs:
@@ -148,27 +166,11 @@ class ReplayBuffer(struct.PyTreeNode):
             lockstep=bool(lockstep),
         )
 
-    # ------------------------------------------------------------------ sizes
+    # ------------------------------------------------------------------ layout
     @property
-    def maxsize(self) -> int:
-        """Total number of slots (static): ``buffer_num * subbuffer_size``."""
-        return self.buffer_num * self.subbuffer_size
-
-    @property
-    def size(self) -> jax.Array:
-        """Number of stored transitions as an int32 array (traceable)."""
-        return jnp.sum(self.lengths)
-
-    def __len__(self) -> int:
-        """Number of stored transitions (eager only; use ``buf.size`` under ``jit``)."""
-        if isinstance(self.lengths, jax.core.Tracer):
-            raise TypeError("jaxbuf: len(buf) is eager only; use buf.size inside jit")
-        return int(np.sum(np.asarray(self.lengths)))
-
-    @property
-    def subbuffer_edges(self) -> np.ndarray:
-        """Tianshou's ``subbuffer_edges``: ``[0, m, 2m, ..., maxsize]``."""
-        return np.arange(self.buffer_num + 1) * self.subbuffer_size
+    def layout(self) -> Layout:
+        """``buffer_num`` parts of ``subbuffer_size`` slots (static)."""
+        return Layout.uniform(self.subbuffer_size, self.buffer_num)
 
     def input_spec(self) -> dict:
         """Shape/dtype of one transition as ``add`` expects it (no batch axis)."""
@@ -185,33 +187,35 @@ class ReplayBuffer(struct.PyTreeNode):
         return spec
 
     # ------------------------------------------------------------------ counters
+    def _column(self, name: str) -> jax.Array:
+        """One named column of the packed counters (see :data:`episodes.PACKED`)."""
+        return self.counters[:, episodes.PACKED.index(name)]
+
     @property
     def insertion_idx(self) -> jax.Array:
         """int32[buffer_num]: local slot of each sub-buffer's next write."""
-        return self.counters[:, 0]
+        return self._column("insertion_idx")
 
     @property
     def lengths(self) -> jax.Array:
         """int32[buffer_num]: stored transitions per sub-buffer."""
-        return self.counters[:, 1]
+        return self._column("lengths")
 
     @property
     def last_index(self) -> jax.Array:
         """int32[buffer_num]: global slot of each sub-buffer's latest write (``k*m`` if empty)."""
-        return (
-            jnp.arange(self.buffer_num, dtype=jnp.int32) * self.subbuffer_size
-            + (self.counters[:, 2])
-        )
+        first = jnp.arange(self.buffer_num, dtype=jnp.int32) * self.subbuffer_size
+        return first + self._column("last_slot")
 
     @property
     def ep_len(self) -> jax.Array:
         """int32[buffer_num]: length of each sub-buffer's unfinished episode."""
-        return self.counters[:, 3]
+        return self._column("ep_len")
 
     @property
     def ep_start(self) -> jax.Array:
         """int32[buffer_num]: local start slot of each sub-buffer's unfinished episode."""
-        return self.counters[:, 4]
+        return self._column("ep_start")
 
     def episode_counters(self) -> episodes.Counters:
         """The per-sub-buffer counters, unpacked (``last_slot`` local)."""
@@ -241,9 +245,10 @@ class ReplayBuffer(struct.PyTreeNode):
             storage=storage.from_global_order(arrays, self.subbuffer_size, self.buffer_num)
         )
 
-    def read(self, index: chex.Array) -> dict:
-        """The stored fields at global slots ``index`` (any shape), unstacked, no ``done``."""
-        return storage.gather(self.storage, self._index(index))
+    def _gather(self, index: jax.Array, keys: tuple[str, ...] | None = None) -> dict:
+        """The stored fields ``keys`` (default: all) at in-range global slots ``index``."""
+        fields = self.storage if keys is None else {k: self.storage[k] for k in keys}
+        return storage.gather(fields, index)
 
     def write(self, slots: chex.Array, rows: dict, *, unique: bool = False) -> ReplayBuffer:
         """This buffer with stored ``rows`` (leading axis k) written at global ``slots``.
@@ -255,38 +260,22 @@ class ReplayBuffer(struct.PyTreeNode):
         return self.replace(storage=storage.write(self.storage, slots, rows, unique=unique))
 
     # ------------------------------------------------------------------ add
-    def add(self, batch: dict, buffer_ids: chex.Array | None = None) -> tuple[Any, AddResult]:
-        """Write transitions; return the new buffer and per-row episode statistics.
-
-        Args:
-          batch: dict shaped like the example. With a leading axis of k rows: k equals
-            ``buffer_num`` when ``buffer_ids`` is None, else row j goes to sub-buffer
-            ``buffer_ids[j]`` (duplicates write consecutive slots, in row order). A plain
-            ``ReplayBuffer`` also takes one transition without the leading axis. A ``done``
-            key is accepted only if it equals ``terminated | truncated``.
-          buffer_ids: int[k] sub-buffer per row, or None.
-        Returns:
-          ``(buffer, AddResult)``; see :class:`jaxbuf.AddResult` (each field has a leading
-          axis of k). Episode return and length are zero unless the row ends its episode.
-
-        With one row per sub-buffer in lock step (a ``lockstep`` buffer, or a plain
-        ``ReplayBuffer`` with ``buffer_ids=None``) the rows are one contiguous block of the
-        time-major storage and are written with ``dynamic_update_slice``; otherwise with a
-        scatter. Both are in place when the state is donated or carried by ``lax.scan``.
-        """
-        rows, ids = self.check_batch(batch, buffer_ids)
-        return self.add_rows(rows, ids)
-
     @compiled_when_eager()
     def add_rows(self, rows: dict, ids: jax.Array | None) -> tuple[Any, AddResult]:
-        """:meth:`add` on rows already checked by :meth:`check_batch` (for composed buffers)."""
+        """:meth:`add` on rows already checked by :meth:`check_batch`.
+
+        With one row per sub-buffer in lock step (a ``lockstep`` buffer, or one sub-buffer
+        with ``buffer_ids=None``) the rows are one contiguous block of the time-major
+        storage and are written with ``dynamic_update_slice``; otherwise with a scatter.
+        Both are in place when the state is donated or carried by ``lax.scan``.
+        """
         done = rows["terminated"] | rows["truncated"]
         slots, result, counters = episodes.plan_add(
             self.episode_counters(), self.subbuffer_size, ids, rows["rew"], done
         )
         stored = storage.to_stored(rows, save_only_last_obs=self.save_only_last_obs)
         if ids is None and (self.lockstep or self.buffer_num == 1):
-            head = self.counters[:, 0]
+            head = self.insertion_idx
             runtime_check(
                 jnp.all(head == head[0]),
                 "jaxbuf: lockstep buffer whose sub-buffers are at different insertion slots",
@@ -300,7 +289,7 @@ class ReplayBuffer(struct.PyTreeNode):
         """Validate an ``add`` batch; return its rows with a leading axis and the checked ids.
 
         Raises at trace time, naming the field, on a missing or extra key, or a shape/dtype
-        that does not match :meth:`input_spec`; used by ``add`` and by composed buffers.
+        that does not match :meth:`input_spec`.
         """
         if not isinstance(batch, dict):
             raise TypeError(f"jaxbuf: add expects a dict batch, got {type(batch).__name__}")
@@ -345,7 +334,7 @@ class ReplayBuffer(struct.PyTreeNode):
                     f"{ids.shape} dtype {ids.dtype}"
                 )
             ids = validate.as_dtype(ids, jnp.int32)
-            if isinstance(ids, jax.core.Tracer):
+            if is_traced(ids):
                 runtime_check(
                     jnp.all((ids >= 0) & (ids < self.buffer_num)),
                     f"jaxbuf: buffer_ids out of range [0, {self.buffer_num})",
@@ -361,7 +350,7 @@ class ReplayBuffer(struct.PyTreeNode):
         derived = rows["terminated"] | rows["truncated"]
         validate.check_leaf("done", done, (k,), jnp.dtype(bool))
         done = jnp.asarray(done, bool)
-        if isinstance(done, jax.core.Tracer) or isinstance(derived, jax.core.Tracer):
+        if is_traced(done, derived):
             runtime_check(
                 jnp.all(done == derived),
                 "jaxbuf: field 'done' disagrees with terminated | truncated",
@@ -373,259 +362,29 @@ class ReplayBuffer(struct.PyTreeNode):
                 "done is always derived, pass terminated and truncated"
             )
 
-    # ------------------------------------------------------------------ episode links
-    def _done_at(self, index: jax.Array) -> jax.Array:
-        flags = storage.gather(
-            {"terminated": self.storage["terminated"], "truncated": self.storage["truncated"]},
-            index,
-        )
-        return flags["terminated"] | flags["truncated"]
 
-    def _index(self, index) -> jax.Array:
-        return global_index(index, self.maxsize)
+class VectorReplayBuffer(metaclass=VectorKind):
+    """Tianshou's ``VectorReplayBuffer``: a :class:`ReplayBuffer` with ``buffer_num`` sub-buffers.
 
-    @compiled_when_eager()
-    def prev(self, index: chex.Array) -> jax.Array:
-        """Previous slot of the same episode; ``index`` itself at an episode start.
+    ``VectorReplayBuffer.create(example, total_size, buffer_num, **options)`` is
+    ``ReplayBuffer.create(example, total_size, buffer_num=buffer_num, **options)``: one class,
+    so a jitted function always returns the class it was given. ``isinstance(buf,
+    VectorReplayBuffer)`` is true for a ``ReplayBuffer`` with more than one sub-buffer.
 
-        A slot is an episode start when the slot before it is done, or is the write head
-        (so the oldest slot of a full buffer is a start). Never crosses sub-buffers.
-        Shape and int32 dtype follow ``index``.
-        """
-        return episodes.prev(
-            self._index(index),
-            self._done_at,
-            self.lengths,
-            self.counters[:, 2],
-            self.subbuffer_size,
-            self.buffer_num,
-        )
-
-    @compiled_when_eager()
-    def next(self, index: chex.Array) -> jax.Array:
-        """Next slot of the same episode; ``index`` itself at an episode end (done or head)."""
-        return episodes.next_(
-            self._index(index),
-            self._done_at,
-            self.lengths,
-            self.counters[:, 2],
-            self.subbuffer_size,
-            self.buffer_num,
-        )
-
-    @compiled_when_eager()
-    def is_episode_end(self, index: chex.Array) -> jax.Array:
-        """bool: the slot is done, or is the latest write of its sub-buffer (unfinished head)."""
-        i, k = episodes.locate(self._index(index), self.subbuffer_size, self.buffer_num)
-        return self._done_at(i) | (i == self.last_index[k])
-
-    @compiled_when_eager()
-    def is_unfinished(self, index: chex.Array) -> jax.Array:
-        """bool: the slot is the latest write of a non-empty sub-buffer and is not done."""
-        i, k = episodes.locate(self._index(index), self.subbuffer_size, self.buffer_num)
-        return (i == self.last_index[k]) & (self.lengths[k] > 0) & ~self._done_at(i)
-
-    @compiled_when_eager()
-    def unfinished_index(self) -> jax.Array:
-        """int32[buffer_num]: the head of each sub-buffer's unfinished episode, or -1."""
-        open_ = (self.lengths > 0) & ~self._done_at(self.last_index)
-        return jnp.where(open_, self.last_index, -1).astype(jnp.int32)
-
-    def unfinished_index_compact(self) -> np.ndarray:
-        """Tianshou's variable-length ``unfinished_index()`` (eager): the heads that exist."""
-        u = np.asarray(self.unfinished_index())
-        return u[u >= 0].astype(np.int64)
-
-    @compiled_when_eager()
-    def all_indices(self) -> tuple[jax.Array, jax.Array]:
-        """Every sampleable slot in chronological order: ``(int32[maxsize], bool[maxsize])``.
-
-        The order of Tianshou's ``sample_indices(0)``: each sub-buffer oldest to newest,
-        sub-buffers in order, valid entries first and padded with -1 (mask false). With
-        ``sample_avail`` and ``stack_num > 1`` only available slots are valid.
-        """
-        idx, mask = episodes.chronological(self.insertion_idx, self.lengths, self.subbuffer_size)
-        if self.sample_avail and self.stack_num > 1:
-            avail = self._avail_mask()
-            keep = mask & avail[jnp.maximum(idx, 0)]
-            order = jnp.argsort(~keep, stable=True)
-            mask = keep[order]
-            idx = jnp.where(mask, idx[order], -1)
-        return idx, mask
-
-    def chronological_indices(self) -> np.ndarray:
-        """Tianshou's ``sample_indices(0)`` (eager): the valid part of :meth:`all_indices`."""
-        idx, mask = self.all_indices()
-        return np.asarray(idx)[np.asarray(mask)].astype(np.int64)
-
-    def valid_mask(self) -> jax.Array:
-        """bool[maxsize]: slots that hold a stored transition."""
-        return episodes.physical_valid(self.lengths, self.subbuffer_size)
-
-    def _avail_mask(self) -> jax.Array:
-        """bool[maxsize]: valid slots whose stack of ``stack_num`` frames needs no padding."""
-        frames = stacking.frame_indices(
-            jnp.arange(self.maxsize, dtype=jnp.int32), self.prev, self.stack_num
-        )
-        return self.valid_mask() & (frames[:, 0] != frames[:, 1])
-
-    # ------------------------------------------------------------------ sampling
-    @compiled_when_eager(("batch_size",))
-    def sample_indices(self, key: chex.PRNGKey, batch_size: int) -> jax.Array:
-        """int32[batch_size] uniform draws with replacement over stored transitions.
-
-        Sub-buffers are weighted by their length (O(batch_size)). With ``sample_avail`` and
-        ``stack_num > 1`` draws are uniform over available slots (O(maxsize)). An empty
-        buffer, or one where no slot is available yet, gives slot 0 for every draw
-        (``jaxbuf.checked`` raises instead).
-        """
-        runtime_check(self.size > 0, "jaxbuf: sampling from an empty buffer")
-        if self.sample_avail and self.stack_num > 1:
-            return sampling.from_mask(key, batch_size, self._avail_mask())
-        return sampling.uniform(key, batch_size, self.lengths, self.subbuffer_size)
-
-    @compiled_when_eager(("batch_size",))
-    def sample(self, key: chex.PRNGKey, batch_size: int) -> tuple[dict, jax.Array]:
-        """``(buf[indices], indices)`` for ``indices = sample_indices(key, batch_size)``."""
-        indices = self.sample_indices(key, batch_size)
-        return self[indices], indices
-
-    @compiled_when_eager(("batch_size",))
-    def epoch_indices(self, key: chex.PRNGKey, batch_size: int) -> tuple[jax.Array, jax.Array]:
-        """Every stored transition exactly once, shuffled, in minibatches (jittable).
-
-        Returns ``(indices, mask)`` shaped ``[ceil(maxsize / batch_size), batch_size]``;
-        stored slots come first in random order, padding is -1 with mask false. Scan over
-        the first axis for one epoch of minibatch updates without replacement.
-        """
-        if batch_size < 1:
-            raise ValueError(f"jaxbuf: batch_size must be >= 1, got {batch_size}")
-        return sampling.epoch(key, batch_size, self.valid_mask())
-
-    def split(
-        self, key: chex.PRNGKey | None, size: int, shuffle: bool = True, merge_last: bool = False
-    ) -> Iterator[tuple[dict, np.ndarray]]:
-        """Host-side minibatch iterator over the stored transitions (Tianshou's ``split``).
-
-        Yields ``(batch, indices)`` chunks of ``size`` (``-1``: everything at once) in
-        chronological order, or shuffled with ``key``. With ``merge_last`` a short final
-        chunk is merged into the one before it.
-        """
-        idx = self.chronological_indices()
-        if size != -1 and size < 1:
-            raise ValueError(f"jaxbuf: split size must be -1 or >= 1, got {size}")
-        if shuffle:
-            if key is None:
-                raise ValueError("jaxbuf: split(shuffle=True) needs a PRNG key")
-            idx = idx[np.asarray(jax.random.permutation(key, len(idx)))]
-        size = len(idx) if size == -1 else size
-        starts = list(range(0, len(idx), max(size, 1)))
-        if merge_last and len(starts) > 1 and len(idx) % size:
-            starts.pop()
-        for j, s in enumerate(starts):
-            e = starts[j + 1] if j + 1 < len(starts) else len(idx)
-            chunk = idx[s:e]
-            yield self[jnp.asarray(chunk, jnp.int32)], chunk
-
-    @compiled_when_eager(("batch_size", "length"))
-    def sample_sequences(
-        self, key: chex.PRNGKey, batch_size: int, length: int
-    ) -> tuple[dict, jax.Array, jax.Array]:
-        """Windows of ``length`` consecutive steps that never cross an episode end.
-
-        Starts are drawn like :meth:`sample_indices`; each window follows ``next`` links.
-        Returns ``(batch, indices, mask)``: ``batch`` fields shaped ``[B, length, ...]``,
-        ``indices`` int32[B, length], ``mask`` bool[B, length] false after the step that ends
-        the episode (done or the write head); masked steps repeat the last valid index.
-        """
-        start = self.sample_indices(key, batch_size)
-        idx, mask = sampling.sequences(start, length, self.next, self.is_episode_end)
-        return self[idx], idx, mask
-
-    # ------------------------------------------------------------------ reading
-    @compiled_when_eager(("key", "stack_num"))
-    def get(self, index: chex.Array, key: str, stack_num: int | None = None) -> Any:
-        """Field ``key`` at ``index``, stacked over ``stack_num`` frames (default: the buffer's).
-
-        With ``K > 1`` the output has shape ``[*index.shape, K, ...]``, frames oldest first,
-        padded by repeating an episode's first frame.
-        """
-        if key not in self.storage:
-            raise KeyError(f"jaxbuf: no field '{key}'; fields are {sorted(self.storage)}")
-        k = self.stack_num if stack_num is None else stack_num
-        if k < 1:
-            raise ValueError(f"jaxbuf: stack_num must be >= 1, got {k}")
-        index = self._index(index)
-        return stacking.stacked_gather(self.storage[key], index, self, k)
-
-    def __getitem__(self, index: Any) -> dict:
-        """The transitions at ``index`` as a dict of arrays.
-
-        ``index`` is an int or int array of global slots (any shape), or a slice, which
-        applies to the chronological order of stored transitions (eager only). The result has
-        ``obs, act, rew, terminated, truncated, done``, ``obs_next`` (stored, or rebuilt as
-        ``obs[next(i)]`` with ``ignore_obs_next``), and ``info``/``policy``/extra keys when
-        present. ``obs``, ``obs_next``, ``info``, ``policy`` are frame-stacked with
-        ``stack_num > 1``; the other fields never are.
-        """
-        if isinstance(index, slice):
-            index = jnp.asarray(self.chronological_indices()[index], jnp.int32)
-        return self._read(index)
-
-    @compiled_when_eager()
-    def _read(self, index: chex.Array) -> dict:
-        """``buf[index]`` for an int or int array ``index``."""
-        index = self._index(index)
-        out = {}
-        for key, value in self.storage.items():
-            k = self.stack_num if key in STACKED_KEYS else 1
-            out[key] = stacking.stacked_gather(value, index, self, k)
-        out["done"] = out["terminated"] | out["truncated"]
-        if self.ignore_obs_next:
-            out["obs_next"] = stacking.stacked_gather(
-                self.storage["obs"], self.next(index), self, self.stack_num
-            )
-        return out
-
-
-class VectorReplayBuffer(ReplayBuffer):
-    """``buffer_num`` sub-buffers of ``ceil(total_size / buffer_num)`` slots, one per env.
-
-    Same state and methods as :class:`ReplayBuffer`; ``add`` always takes a leading axis of
-    rows. Episodes never cross sub-buffers.
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxbuf import ReplayBuffer, VectorReplayBuffer
+      >>> ex = dict(obs=jnp.zeros(3), act=jnp.int32(0), rew=jnp.float32(0),
+      ...           terminated=False, truncated=False)
+      >>> buf = VectorReplayBuffer.create(ex, 8, 4)
+      >>> type(buf) is ReplayBuffer, isinstance(buf, VectorReplayBuffer), buf.buffer_num
+      (True, True, 4)
     """
 
-    @classmethod
-    def create(
-        cls,
-        example: dict,
-        total_size: int,
-        buffer_num: int,
-        *,
-        stack_num: int = 1,
-        ignore_obs_next: bool = False,
-        save_only_last_obs: bool = False,
-        sample_avail: bool = False,
-        lockstep: bool = False,
-    ) -> VectorReplayBuffer:
-        """An empty vector buffer; see :meth:`ReplayBuffer.create` for the other options.
+    kind = ReplayBuffer
 
-        Args:
-          lockstep: promise that every ``add`` carries one row per sub-buffer
-            (``buffer_ids=None``), as with ``buffer_num`` environments stepped together
-            (``vmap``). The sub-buffers then share one insertion slot and an add writes one
-            contiguous block (``dynamic_update_slice`` instead of a scatter; 10-15 % faster
-            in a scan, benchmarks/README.md). ``add`` with ``buffer_ids`` raises at trace
-            time; a state whose insertion slots differ (possible only through
-            ``with_counters``) is reported by :func:`jaxbuf.checked`.
-        """
-        return cls._create(
-            example,
-            total_size,
-            buffer_num,
-            stack_num,
-            ignore_obs_next,
-            save_only_last_obs,
-            sample_avail,
-            lockstep,
-        )
+    @staticmethod
+    def create(example: dict, total_size: int, buffer_num: int, **options: Any) -> ReplayBuffer:
+        """An empty buffer of ``buffer_num`` sub-buffers of ``ceil(total_size / buffer_num)``
+        slots; ``options`` as :meth:`ReplayBuffer.create`."""
+        return ReplayBuffer.create(example, total_size, buffer_num=buffer_num, **options)

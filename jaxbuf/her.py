@@ -1,7 +1,8 @@
-"""Hindsight Experience Replay: ``HERReplayBuffer`` and ``HERVectorReplayBuffer``.
+"""Hindsight Experience Replay: ``HERReplayBuffer`` (and its ``HERVectorReplayBuffer`` name).
 
-Tianshou's HER buffers (tianshou-semantics.md section 9.3) with the "future" strategy, as a
-pure pytree that wraps a core buffer. ``obs`` (and ``obs_next``) are dicts with the keys
+Tianshou's HER buffers with the "future" strategy, as a pure pytree that wraps a core buffer
+(a :class:`~jaxbuf._core.base.Wrapper`: the whole read API of :class:`jaxbuf.ReplayBuffer`
+works here, and only ``sample`` relabels). ``obs`` (and ``obs_next``) are dicts with the keys
 ``observation``, ``achieved_goal`` and ``desired_goal``. The stored data is never changed:
 relabelling is a pure function of the sampled indices and a PRNG key, applied to the batch
 that ``sample`` returns, so there is no cache to restore.
@@ -19,7 +20,7 @@ For each sampled index ``i`` (independently):
    step's own achieved goal, since the final observation is not stored; as in Tianshou).
 4. ``obs.desired_goal`` and ``obs_next.desired_goal`` become the new goal and
    ``rew = compute_reward_fn(obs_next.achieved_goal, new_goal)``; with ``ignore_obs_next``
-   too, where Tianshou keeps the old reward (E34).
+   too, where Tianshou keeps the old reward (see docs/differences-from-tianshou.md).
 
 ``compute_reward_fn(achieved_goal, desired_goal)`` takes batched goals ``[B, *goal_shape]``
 and returns rewards ``[B, *rew_shape]``; it must be traceable (``jax.numpy``). It is a
@@ -40,9 +41,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from jaxbuf._core.base import Wrapper
 from jaxbuf._core.dispatch import compiled_when_eager
-from jaxbuf._core.episodes import AddResult
-from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
+from jaxbuf._core.kinds import VectorKind
+from jaxbuf.buffers import ReplayBuffer
 
 GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
 """Keys every HER ``obs`` dict must have."""
@@ -82,18 +84,16 @@ def _bcast(flag: jax.Array, like: jax.Array) -> jax.Array:
     return flag.reshape(flag.shape + (1,) * (jnp.ndim(like) - flag.ndim))
 
 
-class HERReplayBuffer(struct.PyTreeNode):
+class HERReplayBuffer(Wrapper):
     """A replay buffer whose samples are relabelled with future achieved goals.
 
     Attributes:
-      buffer: the wrapped core buffer (``ReplayBuffer`` or ``VectorReplayBuffer``); its
-        methods are available as ``buf.buffer.<method>`` (the common ones are forwarded).
+      buffer: the wrapped core buffer (a ``ReplayBuffer`` of any ``buffer_num``).
       compute_reward_fn: static, ``(achieved_goal, desired_goal) -> rew`` on batches.
       horizon: static, the future step is at most ``horizon - 1`` steps ahead.
       future_k: static, relabelling probability ``1 - 1/future_k``.
     """
 
-    buffer: ReplayBuffer
     compute_reward_fn: Callable = struct.field(pytree_node=False)
     horizon: int = struct.field(pytree_node=False)
     future_k: float = struct.field(pytree_node=False, default=8.0)
@@ -106,11 +106,7 @@ class HERReplayBuffer(struct.PyTreeNode):
         compute_reward_fn: Callable,
         horizon: int,
         future_k: float = 8.0,
-        *,
-        ignore_obs_next: bool = False,
-        stack_num: int = 1,
-        save_only_last_obs: bool = False,
-        sample_avail: bool = False,
+        **core_options: Any,
     ) -> HERReplayBuffer:
         """An empty HER buffer of ``size`` slots.
 
@@ -123,23 +119,21 @@ class HERReplayBuffer(struct.PyTreeNode):
             rew [B, *rew_shape]``.
           horizon: >= 1; future goals come from at most ``horizon - 1`` steps ahead.
           future_k: >= 1; a sample is relabelled with probability ``1 - 1/future_k``.
-          ignore_obs_next, sample_avail: core options. ``stack_num`` must be 1 and
-            ``save_only_last_obs`` False (goal dicts are not frame-stacked).
+          **core_options: options of :meth:`jaxbuf.ReplayBuffer.create` (``buffer_num``,
+            ``ignore_obs_next``, ``sample_avail``, ``lockstep``). ``stack_num`` must be 1
+            and ``save_only_last_obs`` False (goal dicts are not frame-stacked).
         """
         _check_config(
             example,
             compute_reward_fn,
             horizon,
             future_k,
-            stack_num,
-            save_only_last_obs,
-            ignore_obs_next,
-        )
-        buffer = ReplayBuffer.create(
-            example, size, ignore_obs_next=ignore_obs_next, sample_avail=sample_avail
+            core_options.get("stack_num", 1),
+            core_options.get("save_only_last_obs", False),
+            core_options.get("ignore_obs_next", False),
         )
         return cls(
-            buffer=buffer,
+            buffer=ReplayBuffer.create(example, size, **core_options),
             compute_reward_fn=compute_reward_fn,
             horizon=int(horizon),
             future_k=float(future_k),
@@ -181,26 +175,26 @@ class HERReplayBuffer(struct.PyTreeNode):
         mask false after the first step that ends the episode (done or write head). Computed
         in one gather instead of ``horizon`` sequential ``next`` calls: inside an episode
         ``next(j) = o + ((j - o + 1) mod c)`` for a sub-buffer at offset ``o`` holding ``c``
-        transitions (tianshou-semantics.md section 4), so the step ``s`` slots ahead is
-        ``o + ((i - o + s) mod c)`` until the first episode end.
+        transitions, so the step ``s`` slots ahead is ``o + ((i - o + s) mod c)`` until the
+        first episode end.
         """
         start = jnp.mod(jnp.asarray(indices).astype(jnp.int32), self.maxsize)
-        m = self.buffer.subbuffer_size
-        offset = (start // m) * m
-        count = jnp.maximum(self.buffer.lengths[start // m], 1)
+        part = self.layout.part_of(start)
+        offset = self.layout.offset(part)
+        count = jnp.maximum(self.lengths[part], 1)
         ahead = jnp.arange(self.horizon, dtype=jnp.int32)
         window = offset[:, None] + jnp.mod(start[:, None] - offset[:, None] + ahead, count[:, None])
         window = jnp.where(ahead == 0, start[:, None], window)  # i itself, even if not stored
-        ends = self.buffer.is_episode_end(window).astype(jnp.int32)
+        ends = self.is_episode_end(window).astype(jnp.int32)
         ended_before = jnp.cumsum(ends, axis=1) - ends
         return window.astype(jnp.int32), ended_before == 0
 
     def achieved_goal_after(self, index: chex.Array) -> Any:
         """The achieved goal after step ``index``: ``obs_next`` of it, or ``obs[next(index)]``."""
-        if self.buffer.ignore_obs_next:
-            obs = self.buffer.get(self.buffer.next(index), "obs", stack_num=1)
+        if self.ignore_obs_next:
+            obs = self.get(self.next(index), "obs", stack_num=1)
         else:
-            obs = self.buffer.get(index, "obs_next", stack_num=1)
+            obs = self.get(index, "obs_next", stack_num=1)
         return obs["achieved_goal"]
 
     @compiled_when_eager()
@@ -208,103 +202,43 @@ class HERReplayBuffer(struct.PyTreeNode):
         """``buf[indices]`` with HER relabelling (pure; the stored data is not touched)."""
         future, mask = self.future_steps(key, indices)
         return relabel_batch(
-            self.buffer[indices], self.achieved_goal_after(future), mask, self.compute_reward_fn
+            self._read(indices), self.achieved_goal_after(future), mask, self.compute_reward_fn
         )
 
     @compiled_when_eager(("batch_size",))
     def sample(self, key: chex.PRNGKey, batch_size: int) -> tuple[dict, jax.Array]:
         """``(relabelled batch, indices)``: uniform indices, then :meth:`relabel`."""
         key_idx, key_her = jax.random.split(key)
-        indices = self.buffer.sample_indices(key_idx, batch_size)
+        indices = self.sample_indices(key_idx, batch_size)
         return self.relabel(key_her, indices), indices
 
-    # ------------------------------------------------------------------ forwarded
-    def add(self, batch: dict, buffer_ids: chex.Array | None = None) -> tuple[Any, AddResult]:
-        """``ReplayBuffer.add`` on the wrapped buffer; returns the new HER buffer."""
-        rows, ids = self.buffer.check_batch(batch, buffer_ids)
-        return self._add_rows(rows, ids)
 
-    @compiled_when_eager()
-    def _add_rows(self, rows: dict, ids: jax.Array | None) -> tuple[Any, AddResult]:
-        """:meth:`add` on rows checked by the core's ``check_batch``."""
-        buffer, result = self.buffer.add_rows(rows, ids)
-        return self.replace(buffer=buffer), result
+class HERVectorReplayBuffer(metaclass=VectorKind):
+    """Tianshou's ``HERVectorReplayBuffer``: a :class:`HERReplayBuffer` with ``buffer_num``
+    sub-buffers (one per env) and the same relabelling. ``isinstance(buf,
+    HERVectorReplayBuffer)`` is true for a HER buffer with more than one sub-buffer."""
 
-    def sample_indices(self, key: chex.PRNGKey, batch_size: int) -> jax.Array:
-        """Uniform indices (``ReplayBuffer.sample_indices``)."""
-        return self.buffer.sample_indices(key, batch_size)
+    kind = HERReplayBuffer
 
-    def __getitem__(self, index: Any) -> dict:
-        """The stored transitions at ``index``, not relabelled."""
-        return self.buffer[index]
-
-    def prev(self, index: chex.Array) -> jax.Array:
-        """``ReplayBuffer.prev``."""
-        return self.buffer.prev(index)
-
-    def next(self, index: chex.Array) -> jax.Array:
-        """``ReplayBuffer.next``."""
-        return self.buffer.next(index)
-
-    def unfinished_index(self) -> jax.Array:
-        """``ReplayBuffer.unfinished_index``."""
-        return self.buffer.unfinished_index()
-
-    @property
-    def size(self) -> jax.Array:
-        """Number of stored transitions (traceable)."""
-        return self.buffer.size
-
-    @property
-    def maxsize(self) -> int:
-        """Number of slots (static)."""
-        return self.buffer.maxsize
-
-    def __len__(self) -> int:
-        """Number of stored transitions (eager only)."""
-        return len(self.buffer)
-
-
-class HERVectorReplayBuffer(HERReplayBuffer):
-    """HER over a ``VectorReplayBuffer`` (one sub-buffer per env); same relabelling."""
-
-    @classmethod
+    @staticmethod
     def create(
-        cls,
         example: dict,
         total_size: int,
         buffer_num: int,
         compute_reward_fn: Callable,
         horizon: int,
         future_k: float = 8.0,
-        *,
-        ignore_obs_next: bool = False,
-        stack_num: int = 1,
-        save_only_last_obs: bool = False,
-        sample_avail: bool = False,
-    ) -> HERVectorReplayBuffer:
-        """An empty HER vector buffer; see :meth:`HERReplayBuffer.create`."""
-        _check_config(
+        **core_options: Any,
+    ) -> HERReplayBuffer:
+        """An empty HER buffer of ``buffer_num`` sub-buffers; see :meth:`HERReplayBuffer.create`."""
+        return HERReplayBuffer.create(
             example,
+            total_size,
             compute_reward_fn,
             horizon,
             future_k,
-            stack_num,
-            save_only_last_obs,
-            ignore_obs_next,
-        )
-        buffer = VectorReplayBuffer.create(
-            example,
-            total_size,
-            buffer_num,
-            ignore_obs_next=ignore_obs_next,
-            sample_avail=sample_avail,
-        )
-        return cls(
-            buffer=buffer,
-            compute_reward_fn=compute_reward_fn,
-            horizon=int(horizon),
-            future_k=float(future_k),
+            buffer_num=buffer_num,
+            **core_options,
         )
 
 
@@ -358,7 +292,12 @@ def _check_config(
             f"save_only_last_obs={save_only_last_obs}"
         )
     obs = _goal_dict(example, "obs")
-    if "obs_next" in example and not ignore_obs_next:
+    if not ignore_obs_next:
+        if "obs_next" not in example:
+            raise ValueError(
+                "jaxbuf: HER reads the achieved goal after each step from 'obs_next'; add "
+                "'obs_next' to the example or pass ignore_obs_next=True"
+            )
         _goal_dict(example, "obs_next")
     goal = jnp.asarray(obs["achieved_goal"])
     spec = jax.ShapeDtypeStruct((1, *goal.shape), goal.dtype)

@@ -37,6 +37,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxbuf._core.checks import is_traced
 from jaxbuf._core.episodes import AddResult
 from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
 
@@ -292,7 +293,7 @@ def _check_routing(ids: Any, k: int, shards: int, n_local: int, buffer_num: int)
     """Raise if a concrete id is a valid sub-buffer of a shard other than its row's shard."""
     if np.shape(ids) != (k,):
         raise ValueError(f"jaxbuf: buffer_ids expected shape ({k},), got {np.shape(ids)}")
-    if isinstance(ids, jax.core.Tracer) or not getattr(ids, "is_fully_addressable", True):
+    if is_traced(ids) or not getattr(ids, "is_fully_addressable", True):
         return
     ids = np.asarray(ids)
     row_shard = np.repeat(np.arange(shards), k // shards)

@@ -282,7 +282,7 @@ def test_checkpoint_saved_on_8_devices_restores_on_4_and_1(tmp_path):
     for n in (4, 1):
         mesh = jax.make_mesh((n,), ("env",), devices=jax.devices()[:n])
         got = jaxbuf.restore(tmp_path / "buf", like=shd.sharded_like(sb, mesh, "env"))
-        assert type(got) is jaxbuf.VectorReplayBuffer and got.stack_num == 2
+        assert isinstance(got, jaxbuf.VectorReplayBuffer) and got.stack_num == 2
         assert_trees_equal(got, ref)
         assert buffer_on_env(got, mesh)
         assert all(len(x.addressable_shards) == n for x in jax.tree_util.tree_leaves(got))
@@ -292,7 +292,7 @@ def test_checkpoint_saved_on_8_devices_restores_on_4_and_1(tmp_path):
         assert_trees_equal((got, res), (want, want_res))
     # Without like: the saved class on the default device.
     plain = jaxbuf.restore(tmp_path / "buf")
-    assert type(plain) is jaxbuf.VectorReplayBuffer
+    assert isinstance(plain, jaxbuf.VectorReplayBuffer)
     assert_trees_equal(plain, ref)
     with pytest.raises(ValueError, match="buffer_num=16 must be divisible by the size 3"):
         mesh3 = jax.make_mesh((3,), ("env",), devices=jax.devices()[:3])

@@ -339,14 +339,25 @@ def test_mismatch_structure_dtype_and_config(saved_dir):
     )
 
 
-def test_mismatch_class(saved_dir):
+def test_mismatch_layout(saved_dir):
+    """A one-sub-buffer checkpoint does not restore into a vector buffer of the same size."""
     path, _ = saved_dir
     with pytest.raises(
         ckpt.CheckpointMismatchError,
-        match=r"<root>: like expects jaxbuf.buffers:VectorReplayBuffer, "
-        r"checkpoint has jaxbuf.buffers:ReplayBuffer",
+        match=r"buffer_num \(static\): like expects 2, checkpoint has 1",
     ):
         ckpt.restore(path, like=_like(size=12, cls=jaxbuf.VectorReplayBuffer))
+
+
+def test_mismatch_class(saved_dir):
+    path, _ = saved_dir
+    like = jaxbuf.PrioritizedReplayBuffer.create(EXAMPLE, 6, alpha=0.6, beta=0.4)
+    with pytest.raises(
+        ckpt.CheckpointMismatchError,
+        match=r"<root>: like expects jaxbuf.prioritized.buffer:PrioritizedReplayBuffer, "
+        r"checkpoint has jaxbuf.buffers:ReplayBuffer",
+    ):
+        ckpt.restore(path, like=like)
 
 
 def _copy(saved_dir, tmp_path):

@@ -121,7 +121,7 @@ def _running_lengths(buf, ids, batch) -> np.ndarray:
 def test_import_matches_tianshou_then_continues(case):
     record = EXPECTED[case]
     buf = from_tianshou_hdf5(DATA / f"tianshou_{case}.h5")
-    assert type(buf) is KINDS[case]
+    assert isinstance(buf, KINDS[case])
     _check_state(buf, record["saved"], f"{case} imported")
     for n, op in enumerate(record["continue"]):
         what = f"{case} continued {op['op']} {n}"

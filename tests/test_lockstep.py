@@ -133,8 +133,8 @@ def test_prioritized_vector_takes_lockstep():
     assert buf.buffer.lockstep
     buf, res = buf.add(rows([1.0, 2.0]))
     np.testing.assert_array_equal(res.index, [0, 4])
-    with pytest.raises(TypeError, match=r"unexpected option\(s\) \['lockstep'\]"):
-        jaxbuf.PrioritizedReplayBuffer.create(EXAMPLE, 8, alpha=0.6, beta=0.4, lockstep=True)
+    with pytest.raises(TypeError, match=r"unexpected option\(s\) \['lockstp'\]"):
+        jaxbuf.PrioritizedReplayBuffer.create(EXAMPLE, 8, alpha=0.6, beta=0.4, lockstp=True)
 
 
 def test_vmapped_lockstep_buffers_equal_one_by_one():

@@ -130,7 +130,7 @@ def test_two_processes_on_localhost(tmp_path):
     # Saved from 4 devices on 2 hosts, restored here onto one device.
     restored = jaxbuf.restore(ckpt)
     want = builder("stack2", 80, 8)(stacked_rows(np.arange(8)))
-    assert type(restored) is jaxbuf.VectorReplayBuffer
+    assert isinstance(restored, jaxbuf.VectorReplayBuffer)
     assert_trees_equal(restored, want)
 
 

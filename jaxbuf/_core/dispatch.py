@@ -21,14 +21,9 @@ from typing import Any, TypeVar
 
 import jax
 
-from jaxbuf._core.checks import checking
+from jaxbuf._core.checks import checking, is_traced
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def is_traced(tree: Any) -> bool:
-    """Whether any leaf of ``tree`` is a tracer (the call is inside a transformation)."""
-    return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
 
 
 def compiled_when_eager(static_argnames: Sequence[str] = ()) -> Callable[[F], F]:
@@ -47,7 +42,7 @@ def compiled_when_eager(static_argnames: Sequence[str] = ()) -> Callable[[F], F]
 
         @functools.wraps(method)
         def wrapper(self, *args, **kwargs):
-            if checking() or is_traced((self, args, kwargs)):
+            if checking() or is_traced(self, args, kwargs):
                 return method(self, *args, **kwargs)
             return jitted(self, *args, **kwargs)
 

@@ -38,22 +38,6 @@ def sorted_position(cum: jax.Array, u: jax.Array) -> jax.Array:
     return jnp.searchsorted(cum, u, side="right", method="scan_unrolled")
 
 
-def uniform(key: chex.PRNGKey, batch_size: int, lengths: jax.Array, m: int) -> jax.Array:
-    """Uniform draws with replacement over all stored transitions, in O(batch_size log n).
-
-    A draw ``u ~ U{0, ..., sum(lengths) - 1}`` is mapped to the sub-buffer ``k`` whose
-    cumulative-length interval holds it and then to slot ``k*m + (u - cum[k-1])``, so each
-    sub-buffer is chosen with probability proportional to its length. On an empty buffer
-    every draw is slot 0.
-    """
-    cum = jnp.cumsum(lengths)
-    total = cum[-1]
-    u = randint_below(key, (batch_size,), jnp.maximum(total, 1))
-    k = jnp.minimum(sorted_position(cum, u), lengths.shape[0] - 1)
-    local = u - (cum[k] - lengths[k])
-    return jnp.where(total > 0, k * m + local, 0).astype(jnp.int32)
-
-
 def from_mask(key: chex.PRNGKey, batch_size: int, mask: jax.Array) -> jax.Array:
     """Uniform draws with replacement among the slots where ``mask`` is true (O(maxsize)).
 

@@ -1,4 +1,4 @@
-"""Reading with frame stacking (tianshou-semantics.md section 6).
+"""Frame stacking: the slots of the ``stack_num`` frames read for one index (Tianshou's rule).
 
 For ``K = stack_num`` the frames of index ``i`` are ``f_{K-1} = i`` and
 ``f_{j-1} = prev(f_j)``; the output stacks ``x[f_0], ..., x[f_{K-1}]`` (oldest first) on a
@@ -9,13 +9,10 @@ first frame is repeated as padding.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import lax
-
-from jaxbuf._core.storage import gather
 
 
 def frame_indices(index: jax.Array, prev: Callable, stack_num: int) -> jax.Array:
@@ -35,11 +32,3 @@ def frame_indices(index: jax.Array, prev: Callable, stack_num: int) -> jax.Array
     _, older = lax.scan(step, index, None, length=stack_num - 1)  # [K-1, ...], newest first
     frames = jnp.concatenate([older[::-1], index[None]], axis=0)
     return jnp.moveaxis(frames, 0, -1)
-
-
-def stacked_gather(tree: Any, index: jax.Array, buf: Any, stack_num: int) -> Any:
-    """Gather ``tree`` at ``index``; ``stack_num > 1`` adds a frame axis after the index axes,
-    following ``buf.prev`` (see :func:`frame_indices`)."""
-    if stack_num == 1:
-        return gather(tree, index)
-    return gather(tree, frame_indices(index, buf.prev, stack_num))

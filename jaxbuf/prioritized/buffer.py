@@ -1,7 +1,8 @@
 """Prioritized experience replay (Schaul et al. 2016) over the pure-state core buffer.
 
-A :class:`PrioritizedReplayBuffer` is a ``flax.struct.PyTreeNode`` that *composes* a core
-:class:`jaxbuf.ReplayBuffer` (or :class:`jaxbuf.VectorReplayBuffer`) with
+A :class:`PrioritizedReplayBuffer` is a :class:`~jaxbuf._core.base.Wrapper`: a core
+:class:`jaxbuf.ReplayBuffer` (any ``buffer_num``) in its ``buffer`` field, whose whole read
+API it shares, with
 
 * a :class:`~jaxbuf.prioritized.PriorityTree` over the ``maxsize`` global slots holding
   ``p_i ** alpha`` (0 for slots that hold no transition), with per node the sum (for
@@ -10,8 +11,7 @@ A :class:`PrioritizedReplayBuffer` is a ``flax.struct.PyTreeNode`` that *compose
 * ``max_prio``, the largest raw priority reported so far (starts at 1.0, as in Tianshou);
 * ``beta`` as a traced scalar leaf, so it can be annealed inside ``jit`` / ``lax.scan``.
 
-Semantics (tianshou-semantics.md section 8, with the deliberate fixes of
-``docs/prioritized.md``):
+Semantics (Tianshou's, with the deliberate fixes listed in ``docs/prioritized.md``):
 
 * ``add``: the core add, then every written slot gets ``max_prio ** alpha`` (the float
   maximum), overwritten slots included.
@@ -40,22 +40,20 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxbuf._core.checks import global_index, runtime_check
+from jaxbuf._core import layout as links
+from jaxbuf._core.base import Wrapper
+from jaxbuf._core.checks import global_index, is_traced, runtime_check
 from jaxbuf._core.dispatch import compiled_when_eager
 from jaxbuf._core.episodes import AddResult
-from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
+from jaxbuf._core.kinds import VectorKind
+from jaxbuf._core.layout import Layout
+from jaxbuf.buffers import CORE_OPTIONS, ReplayBuffer
 from jaxbuf.prioritized.priority_tree import PriorityTree
 
 __all__ = ["PrioritizedReplayBuffer", "PrioritizedVectorReplayBuffer"]
 
 EPS = float(np.finfo(np.float32).eps)
 """Added to ``|new_weight|`` so that no stored priority is 0 (Tianshou's ``eps``, 2**-23)."""
-
-_CORE_OPTIONS = ("stack_num", "ignore_obs_next", "save_only_last_obs", "sample_avail")
-
-
-def _concrete(x: Any) -> bool:
-    return not isinstance(x, jax.core.Tracer)
 
 
 def _check_alpha_beta(name: str, alpha: Any, beta: Any) -> None:
@@ -91,23 +89,20 @@ def _write_max_priority(
 def _update_priorities(
     tree: PriorityTree,
     max_prio: jax.Array,
+    layout: Layout,
     lengths: jax.Array,
     idx: jax.Array,
     weight: jax.Array,
     *,
     alpha: float,
-    subbuffer_size: int,
 ) -> tuple[PriorityTree, jax.Array, _UpdateChecks]:
     """``leaf[idx] = (|weight| + eps) ** alpha`` for the valid entries of ``idx`` (int32[B]).
 
-    Valid: inside ``[0, maxsize)``, holding a transition (``idx mod m < lengths[idx // m]``,
-    O(1) per entry, no capacity-sized mask) and with a finite weight. ``max_prio`` takes the
-    largest accepted ``|weight| + eps``.
+    Valid: inside ``[0, maxsize)``, holding a transition (O(1) per entry, no capacity-sized
+    mask) and with a finite weight. ``max_prio`` takes the largest accepted ``|weight| + eps``.
     """
-    m = subbuffer_size
     in_range = (idx >= 0) & (idx < tree.capacity)
-    sub = jnp.clip(idx // m, 0, lengths.shape[0] - 1)
-    stored = in_range & (idx % m < lengths[sub])
+    stored = in_range & links.stored_at(layout, jnp.clip(idx, 0, tree.capacity - 1), lengths)
     finite = jnp.isfinite(weight)
     ok = stored & finite
     p = jnp.abs(weight) + jnp.float32(EPS)
@@ -138,8 +133,12 @@ def _weights(leaf: jax.Array, p_min: jax.Array, beta: jax.Array, *, batch_norm: 
     return jnp.where(stored, ratio ** (-beta), 0.0).astype(jnp.float32)
 
 
-class PrioritizedReplayBuffer(struct.PyTreeNode):
+class PrioritizedReplayBuffer(Wrapper):
     """A replay buffer that samples proportionally to priority, as a pure pytree.
+
+    Every method of :class:`jaxbuf.ReplayBuffer` works here too (``prev``, ``get``,
+    ``all_indices``, ``sample_sequences``, ...); ``add``, ``sample`` and ``buf[index]`` also
+    maintain and report priorities.
 
     Attributes:
       buffer: the core buffer (storage and episode counters).
@@ -151,7 +150,6 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
       weight_norm: static bool, divide each read's weights by their maximum (Tianshou).
     """
 
-    buffer: ReplayBuffer
     tree: PriorityTree
     max_prio: jax.Array
     beta: jax.Array
@@ -177,42 +175,39 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
           alpha: priority exponent (> 0): ``P(i) ~ p_i ** alpha``.
           beta: importance-sampling exponent (>= 0); change it with :meth:`set_beta`.
           weight_norm: divide the weights of each read / sample by their maximum.
-          **core_options: ``stack_num``, ``ignore_obs_next``, ``save_only_last_obs`` (see
-            the core buffer). ``sample_avail`` with ``stack_num > 1`` is rejected: priority
-            sampling cannot honour it (Tianshou silently ignores it).
-        """
-        cls._check_options(cls.__name__ + ".create", alpha, beta, weight_norm, core_options)
-        core = ReplayBuffer.create(example, size, **core_options)
-        return cls._wrap(core, alpha, beta, weight_norm)
+          **core_options: the options of :meth:`jaxbuf.ReplayBuffer.create` (``buffer_num``,
+            ``stack_num``, ``ignore_obs_next``, ``save_only_last_obs``, ``lockstep``).
+            ``sample_avail`` with ``stack_num > 1`` is rejected: priority sampling cannot
+            honour it (Tianshou silently ignores it).
 
-    @classmethod
-    def _check_options(
-        cls,
-        name: str,
-        alpha: Any,
-        beta: Any,
-        weight_norm: Any,
-        core_options: dict,
-        allowed: tuple = _CORE_OPTIONS,
-    ) -> None:
+        Example:
+          >>> import jax, jax.numpy as jnp
+          >>> from jaxbuf import PrioritizedReplayBuffer
+          >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+          ...           terminated=False, truncated=False)
+          >>> buf = PrioritizedReplayBuffer.create(ex, 16, alpha=0.6, beta=0.4)
+          >>> rows = jax.tree.map(lambda x: jnp.stack([x] * 3), ex)
+          >>> buf, _ = buf.add(rows, buffer_ids=jnp.zeros(3, jnp.int32))
+          >>> buf = buf.update_weight(jnp.array([0, 1]), jnp.array([2.0, 0.5]))
+          >>> batch, idx = buf.sample(jax.random.key(0), 4)
+          >>> batch["weight"].shape
+          (4,)
+        """
+        name = cls.__name__ + ".create"
         _check_alpha_beta(name, alpha, beta)
         if not isinstance(weight_norm, bool | np.bool_):
             raise ValueError(f"{name}: weight_norm must be a bool, got {weight_norm!r}")
-        unknown = sorted(set(core_options) - set(allowed))
+        unknown = sorted(set(core_options) - set(CORE_OPTIONS))
         if unknown:
             raise TypeError(
-                f"{name}: unexpected option(s) {unknown}; core options are {list(allowed)}"
+                f"{name}: unexpected option(s) {unknown}; core options are {list(CORE_OPTIONS)}"
             )
         if core_options.get("sample_avail") and core_options.get("stack_num", 1) > 1:
             raise ValueError(
                 f"{name}: sample_avail=True with stack_num > 1 is not supported by prioritized "
                 "buffers (sampling follows priorities only); pass sample_avail=False"
             )
-
-    @classmethod
-    def _wrap(
-        cls, core: ReplayBuffer, alpha: float, beta: float, weight_norm: bool
-    ) -> PrioritizedReplayBuffer:
+        core = ReplayBuffer.create(example, size, **core_options)
         return cls(
             buffer=core,
             tree=PriorityTree.create(core.maxsize),
@@ -223,26 +218,16 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
         )
 
     # ------------------------------------------------------------------ writing
-    def add(
-        self, batch: dict, buffer_ids: chex.Array | None = None
-    ) -> tuple[PrioritizedReplayBuffer, AddResult]:
-        """The core :meth:`~jaxbuf.ReplayBuffer.add`; every written slot gets priority
-        ``max_prio ** alpha`` (forgetting an overwritten slot's old priority).
-
-        Returns ``(buffer, AddResult)``; rows dropped by the core (``index == -1``) leave the
-        trees unchanged. Cost: the core add plus ``O(k log N)``.
-        """
-        rows, ids = self.buffer.check_batch(batch, buffer_ids)
-        return self._add_rows(rows, ids)
-
     @compiled_when_eager()
-    def _add_rows(
+    def add_rows(
         self, rows: dict, ids: jax.Array | None
     ) -> tuple[PrioritizedReplayBuffer, AddResult]:
-        """:meth:`add` on rows checked by the core's ``check_batch``."""
-        core, result = self.buffer.add_rows(rows, ids)
+        """The core add; every written slot gets priority ``max_prio ** alpha`` (forgetting an
+        overwritten slot's old priority). Rows dropped by the core (``index == -1``) leave the
+        tree unchanged. Cost: the core add plus ``O(k log N)``."""
+        new, result = super().add_rows(rows, ids)
         tree = _write_max_priority(self.tree, self.max_prio, result.index, alpha=self.alpha)
-        return self.replace(buffer=core, tree=tree), result
+        return new.replace(tree=tree), result
 
     def update_weight(self, indices: chex.Array, new_weight: chex.Array) -> PrioritizedReplayBuffer:
         """Set the priorities of stored slots: ``leaf[i] = (|w| + eps) ** alpha``.
@@ -283,7 +268,7 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
                 f"indices' shape {idx.shape}"
             )
         new, checks = self._apply_update(idx, weight)
-        if _concrete(checks.ok):
+        if not is_traced(checks.ok):
             self._raise_bad_update(name, idx, weight, checks)
         else:
             runtime_check(
@@ -301,11 +286,11 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
         tree, max_prio, checks = _update_priorities(
             self.tree,
             self.max_prio,
-            self.buffer.lengths,
+            self.layout,
+            self.lengths,
             idx.reshape(-1).astype(jnp.int32),
             jnp.broadcast_to(weight, idx.shape).reshape(-1).astype(jnp.float32),
             alpha=self.alpha,
-            subbuffer_size=self.buffer.subbuffer_size,
         )
         return self.replace(tree=tree, max_prio=max_prio), checks
 
@@ -333,7 +318,7 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
             raise ValueError(
                 f"{type(self).__name__}.set_beta: beta must be a scalar, got shape {beta.shape}"
             )
-        if _concrete(beta) and not (np.isfinite(float(beta)) and float(beta) >= 0):
+        if not is_traced(beta) and not (np.isfinite(float(beta)) and float(beta) >= 0):
             raise ValueError(
                 f"{type(self).__name__}.set_beta: beta must be a finite number >= 0, "
                 f"got {float(beta)}"
@@ -357,20 +342,13 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
         index = global_index(index, self.maxsize)
         return _weights(self.tree.get(index), self.tree.min(), self.beta, batch_norm=False)
 
-    def __getitem__(self, index: Any) -> dict:
-        """The core's ``buf[index]`` plus ``weight``: :meth:`get_weight`, divided by its
-        maximum over this read when ``weight_norm`` (so one element always gets 1.0, and a
-        read of only empty slots gets 0). A slice selects from the chronological order
-        (eager only), as in the core."""
-        if isinstance(index, slice):
-            index = jnp.asarray(self.buffer.chronological_indices()[index], jnp.int32)
-        return self._read(index)
-
     @compiled_when_eager()
     def _read(self, index: chex.Array) -> dict:
-        """``buf[index]`` for an int or int array ``index``."""
+        """``buf[index]``: the core read plus ``weight``, :meth:`get_weight` divided by its
+        maximum over this read when ``weight_norm`` (so one element always gets 1.0, and a
+        read of only empty slots gets 0)."""
         index = global_index(index, self.maxsize)
-        out = self.buffer[index]
+        out = super()._read(index)
         out["weight"] = _weights(
             self.tree.get(index), self.tree.min(), self.beta, batch_norm=self.weight_norm
         )
@@ -387,7 +365,7 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
         an empty buffer gives slot 0 for every draw (:func:`jaxbuf.checked` raises).
         Cost ``O(batch_size log N)``.
         """
-        runtime_check(self.buffer.size > 0, "jaxbuf: sampling from an empty buffer")
+        runtime_check(self.size > 0, "jaxbuf: sampling from an empty buffer")
         return self.tree.sample(key, batch_size, stratified)[0]
 
     @compiled_when_eager(("batch_size", "stratified"))
@@ -397,112 +375,27 @@ class PrioritizedReplayBuffer(struct.PyTreeNode):
         """``(buf[indices], indices)`` for ``indices = sample_indices(key, batch_size)``;
         the batch carries the importance weights under ``weight`` (computed from the leaf
         values the descent read, equal to ``buf[indices]["weight"]``)."""
-        runtime_check(self.buffer.size > 0, "jaxbuf: sampling from an empty buffer")
+        runtime_check(self.size > 0, "jaxbuf: sampling from an empty buffer")
         indices, leaf = self.tree.sample(key, batch_size, stratified)
-        out = self.buffer[indices]
+        out = super()._read(indices)
         out["weight"] = _weights(leaf, self.tree.min(), self.beta, batch_norm=self.weight_norm)
         return out, indices
 
-    # ------------------------------------------------------------------ core read API
-    @property
-    def maxsize(self) -> int:
-        """Total number of slots (static)."""
-        return self.buffer.maxsize
 
-    @property
-    def size(self) -> jax.Array:
-        """Number of stored transitions as an int32 array (traceable)."""
-        return self.buffer.size
+class PrioritizedVectorReplayBuffer(metaclass=VectorKind):
+    """Tianshou's ``PrioritizedVectorReplayBuffer``: a :class:`PrioritizedReplayBuffer` with
+    ``buffer_num`` sub-buffers (one per env) and one priority tree over all slots.
 
-    def __len__(self) -> int:
-        """Number of stored transitions (eager only; use ``buf.size`` under ``jit``)."""
-        return len(self.buffer)
-
-    @property
-    def subbuffer_size(self) -> int:
-        """Slots per sub-buffer (static)."""
-        return self.buffer.subbuffer_size
-
-    @property
-    def buffer_num(self) -> int:
-        """Number of sub-buffers (static)."""
-        return self.buffer.buffer_num
-
-    @property
-    def subbuffer_edges(self) -> np.ndarray:
-        """``[0, m, 2m, ..., maxsize]``."""
-        return self.buffer.subbuffer_edges
-
-    @property
-    def stack_num(self) -> int:
-        """Frames per stacked read (static)."""
-        return self.buffer.stack_num
-
-    @property
-    def storage(self) -> dict:
-        """The core's time-major storage dict (``[subbuffer_size, buffer_num, ...]``)."""
-        return self.buffer.storage
-
-    def global_storage(self) -> dict:
-        """The storage as ``[maxsize, ...]`` arrays in global-slot order (a copy)."""
-        return self.buffer.global_storage()
-
-    def input_spec(self) -> dict:
-        """Shape/dtype of one transition as ``add`` expects it."""
-        return self.buffer.input_spec()
-
-    def prev(self, index: chex.Array) -> jax.Array:
-        """The core's :meth:`~jaxbuf.ReplayBuffer.prev`."""
-        return self.buffer.prev(index)
-
-    def next(self, index: chex.Array) -> jax.Array:
-        """The core's :meth:`~jaxbuf.ReplayBuffer.next`."""
-        return self.buffer.next(index)
-
-    def is_episode_end(self, index: chex.Array) -> jax.Array:
-        """The core's :meth:`~jaxbuf.ReplayBuffer.is_episode_end`."""
-        return self.buffer.is_episode_end(index)
-
-    def is_unfinished(self, index: chex.Array) -> jax.Array:
-        """The core's :meth:`~jaxbuf.ReplayBuffer.is_unfinished`."""
-        return self.buffer.is_unfinished(index)
-
-    def unfinished_index(self) -> jax.Array:
-        """The core's :meth:`~jaxbuf.ReplayBuffer.unfinished_index`."""
-        return self.buffer.unfinished_index()
-
-    def unfinished_index_compact(self) -> np.ndarray:
-        """The core's :meth:`~jaxbuf.ReplayBuffer.unfinished_index_compact` (eager)."""
-        return self.buffer.unfinished_index_compact()
-
-    def all_indices(self) -> tuple[jax.Array, jax.Array]:
-        """The core's :meth:`~jaxbuf.ReplayBuffer.all_indices`."""
-        return self.buffer.all_indices()
-
-    def chronological_indices(self) -> np.ndarray:
-        """The core's :meth:`~jaxbuf.ReplayBuffer.chronological_indices` (eager)."""
-        return self.buffer.chronological_indices()
-
-    def valid_mask(self) -> jax.Array:
-        """The core's :meth:`~jaxbuf.ReplayBuffer.valid_mask`."""
-        return self.buffer.valid_mask()
-
-    def get(self, index: chex.Array, key: str, stack_num: int | None = None) -> Any:
-        """The core's :meth:`~jaxbuf.ReplayBuffer.get` (no weights)."""
-        return self.buffer.get(index, key, stack_num)
-
-
-class PrioritizedVectorReplayBuffer(PrioritizedReplayBuffer):
-    """``buffer_num`` sub-buffers (one per env) with one priority tree over all slots.
-
-    Same state and methods as :class:`PrioritizedReplayBuffer`; the core is a
-    :class:`jaxbuf.VectorReplayBuffer`, and sampling is a global prefix-sum draw over all
-    sub-buffers (as in Tianshou). Unlike Tianshou (E19), :meth:`set_beta` takes effect.
+    Sampling is a global prefix-sum draw over all sub-buffers, as in Tianshou; unlike
+    Tianshou, :meth:`~PrioritizedReplayBuffer.set_beta` takes effect. ``isinstance(buf,
+    PrioritizedVectorReplayBuffer)`` is true for a prioritized buffer with more than one
+    sub-buffer.
     """
 
-    @classmethod
-    def create(  # type: ignore[override]
-        cls,
+    kind = PrioritizedReplayBuffer
+
+    @staticmethod
+    def create(
         example: dict,
         total_size: int,
         buffer_num: int,
@@ -510,18 +403,10 @@ class PrioritizedVectorReplayBuffer(PrioritizedReplayBuffer):
         beta: float,
         weight_norm: bool = True,
         **core_options: Any,
-    ) -> PrioritizedVectorReplayBuffer:
-        """An empty prioritized vector buffer of ``buffer_num`` sub-buffers with
+    ) -> PrioritizedReplayBuffer:
+        """An empty prioritized buffer of ``buffer_num`` sub-buffers with
         ``ceil(total_size / buffer_num)`` slots each; options as
-        :meth:`PrioritizedReplayBuffer.create`, plus ``lockstep`` (see
-        :meth:`jaxbuf.VectorReplayBuffer.create`)."""
-        cls._check_options(
-            cls.__name__ + ".create",
-            alpha,
-            beta,
-            weight_norm,
-            core_options,
-            (*_CORE_OPTIONS, "lockstep"),
+        :meth:`PrioritizedReplayBuffer.create`."""
+        return PrioritizedReplayBuffer.create(
+            example, total_size, alpha, beta, weight_norm, buffer_num=buffer_num, **core_options
         )
-        core = VectorReplayBuffer.create(example, total_size, buffer_num, **core_options)
-        return cls._wrap(core, alpha, beta, weight_norm)
