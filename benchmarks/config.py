@@ -109,8 +109,8 @@ GPU_QUICK = replace(
     scan_steps=50,
     calls=20,
     prio_capacities=(2**12, 2**14),
-    episode_capacity=2**12,
-    stack_capacity=2**10,
+    episode_capacity=2**14,
+    stack_capacity=2**12,  # flashbax needs capacity >= batch (4096)
     gae_shapes=((128, 64),),
     sum_tree_capacities=(2**12,),
     example_iterations=2,
