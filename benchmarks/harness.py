@@ -70,8 +70,8 @@ class Result:
 
 
 def unavailable(workload: str, params: dict, lib: str, unit: str, reason: str) -> Result:
-    """A result row saying why ``lib`` could not run ``workload``."""
-    return Result(workload, params, lib, unit, None, status=f"not available: {reason}")
+    """A result row saying why ``lib`` did not run ``workload`` (``skipped: <reason>``)."""
+    return Result(workload, params, lib, unit, None, status=f"skipped: {reason}")
 
 
 def compile_jit(fn: Callable, *args: Any, donate_argnums: Sequence[int] = ()) -> tuple:

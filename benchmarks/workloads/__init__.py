@@ -1,14 +1,60 @@
-"""Workloads of issue 7. Each module has ``groups(cfg)``: an iterator over groups, each a list of
-:class:`benchmarks.harness.Case` to time in alternation, or of finished
-:class:`benchmarks.harness.Result` rows (memory, or a library that is not available)."""
+"""The workloads. Each has ``groups(cfg)``: an iterator over groups, each a list of
+:class:`benchmarks.harness.Case` to time in alternation or of finished
+:class:`benchmarks.harness.Result` rows (byte counts, or a peer that is skipped)."""
 
-from benchmarks.workloads import add, episode, gae, memory, prioritized, sample
+from __future__ import annotations
 
-WORKLOADS = {
-    "add": add,
-    "sample": sample,
-    "episode": episode,
-    "prioritized": prioritized,
-    "gae": gae,
-    "memory": memory,
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from benchmarks.workloads import (
+    add,
+    checkpoint,
+    episode,
+    examples,
+    gae,
+    memory,
+    prioritized,
+    sample,
+    sequence,
+    sharding,
+    sum_tree,
+    threefry,
+    trajectory_io,
+)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A named workload: what it measures and in which profiles it runs by default."""
+
+    groups: Callable[..., Iterator[list]]
+    summary: str
+    profiles: tuple[str, ...] = ()
+
+
+WORKLOADS: dict[str, Workload] = {
+    "add": Workload(add.groups, "add one step of 64 envs, scan and per call", ("cpu", "gpu")),
+    "sample": Workload(sample.groups, "uniform sample from a full buffer", ("cpu", "gpu")),
+    "prev_next": Workload(episode.prev_next_groups, "episode links of 256 indices", ("cpu",)),
+    "stacked": Workload(
+        episode.stacked_groups, "frame-stacked sample, uint8[84, 84] x 4", ("cpu", "gpu")
+    ),
+    "sequence": Workload(sequence.groups, "windows of 8 steps within episodes", ("gpu",)),
+    "prioritized": Workload(
+        prioritized.groups, "prioritized sample + priority update", ("cpu", "gpu")
+    ),
+    "gae": Workload(gae.groups, "GAE over [T, B] rollouts (against rlax)", ("cpu", "gpu")),
+    "memory": Workload(memory.groups, "bytes per stored Atari transition", ("cpu",)),
+    "examples": Workload(examples.groups, "PPO and DQN examples, env steps per second", ("gpu",)),
+    "sum_tree": Workload(sum_tree.groups, "bare sum tree: sample + set"),
+    "threefry": Workload(threefry.groups, "unrolled Threefry against jax.random"),
+    "sharding": Workload(sharding.groups, "sharded add and sample over the process's devices"),
+    "trajectory_io": Workload(trajectory_io.groups, "RLinf trajectory files: codecs, add, sample"),
+    "checkpoint": Workload(checkpoint.groups, "save and restore of a full buffer"),
 }
+
+
+def default(profile: str) -> list[str]:
+    """The workloads a profile runs when none are named."""
+    return [name for name, w in WORKLOADS.items() if profile in w.profiles]

@@ -1,4 +1,4 @@
-"""Workload 1: add one step of 64 envs, in a jitted ``lax.scan`` and per jitted call.
+"""Add one step of 64 envs, in a jitted ``lax.scan`` and per jitted call.
 
 jaxbuf ``VectorReplayBuffer(capacity, 64, ignore_obs_next=True, lockstep=True)`` (one ``obs``
 per step, like flashbax's flat buffer, which pairs consecutive steps; ``lockstep``: every add
@@ -40,7 +40,7 @@ def flashbax_buffer(fbx, capacity: int, batch_size: int):
     """flashbax's flat buffer and an empty state for the MuJoCo-like transition."""
     fb = fbx.make_flat_buffer(
         max_length=capacity,
-        min_length=batch_size,
+        min_length=data.N_ENV,  # only gates can_sample; a batch may exceed a small buffer
         sample_batch_size=batch_size,
         add_batch_size=data.N_ENV,
     )

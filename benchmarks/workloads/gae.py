@@ -1,7 +1,7 @@
-"""Workload 5: GAE over a ``[T, B]`` rollout, ``[128, 64]`` and ``[2048, 8]``.
+"""GAE over a ``[T, B]`` rollout, ``[128, 64]`` and ``[2048, 8]``.
 
-* jaxbuf ``jaxbuf.returns.gae`` (issue 3; "not available" until merged), sequential
-  ``lax.scan`` (default) and ``use_associative_scan=True`` (``jaxbuf[assoc]``);
+* jaxbuf ``jaxbuf.returns.gae``, sequential ``lax.scan`` (default) and
+  ``use_associative_scan=True`` (``jaxbuf[assoc]``);
 * rlax ``truncated_generalized_advantage_estimation`` vmapped over ``B`` (its API is one
   sequence; ``discount = gamma * (1 - terminated)``, ``values`` of length ``T + 1``; it cannot
   express truncation inside a sequence, which costs it nothing here);
@@ -145,16 +145,14 @@ def _check(gae, rlax, r: dict, ts_adv) -> None:
 def _group(cfg, t: int, b: int) -> list:
     params = {"T": t, "B": b}
     r = rollout(t, b)
-    gae, why_gae = peers.jaxbuf_attr("returns.gae")
+    from jaxbuf.returns import gae
+
     rlax, why_rlax = peers.module("rlax")
     ts, why_ts = peers.module("tianshou.data")
     out: list = []
     ts_call, ts_adv = _tianshou_setup(r) if ts is not None else (None, None)
-    if gae is None:
-        out.append(unavailable("gae/call", params, "jaxbuf", UNIT, why_gae))
-    else:
-        _check(gae, rlax, r, ts_adv)
-        out += _jaxbuf_cases(gae, r, params, cfg)
+    _check(gae, rlax, r, ts_adv)
+    out += _jaxbuf_cases(gae, r, params, cfg)
     out += (
         _rlax_cases(rlax, r, params, cfg)
         if rlax is not None

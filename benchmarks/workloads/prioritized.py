@@ -1,12 +1,13 @@
-"""Workload 4: prioritized replay at capacity 2^20: sample 256, then update their priorities.
+"""Prioritized replay: sample a batch (256 by default) proportionally to priority, then update
+the priorities of the sampled indices.
 
-One operation = sample a batch of 256 proportionally to priority, then set new priorities
-``|rew| + 1e-3`` (computed from the sampled batch, so the update depends on the sample) for
-the sampled indices. jaxbuf ``PrioritizedVectorReplayBuffer(2^20, 64, alpha=0.6, beta=0.4)``
-(issue 4; reported "not available" until merged), flashbax
-``make_prioritised_flat_buffer(2^20, add_batch_size=64, priority_exponent=0.6, device="cpu")``
-(its recommended setting on CPU) and Tianshou ``PrioritizedVectorReplayBuffer``. JAX libraries
-run per jitted call (state donated) and in a scan (state carried); Tianshou per call.
+One operation = sample, then set new priorities ``|rew| + 1e-3`` (computed from the sampled
+batch, so the update depends on the sample). jaxbuf
+``PrioritizedVectorReplayBuffer.create(example, capacity, 64, alpha=0.6, beta=0.4)``, flashbax
+``make_prioritised_flat_buffer(capacity, add_batch_size=64, priority_exponent=0.6)`` (with
+``device`` set to the backend in use, which selects its tuned priority update) and Tianshou
+``PrioritizedVectorReplayBuffer``. JAX libraries run per jitted call (state donated) and in a
+scan (state carried); Tianshou per call.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from benchmarks import data, peers
 from benchmarks.harness import Case, compile_jit, unavailable
 from benchmarks.workloads.common import Cell, loop_calls, scan_steps
 
-UNIT = "us per sample 256 + update"
+UNIT = "us per sample + update"
 ALPHA, BETA = 0.6, 0.4
 
 
@@ -44,33 +45,29 @@ def _jax_cases(lib: str, op, state, cfg, params) -> list[Case]:
     ]
 
 
-def _jaxbuf(cfg, params) -> list:
-    cls, why = peers.jaxbuf_attr(
-        "PrioritizedVectorReplayBuffer", "prioritized.PrioritizedVectorReplayBuffer"
-    )
-    if cls is None:
-        return [
-            unavailable(w, params, "jaxbuf", UNIT, why)
-            for w in ("prioritized/scan", "prioritized/call")
-        ]
-    cap, bs = params["capacity"], cfg.batch_size
+def prioritized_step(batch_size: int):
+    """``op(buf, key)``: jaxbuf's sample of ``batch_size``, then ``update_weight``."""
 
     def op(buf, key):
-        batch, idx = buf.sample(key, bs)
+        batch, idx = buf.sample(key, batch_size)
         return buf.update_weight(idx, jnp.abs(batch["rew"]) + 1e-3)
 
-    try:
-        buf = cls.create(
-            data.example(), cap, data.N_ENV, alpha=ALPHA, beta=BETA, ignore_obs_next=True
-        )
-        buf = data.fill_by_scan(lambda b, x: b.add(x)[0], buf, data.step, cap // data.N_ENV)
-        return _jax_cases("jaxbuf", op, buf, cfg, params)
-    except (TypeError, AttributeError, ValueError) as err:
-        reason = f"API differs from the assumed one: {type(err).__name__}: {err}"
-        return [
-            unavailable(w, params, "jaxbuf", UNIT, reason)
-            for w in ("prioritized/scan", "prioritized/call")
-        ]
+    return op
+
+
+def jaxbuf_filled(capacity: int):
+    """A full ``PrioritizedVectorReplayBuffer`` of the MuJoCo-like transition."""
+    import jaxbuf
+
+    buf = jaxbuf.PrioritizedVectorReplayBuffer.create(
+        data.example(), capacity, data.N_ENV, alpha=ALPHA, beta=BETA, ignore_obs_next=True
+    )
+    return data.fill_by_scan(lambda b, x: b.add(x)[0], buf, data.step, capacity // data.N_ENV)
+
+
+def _jaxbuf(cfg, params) -> list:
+    buf = jaxbuf_filled(params["capacity"])
+    return _jax_cases("jaxbuf", prioritized_step(params["batch"]), buf, cfg, params)
 
 
 def _flashbax(cfg, params) -> list:
@@ -80,14 +77,15 @@ def _flashbax(cfg, params) -> list:
             unavailable(w, params, "flashbax", UNIT, why)
             for w in ("prioritized/scan", "prioritized/call")
         ]
-    cap, bs = params["capacity"], cfg.batch_size
+    cap, bs = params["capacity"], params["batch"]
+    device = {"cpu": "cpu", "tpu": "tpu"}.get(jax.default_backend(), "gpu")  # its tuned path
     fb = fbx.make_prioritised_flat_buffer(
         max_length=cap,
-        min_length=bs,
+        min_length=data.N_ENV,
         sample_batch_size=bs,
         add_batch_size=data.N_ENV,
         priority_exponent=ALPHA,
-        device="cpu",
+        device=device,
     )
 
     def op(state, key):
@@ -103,7 +101,7 @@ def _tianshou(cfg, params) -> list:
     ts, why = peers.module("tianshou.data")
     if ts is None:
         return [unavailable("prioritized/call", params, "tianshou", UNIT, why)]
-    cap, bs = params["capacity"], cfg.batch_size
+    cap, bs = params["capacity"], params["batch"]
     buf = ts.PrioritizedVectorReplayBuffer(
         cap, data.N_ENV, alpha=ALPHA, beta=BETA, ignore_obs_next=True
     )
@@ -118,6 +116,8 @@ def _tianshou(cfg, params) -> list:
 
 
 def groups(cfg):
-    """One group at ``cfg.prio_capacity``."""
-    params = {"capacity": cfg.prio_capacity}
-    yield _jaxbuf(cfg, params) + _flashbax(cfg, params) + _tianshou(cfg, params)
+    """One group per capacity and batch size."""
+    for cap in cfg.prio_capacities:
+        for bs in cfg.batch_sizes:
+            params = {"capacity": cap, "batch": bs}
+            yield _jaxbuf(cfg, params) + _flashbax(cfg, params) + _tianshou(cfg, params)

@@ -1,6 +1,6 @@
-"""Workload 2: uniform sample of 256 transitions from a full buffer, in a scan and per call.
+"""Uniform sample of a batch (256 by default) from a full buffer, in a scan and per call.
 
-Buffers as in workload 1, filled to capacity through their own add. jaxbuf returns
+Buffers as in the add workload, filled to capacity through their own add. jaxbuf returns
 ``obs, act, rew, terminated, truncated, done`` and ``obs_next = obs[next(i)]`` (episode-aware)
 plus the indices; flashbax returns both steps of each pair (``first``, ``second``); Tianshou
 returns the same fields as jaxbuf. In the scan each sample becomes the carry, so every returned
@@ -22,11 +22,11 @@ from benchmarks.workloads.add import (
 )
 from benchmarks.workloads.common import loop_calls, read_scan
 
-UNIT = "us per sample of 256"
+UNIT = "us per sample"
+WORKLOADS = ("sample/scan", "sample/call")
 
 
-def _jax_cases(lib: str, sample_fn, state, cfg, capacity: int) -> list[Case]:
-    params = {"capacity": capacity}
+def _jax_cases(lib: str, sample_fn, state, cfg, params: dict) -> list[Case]:
     keys = jax.random.split(jax.random.key(0), cfg.scan_steps)
     key = jax.random.key(1)
     scan_c, scan_t = compile_jit(read_scan(sample_fn), state, keys)
@@ -55,44 +55,46 @@ def _jax_cases(lib: str, sample_fn, state, cfg, capacity: int) -> list[Case]:
 
 def _group(cfg, capacity: int) -> list:
     steps = capacity // data.N_ENV
-    bs = cfg.batch_size
     out: list = []
     jb = data.fill_by_scan(jaxbuf_add, jaxbuf_buffer(capacity), data.step, steps)
     assert int(jb.size) == capacity
-    out += _jax_cases("jaxbuf", lambda b, k: b.sample(k, bs), jb, cfg, capacity)
     fbx, why = peers.module("flashbax")
-    if fbx is None:
-        out += [
-            unavailable(w, {"capacity": capacity}, "flashbax", UNIT, why)
-            for w in ("sample/scan", "sample/call")
-        ]
-    else:
-        fb, state = flashbax_buffer(fbx, capacity, bs)
-        state = data.fill_by_scan(fb.add, state, data.step, steps)
-        assert bool(state.is_full)
-        out += _jax_cases("flashbax", fb.sample, state, cfg, capacity)
-    ts, why = peers.module("tianshou.data")
-    if ts is None:
-        out.append(unavailable("sample/call", {"capacity": capacity}, "tianshou", UNIT, why))
-    else:
-        buf = data.fill_tianshou(
+    ts, why_ts = peers.module("tianshou.data")
+    fb_state = tbuf = None
+    if fbx is not None:
+        fb0, fb_state = flashbax_buffer(fbx, capacity, cfg.batch_size)
+        fb_state = data.fill_by_scan(fb0.add, fb_state, data.step, steps)
+        assert bool(fb_state.is_full)
+    if ts is not None:
+        tbuf = data.fill_tianshou(
             tianshou_buffer(capacity), data.numpy_layout(capacity), data.first(data.step)
         )
-        calls = max(1, cfg.calls // 4)
-        out.append(
-            Case(
-                "sample/call",
-                {"capacity": capacity},
-                "tianshou",
-                loop_calls(lambda: buf.sample(bs), calls),
-                calls,
-                UNIT,
+    for bs in cfg.batch_sizes:
+        params = {"capacity": capacity, "batch": bs}
+        out += _jax_cases("jaxbuf", lambda b, k, bs=bs: b.sample(k, bs), jb, cfg, params)
+        if fbx is None:
+            out += [unavailable(w, params, "flashbax", UNIT, why) for w in WORKLOADS]
+        else:
+            fb, _ = flashbax_buffer(fbx, capacity, bs)
+            out += _jax_cases("flashbax", fb.sample, fb_state, cfg, params)
+        if tbuf is None:
+            out.append(unavailable("sample/call", params, "tianshou", UNIT, why_ts))
+        else:
+            calls = max(1, cfg.calls // 4)
+            out.append(
+                Case(
+                    "sample/call",
+                    params,
+                    "tianshou",
+                    loop_calls(lambda bs=bs: tbuf.sample(bs), calls),
+                    calls,
+                    UNIT,
+                )
             )
-        )
     return out
 
 
 def groups(cfg):
-    """One group per capacity."""
+    """One group per capacity (every batch size of the profile)."""
     for capacity in cfg.capacities:
         yield _group(cfg, capacity)

@@ -1,0 +1,84 @@
+"""The benchmark runner: the GPU profile's quick configuration runs on the CPU and writes its
+JSON and Markdown results; the listing and the report writers behave as documented."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import report, run
+from benchmarks.config import PROFILES, smallest
+from benchmarks.harness import Result, unavailable
+from benchmarks.workloads import WORKLOADS, default
+
+
+def test_gpu_profile_quick_add_writes_json_and_markdown(tmp_path, capsys):
+    pytest.importorskip("flashbax")
+    argv = ["--profile", "gpu", "--quick", "--smallest", "--workload", "add"]
+    assert run.main([*argv, "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "latest.json").read_text())
+    assert doc["meta"]["profile"] == "gpu" and doc["meta"]["quick"] is True
+    assert doc["meta"]["workloads"] == ["add"]
+    cfg = smallest(PROFILES[("gpu", True)])
+    assert cfg.capacities == (4096,) and cfg.batch_sizes == (256, 4096)
+    got = {(r["workload"], tuple(sorted(r["params"].items())), r["lib"]) for r in doc["results"]}
+    expected = {
+        (w, (("capacity", 4096),), lib)
+        for w in ("add/scan", "add/call")
+        for lib in ("jaxbuf", "jaxbuf[routed]", "flashbax")
+    }
+    assert expected <= got
+    timed = [r for r in doc["results"] if r["lib"] in ("jaxbuf", "flashbax")]
+    assert all(r["status"] == "ok" and r["value"] > 0 for r in timed)
+    md = (tmp_path / "latest.md").read_text()
+    assert md.startswith("Profile gpu --quick, jax ")
+    assert "| add/call | capacity=4096 | flashbax |" in md
+    assert "| target | measured | verdict |" in md
+    assert "speed add/scan capacity=4096 vs flashbax >= 10.0x" in md  # the GPU target
+    assert doc["meta"]["config"]["reps"] == 1
+    assert "== targets" in capsys.readouterr().out
+
+
+def test_list_names_every_workload_and_its_profiles(capsys):
+    assert run.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for name in WORKLOADS:
+        assert name in out
+    assert {"add", "sample", "prioritized", "stacked", "sequence", "gae", "examples"} <= set(
+        default("gpu")
+    )
+    assert "examples" not in default("cpu") and "add" in default("cpu")
+
+
+def test_unknown_workload_is_rejected(capsys):
+    with pytest.raises(SystemExit):
+        run.main(["--workload", "nope"])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_markdown_shows_ratios_skipped_peers_and_throughput():
+    params = {"capacity": 8}
+    rows = [
+        Result("add/call", params, "jaxbuf", "us per add", 2e-6, cpu=2e-6),
+        Result("add/call", params, "flashbax", "us per add", 5e-6, cpu=4e-6),
+        unavailable("add/call", params, "tianshou", "us per add", "not installed (tianshou)"),
+        Result("examples/ppo", {"iterations": 2}, "jaxbuf", "us per env step", 1e-5),
+    ]
+    meta = {
+        "profile": "cpu",
+        "quick": False,
+        "jax": "0",
+        "backend": "cpu",
+        "device_kind": "cpu",
+        "cpus": 2,
+        "commit": "abc",
+        "stamp": "now",
+        "wall_s": 1.0,
+    }
+    md = report.markdown(meta, rows, report.targets(rows))
+    assert "| add/call | capacity=8 | flashbax | 5.00 us | 4.00 us |  | 2.50x | 2.00x |  |" in md
+    assert "| tianshou | n/a |" in md and "skipped: not installed (tianshou)" in md
+    assert "100,000 steps/s" in md
+    assert "| speed add/call capacity=8 vs flashbax >= 1.0x | 2.50x (cpu 2.00x) | met |" in md
+    assert "vs tianshou" not in md  # no target row against a skipped peer
