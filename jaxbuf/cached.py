@@ -33,9 +33,9 @@ import numpy as np
 from flax import struct
 from jax import lax
 
-from jaxbuf import _cache_moves
-from jaxbuf._cache_moves import CachedAddResult
+from jaxbuf._core import cache_plan as _cache_moves
 from jaxbuf._core import sampling, storage
+from jaxbuf._core.cache_plan import CachedAddResult
 from jaxbuf._core.checks import global_index, runtime_check
 from jaxbuf._core.dispatch import compiled_when_eager
 from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
