@@ -1,8 +1,7 @@
 """Per-sub-buffer episode bookkeeping: add counters, prev/next links, unfinished episodes.
 
 A buffer holds ``n`` sub-buffers of ``m`` slots each; sub-buffer ``k`` owns the global slots
-``[k*m, (k+1)*m)``. Per sub-buffer the state keeps (Tianshou's names in brackets, see
-tianshou-semantics.md sections 3.4 and 4):
+``[k*m, (k+1)*m)``. Per sub-buffer the state keeps (Tianshou's names in brackets):
 
 * ``insertion_idx`` [_insertion_idx] int32[n], local slot of the next write;
 * ``lengths`` [len] int32[n], number of valid slots, ``min(#adds, m)``;
@@ -12,9 +11,11 @@ tianshou-semantics.md sections 3.4 and 4):
   ``ep_start`` [_ep_start_idx] int32[n] (local) of the unfinished episode.
 
 In the buffer state the five int32 counters are packed into one ``int32[n, 5]`` array (columns
-in the order above, see :func:`pack`), so the whole bookkeeping is two leaves: fewer arguments
-per jitted call and one fused update per add. Every counter is local to its sub-buffer, so a
-shard holding sub-buffers ``[s*L, (s+1)*L)`` reads its block as a buffer of ``L``.
+in the order above, named by :data:`INSERTION_IDX`, :data:`LENGTHS`, :data:`LAST_SLOT`,
+:data:`EP_LEN` and :data:`EP_START`; see :func:`pack`), so the whole bookkeeping is two leaves:
+fewer arguments per jitted call and one fused update per add. Every counter is local to its
+sub-buffer, so a shard holding sub-buffers ``[s*L, (s+1)*L)`` reads its block as a buffer of
+``L``.
 """
 
 from __future__ import annotations
