@@ -296,9 +296,9 @@ def _caches_after(
     last = jnp.maximum(last_rows, 0)
     emptied = finishes[last]
 
-    def pick(open_value, empty_value, old):
-        new = jnp.where(broadcast_rows(emptied, open_value), empty_value, open_value)
-        return jnp.where(broadcast_rows(touched, new), new, old).astype(old.dtype)
+    def pick(open_value, empty_value, before):
+        updated = jnp.where(broadcast_rows(emptied, open_value), empty_value, open_value)
+        return jnp.where(broadcast_rows(touched, updated), updated, before).astype(before.dtype)
 
     last_slot = rows.slot[last]
     last_return = rows.episode_return[last]

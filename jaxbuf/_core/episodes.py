@@ -112,32 +112,34 @@ class EpisodeRuns(NamedTuple):
     episode_return: jax.Array
 
 
-def episode_runs(c: Counters, ids: jax.Array, done: jax.Array, rew: jax.Array) -> EpisodeRuns:
+def episode_runs(
+    counters: Counters, ids: jax.Array, done: jax.Array, rewards: jax.Array
+) -> EpisodeRuns:
     """Episodes of an add of k rows (applied in row order): lengths and running returns.
 
     The rows of one sub-buffer form a group; an episode is a segment of its group that begins
     at the group's first row or after a done row. The group's first episode continues the
-    sub-buffer's unfinished one, so its length and return start from ``c.ep_len`` and
-    ``c.ep_return``; later episodes start from zero.
+    sub-buffer's unfinished one, so its length and return start from ``counters.ep_len`` and
+    ``counters.ep_return``; later episodes start from zero.
 
     Args:
-      c: counters before the add (n sub-buffers).
+      counters: counters before the add (n sub-buffers).
       ids: int32[k] sub-buffer of each row, invalid rows mapped to ``n``.
       done: bool[k], rows that end their episode.
-      rew: float[k, *rew_shape].
+      rewards: float[k, *rew_shape].
     Returns:
       The :class:`EpisodeRuns`.
     """
-    num_buffers = c.lengths.shape[0]
+    num_buffers = counters.lengths.shape[0]
     grouping = segments.group_by_id(ids)
     starts = grouping.starts_after(done)
     segment_first = segments.segment_first_row(starts)
     continues_open = segment_first == segments.segment_first_row(grouping.first)
     buffer = jnp.minimum(grouping.sorted_ids, num_buffers - 1)
     steps_before = jnp.arange(ids.shape[0], dtype=jnp.int32) - segment_first
-    length = jnp.where(continues_open, c.ep_len[buffer], 0) + steps_before + 1
-    rew_sorted = grouping.sort(rew).astype(c.ep_return.dtype)
-    carried = jnp.where(broadcast_rows(grouping.first, rew_sorted), c.ep_return[buffer], 0)
+    length = jnp.where(continues_open, counters.ep_len[buffer], 0) + steps_before + 1
+    rew_sorted = grouping.sort(rewards).astype(counters.ep_return.dtype)
+    carried = jnp.where(broadcast_rows(grouping.first, rew_sorted), counters.ep_return[buffer], 0)
     episode_return = segments.segmented_sum(rew_sorted + carried, starts)
     return EpisodeRuns(
         grouping, buffer, segment_first, steps_before, continues_open, length, episode_return
@@ -195,39 +197,46 @@ def plan_add(c: Counters, m: int, ids: jax.Array | None, rew: jax.Array, done: j
         c, m, slot[last], done[last], episode_return[last], length[last], start[last], counts
     )
     after = Counters(
-        *(jnp.where(broadcast_rows(touched, new), new, old) for new, old in zip(after, c))
+        *(
+            jnp.where(broadcast_rows(touched, updated), updated, before)
+            for updated, before in zip(after, c)
+        )
     )
     return slots, result, after
 
 
-def _plan_one_row_each(c: Counters, m: int, rew: jax.Array, done: jax.Array):
+def _plan_one_row_each(
+    counters: Counters, subbuffer_size: int, rewards: jax.Array, done: jax.Array
+):
     """:func:`plan_add` for ``ids=None``: row j goes to sub-buffer j (k == n).
 
     Every sub-buffer takes exactly its own row, so the counters update elementwise with no
     grouping and no gathers.
     """
-    slot = c.insertion_idx
-    episode_return = c.ep_return + rew.astype(c.ep_return.dtype)
-    length = c.ep_len + 1
-    offset = jnp.arange(c.lengths.shape[0], dtype=jnp.int32) * m
+    slot = counters.insertion_idx
+    episode_return = counters.ep_return + rewards.astype(counters.ep_return.dtype)
+    length = counters.ep_len + 1
+    offset = jnp.arange(counters.lengths.shape[0], dtype=jnp.int32) * subbuffer_size
     result = _report(
         offset + slot,
-        offset + _reported_start(slot, length, c.ep_start, m),
+        offset + _reported_start(slot, length, counters.ep_start, subbuffer_size),
         episode_return,
         length,
         done,
     )
-    after = _after(c, m, slot, done, episode_return, length, c.ep_start, 1)
+    after = _after(
+        counters, subbuffer_size, slot, done, episode_return, length, counters.ep_start, 1
+    )
     return offset + slot, result, after
 
 
-def _reported_start(slot, length, start, m):
+def _reported_start(slot, length, start, subbuffer_size):
     """The start slot ``add`` reports (local).
 
     Tianshou reports the start slot even when the episode is longer than its sub-buffer and
     that slot was overwritten (E7); jaxbuf reports the oldest step still stored instead.
     """
-    return jnp.where(length > m, (slot + 1) % m, start)
+    return jnp.where(length > subbuffer_size, (slot + 1) % subbuffer_size, start)
 
 
 def _report(index, start, episode_return, length, done) -> AddResult:
@@ -242,19 +251,21 @@ def _report(index, start, episode_return, length, done) -> AddResult:
     )
 
 
-def _after(c: Counters, m: int, slot, done, episode_return, length, start, counts) -> Counters:
+def _after(
+    counters: Counters, subbuffer_size: int, slot, done, episode_return, length, start, counts
+) -> Counters:
     """Counters of every sub-buffer after its last written row (at local ``slot``)."""
-    new = Counters(
-        insertion_idx=(c.insertion_idx + counts) % m,
-        lengths=jnp.minimum(c.lengths + counts, m),
+    updated = Counters(
+        insertion_idx=(counters.insertion_idx + counts) % subbuffer_size,
+        lengths=jnp.minimum(counters.lengths + counts, subbuffer_size),
         last_slot=slot,
         ep_return=jnp.where(
             broadcast_rows(done, episode_return), jnp.zeros_like(episode_return), episode_return
         ),
         ep_len=jnp.where(done, 0, length),
-        ep_start=jnp.where(done, (slot + 1) % m, start),
+        ep_start=jnp.where(done, (slot + 1) % subbuffer_size, start),
     )
-    return Counters(*(value.astype(old.dtype) for value, old in zip(new, c)))
+    return Counters(*(value.astype(before.dtype) for value, before in zip(updated, counters)))
 
 
 def locate(index: jax.Array, m: int, n: int) -> tuple[jax.Array, jax.Array]:
