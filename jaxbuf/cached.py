@@ -31,10 +31,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxbuf import _cache_moves
-from jaxbuf._cache_moves import CachedAddResult
-from jaxbuf._core import storage, validate
+from jaxbuf._core import cache_plan, storage, validate
 from jaxbuf._core.base import Buffer
+from jaxbuf._core.cache_plan import CachedAddResult
 from jaxbuf._core.dispatch import compiled_when_eager
 from jaxbuf._core.layout import Layout
 from jaxbuf.buffers import ReplayBuffer
@@ -189,8 +188,8 @@ class CachedReplayBuffer(Buffer):
         done = rows["terminated"] | rows["truncated"]
         c = self.caches.episode_counters()
         main_c = self.main.episode_counters()
-        head = _cache_moves.MainHead(main_c.insertion_idx, main_c.lengths, main_c.last_slot)
-        plan = _cache_moves.plan_add(
+        head = cache_plan.MainHead(main_c.insertion_idx, main_c.lengths, main_c.last_slot)
+        plan = cache_plan.plan_add(
             c, self.max_episode_length, ids, rows["rew"], done, head, self.main_size
         )
         stored = storage.to_stored(rows, save_only_last_obs=self.caches.save_only_last_obs)

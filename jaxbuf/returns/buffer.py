@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbuf._core.segments import broadcast_rows
+
 
 def _check_indices(fn: str, indices: chex.Array, rank_one: bool) -> jax.Array:
     indices = jnp.asarray(indices)
@@ -257,5 +259,4 @@ def nstep_return(
             "nstep_return: `target_q_fn` must return a leading shape equal to `indices` "
             f"{partial.shape}, got {q.shape}"
         )
-    extra = (1,) * (q.ndim - partial.ndim)
-    return partial.reshape(partial.shape + extra) + discount.reshape(partial.shape + extra) * q
+    return broadcast_rows(partial, q) + broadcast_rows(discount, q) * q
