@@ -187,35 +187,31 @@ class ReplayBuffer(Buffer):
         return spec
 
     # ------------------------------------------------------------------ counters
-    def _column(self, name: str) -> jax.Array:
-        """One named column of the packed counters (see :data:`episodes.PACKED`)."""
-        return self.counters[:, episodes.PACKED.index(name)]
-
     @property
     def insertion_idx(self) -> jax.Array:
         """int32[buffer_num]: local slot of each sub-buffer's next write."""
-        return self._column("insertion_idx")
+        return self.counters[:, episodes.INSERTION_IDX]
 
     @property
     def lengths(self) -> jax.Array:
         """int32[buffer_num]: stored transitions per sub-buffer."""
-        return self._column("lengths")
+        return self.counters[:, episodes.LENGTHS]
 
     @property
     def last_index(self) -> jax.Array:
         """int32[buffer_num]: global slot of each sub-buffer's latest write (``k*m`` if empty)."""
         first = jnp.arange(self.buffer_num, dtype=jnp.int32) * self.subbuffer_size
-        return first + self._column("last_slot")
+        return first + self.counters[:, episodes.LAST_SLOT]
 
     @property
     def ep_len(self) -> jax.Array:
         """int32[buffer_num]: length of each sub-buffer's unfinished episode."""
-        return self._column("ep_len")
+        return self.counters[:, episodes.EP_LEN]
 
     @property
     def ep_start(self) -> jax.Array:
         """int32[buffer_num]: local start slot of each sub-buffer's unfinished episode."""
-        return self._column("ep_start")
+        return self.counters[:, episodes.EP_START]
 
     def episode_counters(self) -> episodes.Counters:
         """The per-sub-buffer counters, unpacked (``last_slot`` local)."""

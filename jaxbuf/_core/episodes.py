@@ -1,4 +1,4 @@
-"""Per-sub-buffer episode bookkeeping: add counters, prev/next links, unfinished episodes.
+"""Per-sub-buffer episode bookkeeping: the counters and how one add updates them.
 
 A buffer holds ``n`` sub-buffers of ``m`` slots each; sub-buffer ``k`` owns the global slots
 ``[k*m, (k+1)*m)``. Per sub-buffer the state keeps (Tianshou's names in brackets):
