@@ -1,4 +1,4 @@
-"""Tests for the combined sum/min tree in ``jaxbuf.prioritized.priority_tree``."""
+"""Tests for the combined sum/min tree ``PriorityTree`` (the ``"sum+min"`` view of the tree)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from helpers import random_updates
 from hypothesis import given, settings
 
 from jaxbuf.prioritized import PriorityTree, SumTree
-from jaxbuf.prioritized._combined import level_counts, row_offsets
-from jaxbuf.prioritized._kary import ARITY
+from jaxbuf.prioritized._tree_kernels import ARITY, level_counts, row_offsets
 
 SETTINGS = settings(max_examples=25, deadline=None)
 
@@ -187,8 +186,8 @@ def test_no_capacity_sized_step_when_donated():
     "call, error, match",
     [
         (lambda t: t.set(jnp.array([8]), 1.0), IndexError, r"\[0, 8\).*\[8\]"),
-        (lambda t: t.set(jnp.array([1]), -1.0), ValueError, "finite and >= 0"),
-        (lambda t: t.set(jnp.array([1]), jnp.inf), ValueError, "finite and >= 0"),
+        (lambda t: t.set(jnp.array([1]), -1.0), ValueError, ">= 0 and finite"),
+        (lambda t: t.set(jnp.array([1]), jnp.inf), ValueError, ">= 0 and finite"),
         (lambda t: t.set(jnp.array([1.0]), 1.0), ValueError, "integers"),
         (lambda t: t.sample(jax.random.key(0), -1), ValueError, "batch_size"),
     ],

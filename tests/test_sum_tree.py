@@ -1,4 +1,4 @@
-"""Tests for the pure segment trees in ``jaxbuf.prioritized.sum_tree``."""
+"""Tests for the standalone trees ``SumTree`` and ``MinTree`` (views of the one tree)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from helpers import random_updates
 from hypothesis import given, settings
 
 from jaxbuf.prioritized import MinTree, SumTree
-from jaxbuf.prioritized._kary import ARITY
+from jaxbuf.prioritized._tree_kernels import ARITY
 
 SETTINGS = settings(max_examples=25, deadline=None)
 
@@ -22,15 +22,16 @@ SETTINGS = settings(max_examples=25, deadline=None)
 def rebuild(leaves: np.ndarray, op, identity: float) -> list[np.ndarray]:
     """Reference: every level of the float32 tree rebuilt bottom-up from its leaves with
     numpy, root first: each node is the sequential left fold (``op.accumulate``) of its
-    ARITY children; levels other than the root are padded with ``identity``."""
+    ARITY children; levels other than the root are padded with ``identity``; at least two
+    levels below the root."""
 
     def pad(x: np.ndarray) -> np.ndarray:
         return np.concatenate([x, np.full(-len(x) % ARITY, identity, np.float32)])
 
     out = [pad(np.asarray(leaves, np.float32))]
-    while len(out[-1]) > 1:
-        folded = op.accumulate(out[-1].reshape(-1, ARITY), axis=1)[:, -1]
-        out.append(folded if len(folded) == 1 else pad(folded))
+    while len(out[-1]) > 1 or len(out) < 3:
+        folded = op.accumulate(pad(out[-1]).reshape(-1, ARITY), axis=1)[:, -1]
+        out.append(folded if len(folded) == 1 and len(out) >= 2 else pad(folded))
     return out[::-1]
 
 
@@ -56,13 +57,14 @@ def np_prefix(leaves: np.ndarray, v: np.ndarray) -> np.ndarray:
 def test_create_layout():
     assert ARITY == 8
     tree = SumTree.create(5)
-    assert tree.bound == 8 and tree.depth == 1 and tree.capacity == 5
-    assert [x.shape for x in tree.levels] == [(1,), (8,)]
+    assert tree.bound == 8 and tree.depth == 2 and tree.capacity == 5
+    # at least two levels below the root: a capacity of at most 8 gets a one-child root
+    assert [x.shape for x in tree.levels] == [(1,), (8,), (8,)]
     assert all(x.dtype == jnp.float32 for x in tree.levels)
     assert float(tree.total()) == 0.0
     np.testing.assert_array_equal(tree.leaves(), np.zeros(5))
     one = SumTree.create(1)
-    assert one.bound == 8 and one.depth == 1
+    assert one.bound == 8 and one.depth == 2
     # 65 leaves: 9 nodes in use at depth 2 (padded to 16 entries), 2 at depth 1, the root
     big = SumTree.create(65)
     assert [x.shape for x in big.levels] == [(1,), (8,), (16,), (72,)]
@@ -77,7 +79,8 @@ def test_create_layout():
 def test_set_hand_example():
     # capacity 5: the root over 8 leaf slots, slots 5..7 are padding.
     tree = SumTree.create(5).set(jnp.array([0, 3, 4]), jnp.array([1.0, 2.0, 4.0]))
-    np.testing.assert_array_equal(tree.levels[1], [1, 0, 0, 2, 4, 0, 0, 0])
+    np.testing.assert_array_equal(tree.levels[-1], [1, 0, 0, 2, 4, 0, 0, 0])
+    np.testing.assert_array_equal(tree.levels[1], [7, 0, 0, 0, 0, 0, 0, 0])
     np.testing.assert_array_equal(tree.levels[0], [7])
     assert float(tree.total()) == 7.0
     np.testing.assert_array_equal(tree.leaves(), [1, 0, 0, 2, 4])
