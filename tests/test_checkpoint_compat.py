@@ -125,3 +125,18 @@ def test_restored_tree_keeps_working(name, fixtures):
         assert float(tree.total()) == leaves.sum()
     else:
         assert float(tree.min()) == leaves.min()
+
+
+def test_upgrade_of_a_stacked_legacy_sum_tree():
+    """The legacy layout of a stack of trees (leading axis on every level) upgrades too."""
+    from jaxbuf.checkpoint import migrate
+
+    leaves = np.stack([np.arange(8.0), np.arange(8.0)[::-1] * 2]).astype(np.float32)
+    legacy = {"levels": (jnp.asarray(leaves.sum(1, keepdims=True)), jnp.asarray(leaves))}
+    tree = migrate.upgrade(
+        "jaxbuf.prioritized.sum_tree:SumTree", {**legacy, "capacity": 5, "op": "sum"}
+    )
+    assert isinstance(tree, jaxbuf.SumTree) and tree.capacity == 5
+    np.testing.assert_array_equal(jax.vmap(type(tree).total)(tree), leaves[:, :5].sum(1))
+    np.testing.assert_array_equal(jax.vmap(lambda t: t.reduce(1, 3))(tree), leaves[:, 1:3].sum(1))
+    assert migrate.upgrade("jaxbuf.prioritized.sum_tree:SumTree", {"core": None}) is None

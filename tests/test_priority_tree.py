@@ -201,3 +201,20 @@ def test_bad_input(call, error, match):
 def test_create_rejects_bad_capacity(capacity):
     with pytest.raises(ValueError, match="capacity"):
         PriorityTree.create(capacity)
+
+
+def test_range_reductions_of_the_combined_tree_skip_empty_slots():
+    from jaxbuf.prioritized.tree import Tree
+
+    rng = np.random.default_rng(4)
+    leaves = rng.integers(0, 5, 300).astype(np.float32)  # many exact zeros (empty slots)
+    ptree = PriorityTree.create(300).set(np.arange(300), leaves)
+    tree = Tree(ptree.leaves, ptree.bottom, ptree.upper, ptree.capacity, "sum+min")
+    starts, ends = rng.integers(0, 300, 50), rng.integers(0, 301, 50)
+    sums = np.asarray(tree.reduce(jnp.asarray(starts), jnp.asarray(ends), "sum"))
+    mins = np.asarray(tree.reduce(jnp.asarray(starts), jnp.asarray(ends), "min"))
+    for s, e, got_sum, got_min in zip(starts, ends, sums, mins):
+        part = leaves[s:e]
+        assert got_sum == part.sum()
+        assert got_min == (part[part > 0].min() if (part > 0).any() else np.inf)
+    assert float(tree.reduce(op="min")) == float(ptree.min())

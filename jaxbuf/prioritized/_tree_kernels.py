@@ -224,27 +224,34 @@ def reduce_range(
     """
     k = KINDS[kind].index(op)
     combine, ident = _COMBINE[op], IDENTITY[op]
+    empty_zero = op == "min" and kind == "sum+min"  # an empty leaf (0) is skipped
     off = row_offsets(capacity)
     shape = start.shape
     lo, hi = start.reshape(-1), end.reshape(-1)
     acc = jnp.full(lo.shape, ident, leaves.dtype)
     done = lo >= hi
     cols = jnp.arange(ARITY)
-    sources = [leaves.reshape(-1, ARITY), bottom[:, k * ARITY : (k + 1) * ARITY]]
+    # (array, first row, rows) of each level from the leaves up; rows are gathered from the
+    # whole array (a slice per level would be copied: O(N) instead of O(log N))
+    sources = [(leaves.reshape(-1, ARITY), 0, leaves.shape[0] // ARITY)]
+    sources.append((bottom, 0, bottom.shape[0]))
     for d in range(len(off) - 2, 0, -1):
-        sources.append(upper[off[d] : off[d + 1], k * ARITY : (k + 1) * ARITY])
-    for level, rows in enumerate(sources):
-        if level == 0 and op == "min" and kind == "sum+min":
-            rows = jnp.where(rows > 0, rows, jnp.inf)
+        sources.append((upper, off[d], off[d + 1] - off[d]))
+    for level, (array, first, count) in enumerate(sources):
+        width = 0 if level == 0 else k * ARITY
+
+        def row(i, array=array, first=first, count=count, width=width, level=level):
+            x = array[first + jnp.minimum(i, count - 1)][:, width : width + ARITY]
+            return jnp.where(x > 0, x, jnp.inf) if level == 0 and empty_zero else x
+
         row_lo, col_lo = lo // ARITY, (lo % ARITY)[:, None]
         row_hi, col_hi = hi // ARITY, (hi % ARITY)[:, None]
         same = (row_lo == row_hi)[:, None]
         live = ~done[:, None]
         left = live & (cols >= col_lo) & (~same | (cols < col_hi))
         right = live & ~same & (cols < col_hi)
-        last = rows.shape[0] - 1
-        acc = combine(acc, fold_rows(jnp.where(left, rows[jnp.minimum(row_lo, last)], ident), op))
-        acc = combine(acc, fold_rows(jnp.where(right, rows[jnp.minimum(row_hi, last)], ident), op))
+        acc = combine(acc, fold_rows(jnp.where(left, row(row_lo), ident), op))
+        acc = combine(acc, fold_rows(jnp.where(right, row(row_hi), ident), op))
         done = done | same[:, 0] | (row_lo + 1 >= row_hi)
         lo, hi = row_lo + 1, row_hi
     return acc.reshape(shape)
