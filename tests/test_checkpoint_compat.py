@@ -140,3 +140,16 @@ def test_upgrade_of_a_stacked_legacy_sum_tree():
     np.testing.assert_array_equal(jax.vmap(type(tree).total)(tree), leaves[:, :5].sum(1))
     np.testing.assert_array_equal(jax.vmap(lambda t: t.reduce(1, 3))(tree), leaves[:, 1:3].sum(1))
     assert migrate.upgrade("jaxbuf.prioritized.sum_tree:SumTree", {"core": None}) is None
+
+
+@pytest.mark.parametrize("cls", [jaxbuf.SumTree, jaxbuf.MinTree])
+def test_current_tree_layout_round_trips(cls, tmp_path):
+    tree = cls.create(70).set(jnp.array([0, 9, 69]), jnp.array([1.0, 2.0, 3.0]))
+    jaxbuf.save(tmp_path / "t", tree)
+    for restored in (jaxbuf.restore(tmp_path / "t"), jaxbuf.restore(tmp_path / "t", like=tree)):
+        assert jax.tree.structure(restored) == jax.tree.structure(tree)
+        for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(tree), strict=True):
+            np.testing.assert_array_equal(a, b)
+    other = (jaxbuf.MinTree if cls is jaxbuf.SumTree else jaxbuf.SumTree).create(70)
+    with pytest.raises(CheckpointMismatchError, match="like expects jaxbuf.prioritized.sum_tree"):
+        jaxbuf.restore(tmp_path / "t", like=other)
