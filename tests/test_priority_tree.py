@@ -1,4 +1,4 @@
-"""Tests for the combined sum/min tree in ``jaxbuf.prioritized.priority_tree``."""
+"""Tests for the combined sum/min tree ``PriorityTree`` (the ``"sum+min"`` view of the tree)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from helpers import random_updates
 from hypothesis import given, settings
 
 from jaxbuf.prioritized import PriorityTree, SumTree
-from jaxbuf.prioritized._combined import level_counts, row_offsets
-from jaxbuf.prioritized._kary import ARITY
+from jaxbuf.prioritized._tree_kernels import ARITY, level_counts, row_offsets
 
 SETTINGS = settings(max_examples=25, deadline=None)
 
@@ -187,8 +186,8 @@ def test_no_capacity_sized_step_when_donated():
     "call, error, match",
     [
         (lambda t: t.set(jnp.array([8]), 1.0), IndexError, r"\[0, 8\).*\[8\]"),
-        (lambda t: t.set(jnp.array([1]), -1.0), ValueError, "finite and >= 0"),
-        (lambda t: t.set(jnp.array([1]), jnp.inf), ValueError, "finite and >= 0"),
+        (lambda t: t.set(jnp.array([1]), -1.0), ValueError, ">= 0 and finite"),
+        (lambda t: t.set(jnp.array([1]), jnp.inf), ValueError, ">= 0 and finite"),
         (lambda t: t.set(jnp.array([1.0]), 1.0), ValueError, "integers"),
         (lambda t: t.sample(jax.random.key(0), -1), ValueError, "batch_size"),
     ],
@@ -202,3 +201,20 @@ def test_bad_input(call, error, match):
 def test_create_rejects_bad_capacity(capacity):
     with pytest.raises(ValueError, match="capacity"):
         PriorityTree.create(capacity)
+
+
+def test_range_reductions_of_the_combined_tree_skip_empty_slots():
+    from jaxbuf.prioritized.tree import Tree
+
+    rng = np.random.default_rng(4)
+    leaves = rng.integers(0, 5, 300).astype(np.float32)  # many exact zeros (empty slots)
+    ptree = PriorityTree.create(300).set(np.arange(300), leaves)
+    tree = Tree(ptree.leaves, ptree.bottom, ptree.upper, ptree.capacity, "sum+min")
+    starts, ends = rng.integers(0, 300, 50), rng.integers(0, 301, 50)
+    sums = np.asarray(tree.reduce(jnp.asarray(starts), jnp.asarray(ends), "sum"))
+    mins = np.asarray(tree.reduce(jnp.asarray(starts), jnp.asarray(ends), "min"))
+    for s, e, got_sum, got_min in zip(starts, ends, sums, mins):
+        part = leaves[s:e]
+        assert got_sum == part.sum()
+        assert got_min == (part[part > 0].min() if (part > 0).any() else np.inf)
+    assert float(tree.reduce(op="min")) == float(ptree.min())

@@ -1,4 +1,4 @@
-"""Tests for the pure segment trees in ``jaxbuf.prioritized.sum_tree``."""
+"""Tests for the standalone trees ``SumTree`` and ``MinTree`` (views of the one tree)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from helpers import random_updates
 from hypothesis import given, settings
 
 from jaxbuf.prioritized import MinTree, SumTree
-from jaxbuf.prioritized._kary import ARITY
+from jaxbuf.prioritized._tree_kernels import ARITY
 
 SETTINGS = settings(max_examples=25, deadline=None)
 
@@ -22,15 +22,16 @@ SETTINGS = settings(max_examples=25, deadline=None)
 def rebuild(leaves: np.ndarray, op, identity: float) -> list[np.ndarray]:
     """Reference: every level of the float32 tree rebuilt bottom-up from its leaves with
     numpy, root first: each node is the sequential left fold (``op.accumulate``) of its
-    ARITY children; levels other than the root are padded with ``identity``."""
+    ARITY children; levels other than the root are padded with ``identity``; at least two
+    levels below the root."""
 
     def pad(x: np.ndarray) -> np.ndarray:
         return np.concatenate([x, np.full(-len(x) % ARITY, identity, np.float32)])
 
     out = [pad(np.asarray(leaves, np.float32))]
-    while len(out[-1]) > 1:
-        folded = op.accumulate(out[-1].reshape(-1, ARITY), axis=1)[:, -1]
-        out.append(folded if len(folded) == 1 else pad(folded))
+    while len(out[-1]) > 1 or len(out) < 3:
+        folded = op.accumulate(pad(out[-1]).reshape(-1, ARITY), axis=1)[:, -1]
+        out.append(folded if len(folded) == 1 and len(out) >= 2 else pad(folded))
     return out[::-1]
 
 
@@ -56,13 +57,14 @@ def np_prefix(leaves: np.ndarray, v: np.ndarray) -> np.ndarray:
 def test_create_layout():
     assert ARITY == 8
     tree = SumTree.create(5)
-    assert tree.bound == 8 and tree.depth == 1 and tree.capacity == 5
-    assert [x.shape for x in tree.levels] == [(1,), (8,)]
+    assert tree.bound == 8 and tree.depth == 2 and tree.capacity == 5
+    # at least two levels below the root: a capacity of at most 8 gets a one-child root
+    assert [x.shape for x in tree.levels] == [(1,), (8,), (8,)]
     assert all(x.dtype == jnp.float32 for x in tree.levels)
     assert float(tree.total()) == 0.0
     np.testing.assert_array_equal(tree.leaves(), np.zeros(5))
     one = SumTree.create(1)
-    assert one.bound == 8 and one.depth == 1
+    assert one.bound == 8 and one.depth == 2
     # 65 leaves: 9 nodes in use at depth 2 (padded to 16 entries), 2 at depth 1, the root
     big = SumTree.create(65)
     assert [x.shape for x in big.levels] == [(1,), (8,), (16,), (72,)]
@@ -77,7 +79,8 @@ def test_create_layout():
 def test_set_hand_example():
     # capacity 5: the root over 8 leaf slots, slots 5..7 are padding.
     tree = SumTree.create(5).set(jnp.array([0, 3, 4]), jnp.array([1.0, 2.0, 4.0]))
-    np.testing.assert_array_equal(tree.levels[1], [1, 0, 0, 2, 4, 0, 0, 0])
+    np.testing.assert_array_equal(tree.levels[-1], [1, 0, 0, 2, 4, 0, 0, 0])
+    np.testing.assert_array_equal(tree.levels[1], [7, 0, 0, 0, 0, 0, 0, 0])
     np.testing.assert_array_equal(tree.levels[0], [7])
     assert float(tree.total()) == 7.0
     np.testing.assert_array_equal(tree.leaves(), [1, 0, 0, 2, 4])
@@ -441,3 +444,180 @@ def test_oracle_prefix_sum_check_tolerates_only_float32_boundary_ties():
     for wrong in (0, 2):
         with pytest.raises(AssertionError, match=f"gave slot {wrong}"):
             oracle.check_prefix_sum([wrong], inside, even, "inside")
+
+
+# ---------------------------------------------------------------- range reduce
+
+
+def np_reduce(leaves: np.ndarray, start: int, end: int | None, op) -> float:
+    """Reference: Tianshou's ``reduce`` semantics on a NumPy array (end None = capacity,
+    negative end from the end, empty range = identity)."""
+    n = len(leaves)
+    end = n if end is None else (end + n if end < 0 else end)
+    part = leaves[start:end] if start < end else leaves[:0]
+    if op is np.add:
+        return float(part.astype(np.float64).sum())
+    return float(part.min()) if part.size else np.inf
+
+
+def test_reduce_hand_example():
+    tree = SumTree.create(20).set(jnp.array([0, 3, 9, 17, 19]), jnp.array([1.0, 2, 4, 8, 16]))
+    assert float(tree.reduce()) == 31.0  # the root
+    assert float(tree.reduce(1)) == 30.0
+    assert float(tree.reduce(0, 4)) == 3.0
+    assert float(tree.reduce(3, 18)) == 14.0
+    assert float(tree.reduce(0, -1)) == 15.0  # negative end counts from the end
+    assert float(tree.reduce(end=-3)) == 7.0
+    assert float(tree.reduce(5, 5)) == 0.0 and float(tree.reduce(9, 4)) == 0.0  # empty
+    assert float(tree.reduce(20)) == 0.0 and float(tree.reduce(0, -20)) == 0.0
+    mtree = MinTree.create(20).set(jnp.array([0, 3, 9, 17, 19]), jnp.array([5.0, 2, 4, 8, 1]))
+    assert float(mtree.reduce()) == 1.0
+    assert float(mtree.reduce(0, 3)) == 5.0
+    assert float(mtree.reduce(4, 18)) == 4.0
+    assert float(mtree.reduce(0, -1)) == 2.0
+    assert np.isinf(float(mtree.reduce(10, 17))) and np.isinf(float(mtree.reduce(7, 2)))
+
+
+@SETTINGS
+@given(
+    capacity=st.sampled_from([1, 2, 7, 8, 9, 63, 64, 65, 300, 4097]),
+    data=st.data(),
+)
+def test_reduce_matches_numpy(capacity, data):
+    # integer leaves: every partial sum is exact in float32, so sums compare exactly
+    leaves = np.array(
+        data.draw(st.lists(st.integers(0, 50), min_size=capacity, max_size=capacity)),
+        np.float32,
+    )
+    mleaves = np.where(leaves == 0, np.inf, leaves).astype(np.float32)
+    tree = SumTree.from_values(jnp.asarray(leaves))
+    mtree = MinTree.create(capacity).set(jnp.arange(capacity), jnp.asarray(mleaves))
+    pairs = data.draw(
+        st.lists(
+            st.tuples(st.integers(0, capacity), st.integers(-capacity, capacity) | st.none()),
+            min_size=1,
+            max_size=12,
+        )
+    )
+    for start, end in pairs:
+        assert float(tree.reduce(start, end)) == np_reduce(leaves, start, end, np.add)
+        assert float(mtree.reduce(start, end)) == np_reduce(mleaves, start, end, np.minimum)
+    # the same queries as one batch, under jit
+    starts = jnp.array([s for s, _ in pairs])
+    ends = jnp.array([capacity if e is None else e for _, e in pairs])
+    want = [np_reduce(leaves, s, e, np.add) for s, e in pairs]
+    np.testing.assert_array_equal(jax.jit(SumTree.reduce)(tree, starts, ends), want)
+    want = [np_reduce(mleaves, s, e, np.minimum) for s, e in pairs]
+    np.testing.assert_array_equal(jax.jit(MinTree.reduce)(mtree, starts, ends), want)
+
+
+def test_reduce_float_leaves_close_to_float64():
+    rng = np.random.default_rng(1)
+    leaves = rng.random(5000).astype(np.float32)
+    tree = SumTree.from_values(jnp.asarray(leaves))
+    cum = np.concatenate([[0.0], np.cumsum(leaves.astype(np.float64))])
+    starts = rng.integers(0, 5000, 200)
+    ends = rng.integers(0, 5001, 200)
+    got = np.asarray(jax.jit(SumTree.reduce)(tree, jnp.asarray(starts), jnp.asarray(ends)))
+    want = np.where(starts < ends, cum[ends] - cum[np.minimum(starts, ends)], 0.0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
+
+
+def test_reduce_under_vmap_and_clamped_inside_jit():
+    trees = jax.vmap(lambda v: SumTree.from_values(v))(jnp.arange(30.0).reshape(3, 10))
+    got = jax.vmap(lambda t, s: t.reduce(s, -2))(trees, jnp.array([0, 4, 7]))
+    np.testing.assert_array_equal(got, [sum(range(0, 8)), sum(range(14, 18)), 27.0])
+    tree = SumTree.from_values(jnp.ones(10))
+    clamped = jax.jit(lambda t, s, e: t.reduce(s, e))(tree, jnp.array(-5), jnp.array(99))
+    assert float(clamped) == 10.0
+
+
+def _largest_computed(hlo: str) -> int:
+    """Elements of the largest array any instruction of a compiled HLO computes (fused ones
+    included; parameters and their bitcasts excluded)."""
+    found = re.findall(r"=\s*\(?[a-z0-9]+\[([0-9,]*)\]\S*\s+([a-z\-]+)\(", hlo)
+    sizes = [
+        int(np.prod([int(d) for d in dims.split(",") if d]))
+        for dims, op in found
+        if op not in ("parameter", "bitcast")
+    ]
+    return max(sizes)
+
+
+@pytest.mark.parametrize("cls", [SumTree, MinTree])
+def test_reduce_is_logarithmic_no_capacity_sized_step(cls):
+    tree = cls.create(2**16)
+    lowered = jax.jit(cls.reduce).lower(tree, jnp.array([3, 9]), jnp.array([60000, 17]))
+    assert _largest_computed(lowered.compile().as_text()) <= 2 * ARITY  # rows of 8 per query
+    # the check can fail: a dense reduction of the leaves computes capacity-sized arrays
+    dense = jax.jit(lambda t: jnp.cumsum(t.leaves())[-1]).lower(tree).compile().as_text()
+    assert _largest_computed(dense) >= tree.capacity
+
+
+def test_reduce_rejects_bad_bounds():
+    tree = SumTree.create(8)
+    with pytest.raises(IndexError, match=r"SumTree.reduce: start must lie in \[0, 8\], got \[9\]"):
+        tree.reduce(9)
+    with pytest.raises(IndexError, match=r"SumTree.reduce: start must lie in \[0, 8\], got \[-1\]"):
+        tree.reduce(-1, 4)
+    with pytest.raises(IndexError, match=r"MinTree.reduce: end must lie in \[-8, 8\], got \[-9\]"):
+        MinTree.create(8).reduce(0, -9)
+    with pytest.raises(ValueError, match="end must be an integer, got dtype float32"):
+        tree.reduce(0, 2.5)
+
+
+# ---------------------------------------------------------------- large batches, from_values
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_batches_past_the_exact_key_limit_sort_and_last_wins(dtype):
+    # bfloat16 / float16 keys are exact only below 256 / 2048 entries: larger batches take
+    # the stable-sort path, which must give the same tree as the key path
+    from jaxbuf.prioritized._tree_kernels import exact_key_limit
+
+    limit = exact_key_limit(jnp.dtype(dtype))
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 40, limit + 37)
+    val = rng.integers(0, 9, limit + 37).astype(np.float32)  # exact in both dtypes
+    leaves = np.zeros(40, np.float32)
+    for i, v in zip(idx, val):  # sequential assignment: the last duplicate wins
+        leaves[i] = v
+    big = SumTree.create(40, dtype).set(jnp.asarray(idx), jnp.asarray(val))
+    np.testing.assert_array_equal(np.asarray(big.leaves(), np.float32), leaves)
+    # the same writes split below the limit take the key path: the same tree, bit for bit
+    small = SumTree.create(40, dtype)
+    for part in np.array_split(np.arange(len(idx)), 4):
+        small = small.set(jnp.asarray(idx[part]), jnp.asarray(val[part]))
+    for a, b in zip(big.levels, small.levels, strict=True):
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+    mtree = MinTree.create(40, dtype).set(jnp.asarray(idx), jnp.asarray(val + 1))
+    assert float(mtree.min()) == float((leaves[np.unique(idx)] + 1).min())
+
+
+def test_float32_batch_of_2_to_the_24_indices_last_wins():
+    b = 2**24 + 3  # float32 keys are no longer exact: the sort path
+    idx = jnp.arange(b, dtype=jnp.int32) % 1000
+    val = (jnp.arange(b, dtype=jnp.int32) % 7).astype(jnp.float32)
+    tree = SumTree.create(1000).set_unchecked(idx, val)
+    last = np.arange(b - 1000, b)  # the last occurrence of every slot
+    want = np.zeros(1000, np.float32)
+    want[last % 1000] = last % 7
+    np.testing.assert_array_equal(tree.leaves(), want)
+    assert_rebuilt(tree, want, np.add, 0)
+
+
+def test_from_values_equals_set_bit_for_bit():
+    rng = np.random.default_rng(2)
+    leaves = (rng.random(777) * 3).astype(np.float32)
+    leaves[::5] = 0
+    built = SumTree.from_values(jnp.asarray(leaves))
+    written = SumTree.create(777).set(jnp.arange(777), jnp.asarray(leaves))
+    for a, b in zip(built.levels, written.levels, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert_rebuilt(built, leaves, np.add, 0)
+    mins = MinTree.from_values(jnp.asarray(np.where(leaves > 0, leaves, np.inf)))
+    assert float(mins.min()) == leaves[leaves > 0].min()
+    with pytest.raises(ValueError, match=r"SumTree.from_values: values must be >= 0 and finite"):
+        SumTree.from_values(jnp.array([1.0, -1.0]))
+    with pytest.raises(ValueError, match="floating array"):
+        SumTree.from_values(jnp.arange(3))

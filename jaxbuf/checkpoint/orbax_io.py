@@ -20,7 +20,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from jaxbuf.checkpoint import schema
+from jaxbuf.checkpoint import migrate, schema
 from jaxbuf.errors import (
     CheckpointCorruptError,
     CheckpointError,
@@ -110,6 +110,25 @@ def _target(like_leaf: Any) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(like_leaf.shape, like_leaf.dtype, sharding=sharding)
 
 
+def _check_like(meta: dict, like_meta: dict, where: Any) -> None:
+    diffs = schema.differences(meta, like_meta)
+    if diffs:
+        raise CheckpointMismatchError(
+            f"jaxbuf: the checkpoint at {where} does not match like "
+            f"({len(diffs)} difference(s)):\n  " + "\n  ".join(diffs)
+        )
+
+
+def _upgrade_onto(built: Any, like: Any, where: Any) -> Any:
+    """A buffer rebuilt (and upgraded) from an older layout, checked against ``like`` and
+    placed on its shardings."""
+    built_meta, built_leaves = schema.describe(built)
+    like_meta, like_leaves = schema.describe(like)
+    _check_like(built_meta, like_meta, where)
+    leaves = [jax.device_put(x, _target(t).sharding) for x, t in zip(built_leaves, like_leaves)]
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), leaves)
+
+
 def restore_buffer(
     manager: ocp.CheckpointManager, step: int, like: Any = None, name: str = BUFFER_ITEM
 ) -> Any:
@@ -129,17 +148,14 @@ def restore_buffer(
     """
     meta = read_meta(manager, step, name)
     where = step_path(manager, step)
+    if like is not None and migrate.needs_upgrade(meta):
+        return _upgrade_onto(restore_buffer(manager, step, None, name), like, where)
     if like is None:
         entries = meta["leaves"]
         targets = [schema.leaf_abstract(e, _default_sharding()) for e in entries]
     else:
         like_meta, like_leaves = schema.describe(like)
-        diffs = schema.differences(meta, like_meta)
-        if diffs:
-            raise CheckpointMismatchError(
-                f"jaxbuf: the checkpoint at {where} does not match like "
-                f"({len(diffs)} difference(s)):\n  " + "\n  ".join(diffs)
-            )
+        _check_like(meta, like_meta, where)
         entries = meta["leaves"]
         targets = [_target(leaf) for leaf in like_leaves]
     abstract = {_leaf_key(i): t for i, t in enumerate(targets)}

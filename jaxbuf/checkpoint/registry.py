@@ -26,6 +26,7 @@ BUILTIN_CLASSES: tuple[str, ...] = (
     "jaxbuf.prioritized.sum_tree:SumTree",
     "jaxbuf.prioritized.sum_tree:MinTree",
     "jaxbuf.prioritized.priority_tree:PriorityTree",
+    "jaxbuf.prioritized.tree:Tree",
     "jaxbuf.her:HERReplayBuffer",
     "jaxbuf.her:HERVectorReplayBuffer",
     "jaxbuf.cached:CachedReplayBuffer",

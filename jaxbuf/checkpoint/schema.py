@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbuf.checkpoint import registry
+from jaxbuf.checkpoint import migrate, registry
 from jaxbuf.errors import CheckpointMismatchError, SchemaVersionError
 
 FORMAT = "jaxbuf.buffer"
@@ -263,6 +263,9 @@ def build(meta: dict, leaves: list, where: Any = "the checkpoint") -> Any:
         kwargs = {k: rec(v, (*path, k)) for k, v in node["children"].items()}
         for name, value in node["static"].items():
             kwargs[name] = decode_static(value, f"'{path_str((*path, name))}'")
+        upgraded = migrate.upgrade(node["class"], kwargs)  # a layout of an older jaxbuf
+        if upgraded is not None:
+            return upgraded
         # A static option added in a later version (absent from older checkpoints) restores
         # to its default.
         for f in dataclasses.fields(cls):
