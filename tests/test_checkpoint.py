@@ -528,3 +528,18 @@ def test_counters_of_nested_buffers_are_checked(tmp_path):
         ckpt.CheckpointCorruptError, match=r"buffer\.counters\[\.\.\., 1\] \(lengths\)"
     ):
         ckpt.restore(tmp_path / "p")
+
+
+def test_damaged_tianshou_hdf5_structure_names_the_file(tmp_path):
+    import os
+    import shutil
+
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "damaged.h5"
+    shutil.copy(os.path.join(os.path.dirname(__file__), "data", "tianshou_rb.h5"), path)
+    with h5py.File(path, "r+") as f:
+        del f["options"].attrs["stack_num"]  # a damaged or hand-edited file
+    with pytest.raises(
+        ckpt.CheckpointCorruptError, match=r"damaged.h5 is a damaged HDF5 file: KeyError"
+    ):
+        ckpt.from_tianshou_hdf5(path)
