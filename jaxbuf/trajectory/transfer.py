@@ -265,6 +265,7 @@ def merge_buffers(
     job = _job("merge", source_path, save_path, mode, None)
     marker = _resume_marker(save_path, job)
     if marker is None:
+        _check_destination(save_path, [])
         ranks = _rank_dirs(source_path)
         listings = [read_listing(path) for _, path in ranks]
         fmt = listings[0].fmt
@@ -310,6 +311,7 @@ def split_buffer(
     job = _job("split", source_path, save_path, mode, split_count)
     marker = _resume_marker(save_path, job)
     if marker is None:
+        _check_destination(save_path, [])
         listing = read_listing(source_path)
         if len(listing.ids) < split_count:
             raise ValueError(
