@@ -142,7 +142,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _transfer(args: argparse.Namespace) -> int:
-    from jaxbuf.trajectory.checkpoint import merge_buffers, split_buffer
+    from jaxbuf.trajectory.transfer import merge_buffers, split_buffer
 
     if args.command == "merge":
         report = merge_buffers(

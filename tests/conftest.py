@@ -9,9 +9,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import EXAMPLE, rows
 
 import jaxbuf
-from helpers import EXAMPLE, rows
 
 _GOAL_OBS = {
     "observation": np.zeros((), np.float32),

@@ -472,3 +472,85 @@ def test_missing(tmp_path, saved_dir):
         match=r"step 3 in .*params_only holds no buffer \(items \['params'\]\)",
     ):
         ckpt.restore(tmp_path / "params_only")
+
+
+# ------------------------------------------------------ restored config vs arrays
+def test_static_config_that_does_not_fit_the_arrays_is_refused(saved_dir, tmp_path):
+    """An edited description (subbuffer_size 3 over 6-slot arrays) must not restore."""
+    path, _ = _copy(saved_dir, tmp_path)
+
+    def shrink(meta):
+        assert meta["tree"]["static"]["subbuffer_size"] == 6
+        meta["tree"]["static"]["subbuffer_size"] = 3
+        return meta
+
+    _edit_meta(path, shrink)
+    with pytest.raises(
+        ckpt.CheckpointCorruptError,
+        match=r"checkpoint at .*/c/1 is inconsistent: storage\['\w+'\]: leading dimensions "
+        r"\(6, 1\) but subbuffer_size=3 and buffer_num=1 require \(3, 1\)",
+    ):
+        ckpt.restore(path)
+    _edit_meta(
+        path,
+        lambda m: {
+            **m,
+            "tree": {
+                **m["tree"],
+                "static": {**m["tree"]["static"], "subbuffer_size": 6, "buffer_num": 0},
+            },
+        },
+    )
+    with pytest.raises(ckpt.CheckpointCorruptError, match=r"buffer_num: expected a positive"):
+        ckpt.restore(path)
+
+
+@pytest.mark.parametrize(
+    "column, value, name",
+    [
+        (0, 6, "insertion_idx"),
+        (1, 7, "lengths"),
+        (2, -1, "last_slot"),
+        (3, -2, "ep_len"),
+        (4, 6, "ep_start"),
+    ],
+)
+def test_counters_outside_their_ranges_are_refused(tmp_path, column, value, name):
+    buf, _ = fill(jaxbuf.ReplayBuffer.create(EXAMPLE, 6), 4)
+    bad = buf.replace(counters=buf.counters.at[0, column].set(value))
+    ckpt.save(tmp_path / "c", bad)
+    with pytest.raises(
+        ckpt.CheckpointCorruptError,
+        match=rf"inconsistent: counters\[\.\.\., {column}\] \({name}\): sub-buffer 0 holds {value}",
+    ):
+        ckpt.restore(tmp_path / "c")
+    with pytest.raises(ckpt.CheckpointCorruptError, match=rf"\({name}\)"):
+        ckpt.restore(tmp_path / "c", like=jax.eval_shape(lambda: buf))
+    ckpt.save(tmp_path / "c", buf)  # the same buffer with valid counters restores
+    assert_bit_identical(ckpt.restore(tmp_path / "c"), buf)
+
+
+def test_counters_of_nested_buffers_are_checked(tmp_path):
+    """The check walks the pytree: a core buffer inside a prioritized one is checked too."""
+    pbuf, _ = fill(jaxbuf.PrioritizedReplayBuffer.create(EXAMPLE, 6, alpha=0.6, beta=0.4), 3)
+    inner = pbuf.buffer.replace(counters=pbuf.buffer.counters.at[0, 1].set(9))
+    ckpt.save(tmp_path / "p", pbuf.replace(buffer=inner))
+    with pytest.raises(
+        ckpt.CheckpointCorruptError, match=r"buffer\.counters\[\.\.\., 1\] \(lengths\)"
+    ):
+        ckpt.restore(tmp_path / "p")
+
+
+def test_damaged_tianshou_hdf5_structure_names_the_file(tmp_path):
+    import os
+    import shutil
+
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "damaged.h5"
+    shutil.copy(os.path.join(os.path.dirname(__file__), "data", "tianshou_rb.h5"), path)
+    with h5py.File(path, "r+") as f:
+        del f["options"].attrs["stack_num"]  # a damaged or hand-edited file
+    with pytest.raises(
+        ckpt.CheckpointCorruptError, match=r"damaged.h5 is a damaged HDF5 file: KeyError"
+    ):
+        ckpt.from_tianshou_hdf5(path)

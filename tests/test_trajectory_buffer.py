@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import threading
@@ -13,6 +14,7 @@ import pytest
 from trajectory_helpers import assert_rows_consistent, listed_files, make_traj
 
 import jaxbuf.trajectory.buffer as buffer_module
+from jaxbuf.errors import InputError
 from jaxbuf.trajectory import (
     Trajectory,
     TrajectoryReplayBuffer,
@@ -190,22 +192,53 @@ def test_pending_trajectories_are_sampled_from_memory(buf, monkeypatch):
 
 def test_write_errors_surface_and_listing_skips_the_failed_file(buf, monkeypatch):
     real = buffer_module.write_trajectory_file
+    full = {"disk": True}
 
     def failing(path, payload, fmt):
-        if "trajectory_1_" in path:
-            raise OSError("No space left on device")
-        real(path, payload, fmt)
+        if "trajectory_1_" in path and full["disk"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, payload, fmt)
 
     monkeypatch.setattr(buffer_module, "write_trajectory_file", failing)
     buf.add_trajectories([make_traj(i) for i in range(3)])
-    with pytest.raises(TrajectoryWriteError, match="trajectory_1_w_0.pt: OSError: No space"):
+    with pytest.raises(TrajectoryWriteError, match="trajectory_1_w_0.pt: OSError: .*No space"):
         buf.flush()
     assert _index(buf.storage_dir)["trajectory_id_list"] == [0, 2]
     assert_rows_consistent(buf.sample(30), 30)  # the failed one is still served from memory
-    monkeypatch.setattr(buffer_module, "write_trajectory_file", failing)
     buf.add_trajectories([make_traj(1)])  # id 3 is fine
-    buf.flush()
+    for _ in range(3):  # every flush retries and raises while trajectory 1 is not durable
+        with pytest.raises(TrajectoryWriteError, match="trajectory 1: writing") as info:
+            buf.flush()
+        assert info.value.trajectory_ids == [1]
     assert _index(buf.storage_dir)["trajectory_id_list"] == [0, 2, 3]
+    with pytest.raises(TrajectoryWriteError, match="trajectory 1"):
+        buf.save_checkpoint(str(buf.storage_dir) + "-ckpt")
+    full["disk"] = False  # space freed: the next flush makes it durable
+    buf.flush()
+    assert _index(buf.storage_dir)["trajectory_id_list"] == [0, 2, 3, 1]
+    buf.save_checkpoint(str(buf.storage_dir) + "-ckpt")
+    reader = TrajectoryReplayBuffer(save_trajectories=False, sample_window_size=0)
+    assert sorted(reader.load_checkpoint(str(buf.storage_dir) + "-ckpt").loaded) == [0, 1, 2, 3]
+
+
+def test_failed_write_can_be_dropped_explicitly(buf, monkeypatch):
+    real = buffer_module.write_trajectory_file
+
+    def failing(path, payload, fmt):
+        if "trajectory_1_" in path:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, payload, fmt)
+
+    monkeypatch.setattr(buffer_module, "write_trajectory_file", failing)
+    buf.add_trajectories([make_traj(i) for i in range(3)])
+    with pytest.raises(TrajectoryWriteError):
+        buf.flush()
+    assert buf.drop_failed_writes() == [1]
+    buf.flush()  # nothing pending any more
+    assert len(buf) == 2 and buf.total_samples == 16
+    assert sorted(set((buf.sample(200)["rewards"][:, 0] // 10_000).astype(int))) == [0, 2]
+    assert _index(buf.storage_dir)["trajectory_id_list"] == [0, 2]
+    assert buf.drop_failed_writes() == []
 
 
 def test_error_surfaces_at_next_add(buf, monkeypatch):
@@ -219,6 +252,7 @@ def test_error_surfaces_at_next_add(buf, monkeypatch):
     with pytest.raises(TrajectoryWriteError, match="read-only filesystem"):
         buf.add_trajectories([make_traj(1)])
     assert len(buf) == 1  # the add that reported the error did nothing
+    assert buf.drop_failed_writes() == [0]
 
 
 def test_add_validates_everything_first(buf):
@@ -257,15 +291,29 @@ def test_sample_errors_and_jax_output(buf):
     assert isinstance(buf.sample(3, as_jax=True)["dones"], jax.Array)
 
 
-def test_heterogeneous_window_is_reported():
+def test_add_refuses_a_trajectory_whose_layout_differs(tmp_path):
     buffer = TrajectoryReplayBuffer(save_trajectories=False, sample_window_size=0)
     other = make_traj(1)
     other.actions = np.zeros((4, 2, 9), np.float32)
-    buffer.add_trajectories([make_traj(0), other])
-    with pytest.raises(
-        ValueError, match="trajectories 0 and 1 in the sampling window have different fields"
-    ):
-        buffer.sample(200)
+    with pytest.raises(InputError, match=r"trajectories\[1\]: field 'actions': rows of shape"):
+        buffer.add_trajectories([make_traj(0), other])
+    assert len(buffer) == 0  # nothing of the refused call was added
+    buffer.add_trajectories([make_traj(0)])
+    with pytest.raises(InputError, match=r"trajectories\[0\]: field 'actions'"):
+        buffer.add_trajectories([other])
+    assert_rows_consistent(buffer.sample(50), 50)
+    # the layout is learnt again after a restart from the stored files
+    live = TrajectoryReplayBuffer(storage_dir=str(tmp_path / "live"), cache_size=1)
+    live.add_trajectories([make_traj(i) for i in range(3)])
+    live.close()
+    resumed = TrajectoryReplayBuffer(storage_dir=str(tmp_path / "live"), enable_cache=False)
+    odd = make_traj(5)
+    odd.curr_obs = {"states": np.zeros((4, 2, 7), np.float32)}
+    with pytest.raises(InputError, match=r"field 'curr_obs/states'"):
+        resumed.add_trajectories([odd])
+    resumed.add_trajectories([make_traj(5)])
+    assert_rows_consistent(resumed.sample(100), 100)
+    resumed.close()
 
 
 def test_clear_and_close(buf):

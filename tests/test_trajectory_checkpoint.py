@@ -21,7 +21,7 @@ from jaxbuf.trajectory import (
     split_buffer,
     write_trajectory_file,
 )
-from jaxbuf.trajectory.checkpoint import write_listing
+from jaxbuf.trajectory.listing import write_listing
 
 
 def _reader(**kwargs):
@@ -166,17 +166,19 @@ def test_missing_and_corrupt_files_name_the_file_and_can_be_skipped(tmp_path):
     live = _live(tmp_path, "live", 4)
     live.close()
     d = live.storage_dir
-    os.unlink(os.path.join(d, "trajectory_1_m_1.pt"))
+    one = os.path.join(d, "trajectory_1_m_1.pt")
+    saved_one = open(one, "rb").read()
+    os.unlink(one)
     corrupt = os.path.join(d, "trajectory_2_m_2.pt")
     with open(corrupt, "r+b") as fh:
         fh.truncate(300)
     with pytest.raises(FileNotFoundError, match="trajectory_1_m_1.pt"):
         _reader().load_checkpoint(d)
-    os.link(os.path.join(d, "trajectory_0_m_0.pt"), os.path.join(d, "trajectory_1_m_1.pt"))
+    open(one, "wb").write(saved_one)
     with pytest.raises(TrajectoryFileError, match="trajectory_2_m_2.pt") as info:
         _reader().load_checkpoint(d)
     assert info.value.path == corrupt
-    os.unlink(os.path.join(d, "trajectory_1_m_1.pt"))
+    os.unlink(one)
     reader = _reader()
     report = reader.load_checkpoint(d, skip_corrupt=True)
     assert report.loaded == [0, 3]
@@ -190,8 +192,17 @@ def test_missing_and_corrupt_files_name_the_file_and_can_be_skipped(tmp_path):
     with pytest.raises(FileNotFoundError):  # existence is always checked
         lazy.load_checkpoint(d, verify=False)
     report = lazy.load_checkpoint(d, verify=False, skip_corrupt=True)
-    assert report.loaded == [0, 2, 3]  # corrupt 2 is only found when sampled
-    with pytest.raises(TrajectoryFileError, match="trajectory_2_m_2.pt"):
+    assert report.loaded == [0, 3]  # the listed size is always checked too
+    open(one, "wb").write(saved_one)
+    write_trajectory_file(corrupt, make_traj(2, mwid="m_2").to_payload(), "pt")
+    good_two = open(corrupt, "rb").read()
+    flipped = bytearray(good_two)
+    flipped[len(flipped) // 2] ^= 0xFF
+    open(corrupt, "wb").write(bytes(flipped))  # same size, other bytes
+    lazy = _reader(cache_size=1)
+    report = lazy.load_checkpoint(d, verify=False)
+    assert report.loaded == [0, 1, 2, 3]  # same size: only found when read
+    with pytest.raises(TrajectoryFileError, match="trajectory_2_m_2.pt: sha256 .* differs"):
         lazy.sample(400)
 
 
@@ -226,8 +237,18 @@ def test_file_that_disagrees_with_its_index_entry_is_corrupt(tmp_path):
         make_traj(1, T=2, E=1).to_payload(),
         "pt",
     )
+    with pytest.raises(TrajectoryFileError, match=r"trajectory_1_m_1.pt: size .* differs"):
+        _reader().load_checkpoint(live.storage_dir)
+    _drop_checksums(live.storage_dir)  # as RLinf writes it: the contents are still checked
     with pytest.raises(TrajectoryFileError, match=r"index entry of trajectory 1 says shape"):
         _reader().load_checkpoint(live.storage_dir)
+
+
+def _drop_checksums(directory):
+    path = os.path.join(directory, "trajectory_index.json")
+    index = json.load(open(path))
+    del index["jaxbuf_files"]
+    json.dump(index, open(path, "w"))
 
 
 def test_bad_metadata_and_index_name_the_file(tmp_path):
@@ -312,8 +333,8 @@ def test_reads_generation_a_pointer_checkpoint(tmp_path):
 
 def test_reads_generation_b_cache_mode_checkpoint_with_legacy_index_name(tmp_path):
     """Gen B: no storage_dir, ``trajectory_format``; cache-mode files already have T-row
-    dones; the merge tool's misspelt ``trajector_index.json`` as the only index; a file whose
-    name differs from the index's model_weights_id is found by the id glob."""
+    dones; the merge tool's misspelt ``trajector_index.json`` as the only index; an entry
+    without a model_weights_id (it does not name its file) is found by the id glob."""
     d = tmp_path / "merged"
     d.mkdir()
     entries = []
@@ -324,6 +345,8 @@ def test_reads_generation_b_cache_mode_checkpoint_with_legacy_index_name(tmp_pat
         name = f"trajectory_{tid}_{'bare-uuid' if tid != 1 else 'renamed'}.pt"
         write_trajectory_file(str(d / name), traj.to_payload(), "pt")
         entries.append(_entry(tid, traj, "bare-uuid"))
+        if tid == 1:
+            del entries[-1]["model_weights_id"]
     (d / "metadata.json").write_text(
         json.dumps(
             {

@@ -112,3 +112,123 @@ def test_sigkill_mid_run_keeps_every_acknowledged_trajectory(tmp_path, mode):
     assert next_id >= len(listing.ids)
     resumed.close()
     assert read_listing(storage).ids == listing.ids + [next_id]
+    assert not any(".tmp-" in name for name in os.listdir(storage))  # cleaned up on open
+
+
+SAVER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[3])
+    from trajectory_helpers import make_traj
+    from jaxbuf.trajectory import TrajectoryReplayBuffer
+
+    # Each generation g re-adds trajectories 0..3 (same names, model_weights_id "") with tag
+    # 10*g + i, then saves over the same checkpoint.
+    buffer = TrajectoryReplayBuffer(storage_dir=sys.argv[1], cache_size=1)
+    g = 0
+    while True:
+        buffer.clear()
+        buffer.add_trajectories([make_traj(10 * g + i, T=8, B=4) for i in range(4)])
+        buffer.save_checkpoint(sys.argv[2])
+        print("SAVED", g, flush=True)
+        g += 1
+""")
+
+
+def _env(tests_dir):
+    return dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([os.path.dirname(tests_dir), os.environ.get("PYTHONPATH", "")]),
+    )
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.006, 0.02])
+def test_sigkill_during_checkpoint_overwrite_leaves_one_whole_generation(tmp_path, delay):
+    """Killed at staggered delays after its second save, the checkpoint at the path is one
+    generation, bit for bit (the four tags of one g, checksums verified), never a mix."""
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    script = tmp_path / "saver.py"
+    script.write_text(SAVER)
+    ckpt = str(tmp_path / "ckpt")
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "live"), ckpt, tests_dir],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(tests_dir),
+    )
+    saved = -1
+    try:
+        while saved < 1:
+            line = child.stdout.readline()
+            assert line, "child exited early"
+            saved = int(line.split()[1])
+        time.sleep(delay)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+        child.stdout.close()
+    reader = TrajectoryReplayBuffer(save_trajectories=False, sample_window_size=0)
+    assert reader.load_checkpoint(ckpt).loaded == [0, 1, 2, 3]
+    tags = sorted(set((reader.sample(2000)["rewards"][:, 0] // 10_000).astype(int)))
+    assert len(tags) == 4 and len({t // 10 for t in tags}) == 1, tags
+    # a rerun of the same buffer (resumed from its storage_dir) saves over it again
+    resumed = TrajectoryReplayBuffer(storage_dir=str(tmp_path / "live"), sample_window_size=0)
+    resumed.save_checkpoint(ckpt)
+    resumed.close()
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".ckpt.tmp-")]
+
+
+MOVER = textwrap.dedent("""
+    import sys, time
+    import jaxbuf.trajectory.transfer as transfer
+    from jaxbuf.trajectory import merge_buffers
+
+    real, stall = transfer.atomic_move, int(sys.argv[3])
+    count = [0]
+
+    def move(src, dst):
+        real(src, dst)
+        count[0] += 1
+        if count[0] == stall:
+            print("MOVED", count[0], flush=True)
+            time.sleep(600)
+
+    transfer.atomic_move = move
+    merge_buffers(sys.argv[1], sys.argv[2], mode="move")
+    print("DONE", flush=True)
+""")
+
+
+@pytest.mark.parametrize("stall", [1, 3, 5])
+def test_sigkill_mid_merge_move_is_finished_by_the_rerun(tmp_path, stall):
+    from jaxbuf.cli import main
+
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    src = tmp_path / "src"
+    for rank in range(2):
+        live = TrajectoryReplayBuffer(storage_dir=str(src / f"rank_{rank}"))
+        live.add_trajectories([make_traj(100 * rank + i, mwid="u") for i in range(3)])
+        live.close()
+    script = tmp_path / "mover.py"
+    script.write_text(MOVER)
+    dst = str(tmp_path / "merged")
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(src), dst, str(stall)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(tests_dir),
+    )
+    try:
+        assert child.stdout.readline().split() == ["MOVED", str(stall)]
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+        child.stdout.close()
+    reader = TrajectoryReplayBuffer(save_trajectories=False, sample_window_size=0)
+    with pytest.raises(Exception, match="interrupted merge"):
+        reader.load_checkpoint(dst)
+    argv = ["merge", "--source-path", str(src), "--save-path", dst, "--move", "--quiet"]
+    assert main(argv) == 0
+    assert reader.load_checkpoint(dst).loaded == list(range(6))
+    tags = sorted(set((reader.sample(3000)["rewards"][:, 0] // 10_000).astype(int)))
+    assert tags == [0, 1, 2, 100, 101, 102]
+    assert os.listdir(src / "rank_0") == [] and os.listdir(src / "rank_1") == []

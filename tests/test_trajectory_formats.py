@@ -137,7 +137,7 @@ def test_cross_filesystem_fallbacks_copy(tmp_path, monkeypatch):
     src = tmp_path / "a"
     src.write_bytes(b"data")
 
-    def exdev(*args):
+    def exdev(*args, **kwargs):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
     monkeypatch.setattr(os, "link", exdev)

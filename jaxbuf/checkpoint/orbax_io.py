@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from jaxbuf.checkpoint import migrate, schema
+from jaxbuf.checkpoint.consistency import check_restored
 from jaxbuf.errors import (
     CheckpointCorruptError,
     CheckpointError,
@@ -144,7 +145,9 @@ def restore_buffer(
     Raises:
       CheckpointMismatchError: ``like`` differs from the checkpoint (every difference is
         listed with its field path, what ``like`` expects and what the checkpoint has).
-      CheckpointCorruptError: the array files cannot be read.
+      CheckpointCorruptError: the array files cannot be read, or the restored static
+        configuration disagrees with the arrays (storage shapes, counter ranges; see
+        :mod:`jaxbuf.checkpoint.consistency`).
     """
     meta = read_meta(manager, step, name)
     where = step_path(manager, step)
@@ -169,5 +172,8 @@ def restore_buffer(
         ) from err
     leaves = [schema.from_saved_leaf(e, restored[_leaf_key(i)]) for i, e in enumerate(entries)]
     if like is None:
-        return schema.build(meta, leaves, where)
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), leaves)
+        buf = schema.build(meta, leaves, where)
+    else:
+        buf = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), leaves)
+    check_restored(buf, where)
+    return buf

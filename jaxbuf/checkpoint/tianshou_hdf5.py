@@ -41,6 +41,7 @@ import numpy as np
 from jaxbuf._core.episodes import Counters
 from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
 from jaxbuf.checkpoint import _safe_unpickle
+from jaxbuf.errors import CheckpointCorruptError
 from jaxbuf.prioritized import PrioritizedReplayBuffer, PrioritizedVectorReplayBuffer
 
 _UNSUPPORTED = (
@@ -157,6 +158,19 @@ def _children(f: Any, path: str) -> list:
     return list(np.asarray(kids, dtype=object).reshape(-1))
 
 
+_DAMAGE = (
+    AssertionError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    OSError,
+    OverflowError,
+    RecursionError,
+    RuntimeError,
+    TypeError,
+)
+
+
 def read_tianshou_hdf5(path: str | os.PathLike) -> TianshouBuffer:
     """Read a Tianshou ``save_hdf5`` file into a :class:`TianshouBuffer` (NumPy only).
 
@@ -165,7 +179,8 @@ def read_tianshou_hdf5(path: str | os.PathLike) -> TianshouBuffer:
       FileNotFoundError: ``path`` does not exist.
       NotImplementedError: a cached or HER buffer, or unequal sub-buffer sizes.
       ValueError: not a Tianshou buffer file, an empty buffer (no storage yet), pickled data
-        columns, or inconsistent counters.
+        columns, or inconsistent counters; ``CheckpointCorruptError`` (a ValueError) naming
+        the file when its structure is damaged.
     """
     h5py = _h5py()
     path = os.fspath(path)
@@ -175,73 +190,82 @@ def read_tianshou_hdf5(path: str | os.PathLike) -> TianshouBuffer:
         f = h5py.File(path, "r")
     except OSError as err:
         raise ValueError(f"jaxbuf: {path} is not a readable HDF5 file: {err}") from err
-    with f:
-        for key, name in _UNSUPPORTED:
-            if key in f or key in f.attrs:
-                raise NotImplementedError(
-                    f"jaxbuf: {path} holds a Tianshou {name}; from_tianshou_hdf5 imports "
-                    "plain, vector and prioritized (vector) replay buffers only"
-                )
-        if "_meta" not in f or "options" not in f:
-            raise ValueError(f"jaxbuf: {path} is not a Tianshou save_hdf5 buffer (no _meta)")
-        storage = _read_group(f["_meta"], "", path)
-        if not storage:
-            raise ValueError(
-                f"jaxbuf: {path} holds an empty Tianshou buffer (nothing added yet, so no "
-                "storage layout); create the jaxbuf buffer directly instead"
-            )
-        opts = f["options"].attrs
-        options = {
-            "stack_num": int(opts["stack_num"]),
-            "ignore_obs_next": bool(opts["ignore_obs_next"]),
-            "save_only_last_obs": bool(opts["save_only_last_obs"]),
-            "sample_avail": bool(opts["sample_avail"]),
-        }
-        maxsize = int(_scalar(f, "maxsize", path))
-        priority = _priority(f, path, maxsize)
-        if "buffer_num" in f.attrs:
-            kind = "VectorReplayBuffer"
-            offset = _array(f, "_offset", path).astype(np.int64)
-            n = int(f.attrs["buffer_num"])
-            edges = np.append(offset, maxsize)
-            sizes = np.diff(edges)
-            if len(offset) != n or np.any(sizes != sizes[0]):
-                raise NotImplementedError(
-                    f"jaxbuf: {path} is a Tianshou buffer manager with sub-buffer sizes "
-                    f"{sizes.tolist()}; jaxbuf sub-buffers all have the same size"
-                )
-            m = int(sizes[0])
-            kids = [k.__dict__ for k in _children(f, path)]
-            lengths = _array(f, "_lengths", path).astype(np.int64)
-            last_index = _array(f, "last_index", path).astype(np.int64)
-            counters = {
-                "insertion_idx": np.array([int(k["_insertion_idx"]) for k in kids]),
-                "ep_return": _returns([k["_ep_return"] for k in kids], storage),
-                "ep_len": np.array([int(k["_ep_len"]) for k in kids]),
-                "ep_start": np.array([int(k["_ep_start_idx"]) for k in kids]),
-            }
-            child_len = np.array([int(k["_size"]) for k in kids])
-            child_last = np.array([int(np.asarray(k["last_index"]).reshape(-1)[0]) for k in kids])
-            if (
-                len(kids) != n
-                or np.any(child_len != lengths)
-                or np.any(child_last + offset != last_index)
-            ):
+    try:
+        with f:
+            for key, name in _UNSUPPORTED:
+                if key in f or key in f.attrs:
+                    raise NotImplementedError(
+                        f"jaxbuf: {path} holds a Tianshou {name}; from_tianshou_hdf5 imports "
+                        "plain, vector and prioritized (vector) replay buffers only"
+                    )
+            if "_meta" not in f or "options" not in f:
+                raise ValueError(f"jaxbuf: {path} is not a Tianshou save_hdf5 buffer (no _meta)")
+            storage = _read_group(f["_meta"], "", path)
+            if not storage:
                 raise ValueError(
-                    f"jaxbuf: {path}: the pickled children disagree with the manager (lengths "
-                    f"{child_len.tolist()} vs {lengths.tolist()}, last_index "
-                    f"{(child_last + offset).tolist()} vs {last_index.tolist()})"
+                    f"jaxbuf: {path} holds an empty Tianshou buffer (nothing added yet, so no "
+                    "storage layout); create the jaxbuf buffer directly instead"
                 )
-        else:
-            kind, n, m = "ReplayBuffer", 1, maxsize
-            lengths = np.array([int(_scalar(f, "_size", path))])
-            last_index = _array(f, "last_index", path).astype(np.int64).reshape(1)
-            counters = {
-                "insertion_idx": np.array([int(_scalar(f, "_insertion_idx", path))]),
-                "ep_return": _returns([_scalar(f, "_ep_return", path)], storage),
-                "ep_len": np.array([int(_scalar(f, "_ep_len", path))]),
-                "ep_start": np.array([int(_scalar(f, "_ep_start_idx", path))]),
+            opts = f["options"].attrs
+            options = {
+                "stack_num": int(opts["stack_num"]),
+                "ignore_obs_next": bool(opts["ignore_obs_next"]),
+                "save_only_last_obs": bool(opts["save_only_last_obs"]),
+                "sample_avail": bool(opts["sample_avail"]),
             }
+            maxsize = int(_scalar(f, "maxsize", path))
+            priority = _priority(f, path, maxsize)
+            if "buffer_num" in f.attrs:
+                kind = "VectorReplayBuffer"
+                offset = _array(f, "_offset", path).astype(np.int64)
+                n = int(f.attrs["buffer_num"])
+                edges = np.append(offset, maxsize)
+                sizes = np.diff(edges)
+                if len(offset) != n or np.any(sizes != sizes[0]):
+                    raise NotImplementedError(
+                        f"jaxbuf: {path} is a Tianshou buffer manager with sub-buffer sizes "
+                        f"{sizes.tolist()}; jaxbuf sub-buffers all have the same size"
+                    )
+                m = int(sizes[0])
+                kids = [k.__dict__ for k in _children(f, path)]
+                lengths = _array(f, "_lengths", path).astype(np.int64)
+                last_index = _array(f, "last_index", path).astype(np.int64)
+                counters = {
+                    "insertion_idx": np.array([int(k["_insertion_idx"]) for k in kids]),
+                    "ep_return": _returns([k["_ep_return"] for k in kids], storage),
+                    "ep_len": np.array([int(k["_ep_len"]) for k in kids]),
+                    "ep_start": np.array([int(k["_ep_start_idx"]) for k in kids]),
+                }
+                child_len = np.array([int(k["_size"]) for k in kids])
+                child_last = np.array(
+                    [int(np.asarray(k["last_index"]).reshape(-1)[0]) for k in kids]
+                )
+                if (
+                    len(kids) != n
+                    or np.any(child_len != lengths)
+                    or np.any(child_last + offset != last_index)
+                ):
+                    raise ValueError(
+                        f"jaxbuf: {path}: the pickled children disagree with the manager (lengths "
+                        f"{child_len.tolist()} vs {lengths.tolist()}, last_index "
+                        f"{(child_last + offset).tolist()} vs {last_index.tolist()})"
+                    )
+            else:
+                kind, n, m = "ReplayBuffer", 1, maxsize
+                lengths = np.array([int(_scalar(f, "_size", path))])
+                last_index = _array(f, "last_index", path).astype(np.int64).reshape(1)
+                counters = {
+                    "insertion_idx": np.array([int(_scalar(f, "_insertion_idx", path))]),
+                    "ep_return": _returns([_scalar(f, "_ep_return", path)], storage),
+                    "ep_len": np.array([int(_scalar(f, "_ep_len", path))]),
+                    "ep_start": np.array([int(_scalar(f, "_ep_start_idx", path))]),
+                }
+    except NotImplementedError:
+        raise
+    except _DAMAGE as err:  # h5py and a damaged file raise assorted types
+        raise CheckpointCorruptError(
+            f"jaxbuf: {path} is a damaged HDF5 file: {type(err).__name__}: {err}"
+        ) from err
     done = storage.pop("done", None)
     if done is not None and not np.array_equal(
         np.asarray(done, bool),

@@ -6,23 +6,17 @@ deliberately differs from RLinf.
 
 from jaxbuf.errors import CheckpointError, TrajectoryFileError, TrajectoryWriteError
 from jaxbuf.trajectory.buffer import TrajectoryReplayBuffer, default_storage_dir
-from jaxbuf.trajectory.checkpoint import (
-    LoadReport,
-    SkippedTrajectory,
-    TransferReport,
-    merge_buffers,
-    partition_ids,
-    read_listing,
-    split_buffer,
-    trajectory_file_name,
-)
+from jaxbuf.trajectory.checkpoint import LoadReport, SkippedTrajectory
 from jaxbuf.trajectory.formats import (
     DEFAULT_FORMAT,
     FORMATS,
     read_trajectory_file,
     write_trajectory_file,
 )
+from jaxbuf.trajectory.listing import partition_ids, read_listing
+from jaxbuf.trajectory.names import trajectory_file_name
 from jaxbuf.trajectory.trajectory import Trajectory, TrajectoryShape
+from jaxbuf.trajectory.transfer import TransferReport, merge_buffers, split_buffer
 
 __all__ = [
     "DEFAULT_FORMAT",

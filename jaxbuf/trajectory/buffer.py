@@ -1,14 +1,17 @@
 """``TrajectoryReplayBuffer``: RLinf's host-side, file-backed trajectory replay buffer.
 
-Behaviour (rlinf-semantics.md §3-§11, tutorial ``rlinf-replay-buffer-tutorial.rst``), with the
-deliberate differences listed in ``docs/differences-from-rlinf.md``:
+Behaviour follows RLinf's replay-buffer tutorial, with the deliberate differences listed in
+``docs/differences-from-rlinf.md``:
 
-* ``add_trajectories`` assigns ids ``0, 1, 2, ...`` from a counter, records the index entry
+* ``add_trajectories`` checks each trajectory's field layout against the stored ones, assigns
+  ids ``0, 1, 2, ...`` from a counter, records the index entry
   ``{num_samples, trajectory_id, max_episode_length, shape, model_weights_id}`` and, when
   persisting, queues the file ``trajectory_{id}_{model_weights_id}.{ext}`` and then the
   listing (``trajectory_index.json`` + ``metadata.json``) on one FIFO background writer. Every
   file is written to a temporary name, fsynced and renamed; the listing written to disk names
-  only files whose write has completed, so after a crash it never points at a partial file.
+  only files whose write has completed (with their size and sha256), so after a crash it
+  never points at a partial file. A failed write stays pending (see
+  :mod:`jaxbuf.trajectory.persistence`).
 * ``sample(n)`` draws ``n`` flat indices i.i.d. uniformly (with replacement) from the
   ``N = sum(T_k * B_k)`` transitions of the window (the last ``sample_window_size``
   trajectories; 0 means all), maps index ``g`` to trajectory ``k`` with
@@ -27,6 +30,7 @@ import itertools
 import os
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -35,25 +39,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbuf.errors import CheckpointError, TrajectoryFileError
-from jaxbuf.trajectory.atomic import atomic_link_or_copy
-from jaxbuf.trajectory.checkpoint import (
-    METADATA_FILE,
-    BufferListing,
-    LoadReport,
-    SkippedTrajectory,
-    read_listing,
-    trajectory_file_name,
-    write_checkpoint,
-    write_listing,
-)
+from jaxbuf.errors import InputError, TrajectoryFileError
+from jaxbuf.trajectory.atomic import remove_stale_temps
 from jaxbuf.trajectory.formats import (
     DEFAULT_FORMAT,
     check_format,
     read_trajectory_file,
     write_trajectory_file,
 )
-from jaxbuf.trajectory.progress import progress as progress_iter
+from jaxbuf.trajectory.listing import METADATA_FILE, write_listing
+from jaxbuf.trajectory.names import trajectory_file_name, verify_file
+from jaxbuf.trajectory.persistence import PersistenceMixin
+from jaxbuf.trajectory.sampling import FifoCache, gather, layout_difference, signature
 from jaxbuf.trajectory.trajectory import Trajectory
 from jaxbuf.trajectory.writer import BackgroundWriter
 
@@ -92,43 +89,7 @@ def _check_int(value: Any, name: str, minimum: int | None = None) -> int:
     return int(value)
 
 
-class _FifoCache:
-    """Flattened trajectories by id; evicts the oldest *inserted* id beyond ``capacity``."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[int, dict] = OrderedDict()
-
-    def get(self, tid: int) -> dict | None:
-        return self._items.get(tid)
-
-    def put(self, tid: int, flat: dict) -> None:
-        self._items[tid] = flat  # an existing id keeps its place (RLinf overwrites its slot)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        self._items.clear()
-
-    def ids(self) -> list[int]:
-        return list(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-def _signature(flat: dict) -> tuple:
-    """Field names, per-row shapes and dtypes of a flattened trajectory (batch layout)."""
-    sig = []
-    for key, value in flat.items():
-        if isinstance(value, dict):
-            sig.append((key, tuple((k, v.shape[1:], v.dtype) for k, v in value.items())))
-        else:
-            sig.append((key, value.shape[1:], value.dtype))
-    return tuple(sig)
-
-
-class TrajectoryReplayBuffer:
+class TrajectoryReplayBuffer(PersistenceMixin):
     """RLinf-compatible trajectory replay buffer (see the module docstring).
 
     Args:
@@ -208,7 +169,7 @@ class TrajectoryReplayBuffer:
 
         self._persist = persist
         self._enable_cache = enable_cache
-        self._cache = _FifoCache(int(cache_size)) if enable_cache else None
+        self._cache = FifoCache(int(cache_size)) if enable_cache else None
         if not persist:
             self._storage_dir = None  # as RLinf: the path is ignored without persistence
         elif directory is None:
@@ -221,14 +182,19 @@ class TrajectoryReplayBuffer:
         self._counter = 0
         self._total = 0
         self._paths: dict[int, str] = {}  # id -> file holding it
+        self._files: dict[int, dict | None] = {}  # id -> its file's size + sha256 record
+        self._layout: tuple | None = None  # field layout every trajectory must share
+        self._uid = uuid.uuid4().hex  # names this buffer in the listings it writes
         # id -> (position in _ids, flat): trajectories not (yet) readable from a file.
         self._resident: OrderedDict[int, tuple[int, dict]] = OrderedDict()
         self._version = 0
         self._window_memo: tuple | None = None
         self._writer = BackgroundWriter() if persist else None
-        self._durable: dict[int, dict] = {}  # owned by the writer thread: listed on disk
+        # owned by the writer thread: what the on-disk listing names, id -> (entry, file record)
+        self._durable: dict[int, tuple[dict, dict]] = {}
         if persist:
             os.makedirs(self._storage_dir, exist_ok=True)
+            remove_stale_temps(self._storage_dir)
             if os.path.isfile(os.path.join(self._storage_dir, METADATA_FILE)):
                 self.load_checkpoint(self._storage_dir, verify=False)
 
@@ -306,7 +272,9 @@ class TrajectoryReplayBuffer:
         """Add trajectories and return their new ids.
 
         Every trajectory is validated before any is added (ValueError/TypeError naming
-        ``trajectories[i]`` and the field). Arrays are copied, so the caller may reuse them.
+        ``trajectories[i]`` and the field), including its field layout (names, per-row shapes
+        and dtypes), which must match the trajectories already stored
+        (:class:`~jaxbuf.errors.InputError`). Arrays are copied, so the caller may reuse them.
         With persistence on, the files and then the listing are written in the background;
         call :meth:`flush` to wait until they are durable.
         """
@@ -327,8 +295,17 @@ class TrajectoryReplayBuffer:
             except ValueError as exc:
                 raise ValueError(f"trajectories[{i}]: {exc}") from exc
             prepared.append((snap, shape, snap.flatten()))
+        layout = self._layout
+        for i, (_, _, flat) in enumerate(prepared):
+            sig = signature(flat)
+            problem = layout_difference(layout, sig) if layout is not None else None
+            if problem is not None:
+                raise InputError(f"jaxbuf: add_trajectories: trajectories[{i}]: {problem}")
+            layout = sig if layout is None else layout
         ids = []
         with self._lock:
+            if self._layout is None and prepared:
+                self._layout = layout
             for snap, shape, flat in prepared:
                 tid = self._counter
                 self._counter += 1
@@ -365,24 +342,41 @@ class TrajectoryReplayBuffer:
         )
 
         def save() -> None:
-            write_trajectory_file(path, payload, fmt)
+            info = write_trajectory_file(path, payload, fmt)
             with self._lock:
                 held = self._resident.get(tid)
                 if held is not None and held[1] is flat:
                     del self._resident[tid]
                     self._paths[tid] = path
-            self._durable[tid] = entry
+                    self._files[tid] = info
+            self._durable[tid] = (entry, info)
 
-        self._writer.submit(save, f"writing {path}")
+        self._writer.submit(save, f"trajectory {tid}: writing {path}", ("trajectory", tid))
 
     def _submit_listing(self) -> None:
+        """Queue a listing write (call under the lock)."""
         counter, seed, fmt, directory = self._counter, self._seed, self._fmt, self._storage_dir
-        state = self._rng_state()
+        state, uid = self._rng_state(), self._uid
 
         def write() -> None:
-            write_listing(directory, fmt, list(self._durable), self._durable, counter, seed, state)
+            ids = list(self._durable)
+            write_listing(
+                directory,
+                fmt,
+                ids,
+                {tid: self._durable[tid][0] for tid in ids},
+                counter,
+                seed,
+                state,
+                files={tid: self._durable[tid][1] for tid in ids},
+                buffer_id=uid,
+            )
 
-        self._writer.submit(write, f"writing the listing of {directory}")
+        self._writer.submit(write, f"writing the listing of {directory}", ("listing",))
+
+    def _rng_state(self) -> dict:
+        with self._rng_lock:
+            return self._rng.bit_generator.state
 
     # --------------------------------------------------------------------------- sampling
 
@@ -430,7 +424,12 @@ class TrajectoryReplayBuffer:
                         flat,
                         None
                         if flat is not None
-                        else (self._paths.get(tid), self._index[tid], self._fmt),
+                        else (
+                            self._paths.get(tid),
+                            self._index[tid],
+                            self._fmt,
+                            self._files.get(tid),
+                        ),
                     )
                 )
         groups = np.split(order, starts[1:])
@@ -439,7 +438,7 @@ class TrajectoryReplayBuffer:
             if flat is None:
                 flat = self._read_missing(tid, *where)
             flats.append((tid, flat))
-        batch = _gather(flats, groups, local, n)
+        batch = gather(flats, groups, local, n)
         return jax.tree_util.tree_map(jnp.asarray, batch) if as_jax else batch
 
     def sample_jax(self, num_chunks: int) -> dict[str, Any]:
@@ -452,17 +451,21 @@ class TrajectoryReplayBuffer:
             return held[1]
         return self._cache.get(tid) if self._cache is not None else None
 
-    def _read_missing(self, tid: int, path: str | None, entry: dict, fmt: str) -> dict:
+    def _read_missing(
+        self, tid: int, path: str | None, entry: dict, fmt: str, info: dict | None
+    ) -> dict:
         if path is None:
             raise FileNotFoundError(f"trajectory {tid} has no file and is not in memory")
-        flat = self._read_flat(tid, path, entry, fmt)
+        flat = self._read_flat(tid, path, entry, fmt, info)
         with self._lock:
             if self._cache is not None and self._index.get(tid) is entry:
                 self._cache.put(tid, flat)
         return flat
 
     @staticmethod
-    def _read_flat(tid: int, path: str, entry: dict, fmt: str) -> dict:
+    def _read_flat(tid: int, path: str, entry: dict, fmt: str, info: dict | None = None) -> dict:
+        """Read, verify (size + sha256 when listed) and flatten one trajectory file."""
+        verify_file(path, info)
         payload = read_trajectory_file(path, fmt)
         try:
             traj = Trajectory.from_payload(payload, where=path)
@@ -477,263 +480,3 @@ class TrajectoryReplayBuffer:
                 f"({entry['num_samples']} samples) but the file holds {list(shape.shape)}",
             )
         return flat
-
-    # ----------------------------------------------------------------------- persistence
-
-    def _check_writer(self) -> None:
-        if self._writer is not None:
-            self._writer.check()
-
-    def _rng_state(self) -> dict:
-        with self._rng_lock:
-            return self._rng.bit_generator.state
-
-    def flush(self) -> None:
-        """Block until everything added so far is durable on disk (files + listing).
-
-        Raises :class:`~jaxbuf.errors.TrajectoryWriteError` if a write failed.
-        A no-op when not persisting.
-        """
-        if self._writer is not None:
-            self._writer.flush()
-
-    def close(self) -> None:
-        """Drain the background writer and stop its thread (idempotent). A later add with
-        persistence starts a new writer."""
-        if self._writer is not None:
-            self._writer.close()
-
-    def __enter__(self) -> TrajectoryReplayBuffer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def save_checkpoint(self, save_path: str | os.PathLike, *, show_progress: bool = False) -> None:
-        """Write a self-contained checkpoint directory at ``save_path``.
-
-        Waits for pending writes, then hard-links (or copies, across filesystems) every
-        trajectory file into ``save_path`` and writes the index and the metadata superset
-        (``storage_dir`` = ``save_path``, both format keys, sampler RNG state), so jaxbuf and
-        both RLinf generations load it. Needs ``save_trajectories=True``.
-        """
-        if not self._persist:
-            raise RuntimeError(
-                "save_checkpoint needs save_trajectories=True (auto_save=True); "
-                "this buffer keeps trajectories only in memory"
-            )
-        self._check_writer()
-        with self._lock:
-            ids = list(self._ids)
-            index = {tid: self._index[tid] for tid in ids}
-            counter, seed, fmt = self._counter, self._seed, self._fmt
-            state = self._rng_state()
-        self._writer.flush()
-        with self._lock:
-            sources = {tid: self._paths.get(tid) for tid in ids}
-        lost = [tid for tid, path in sources.items() if path is None]
-        if lost:
-            raise RuntimeError(f"trajectories {lost[:10]} have no file to checkpoint")
-        save_path = os.path.abspath(os.fspath(save_path))
-        if os.path.isdir(save_path) and os.path.samefile(save_path, self._storage_dir):
-            write_listing(save_path, fmt, ids, index, counter, seed, state)
-        else:
-            write_checkpoint(
-                save_path,
-                fmt,
-                ids,
-                index,
-                sources,
-                counter,
-                seed,
-                state,
-                show_progress=show_progress,
-            )
-
-    def load_checkpoint(
-        self,
-        load_path: str | os.PathLike,
-        is_distributed: bool = False,
-        local_rank: int = 0,
-        world_size: int = 1,
-        *,
-        skip_corrupt: bool = False,
-        verify: bool = True,
-        show_progress: bool = False,
-    ) -> LoadReport:
-        """Replace the buffer's contents with a buffer directory (jaxbuf's or RLinf's).
-
-        With ``is_distributed`` only rank ``local_rank``'s contiguous block of
-        ``trajectory_id_list`` is loaded (:func:`~jaxbuf.trajectory.checkpoint.partition_ids`).
-        Files are found in ``load_path`` or, for RLinf's pointer checkpoints, in the
-        ``storage_dir`` the metadata names. The format and seed are restored from metadata, and
-        the sampler state too when jaxbuf wrote it (non-distributed loads; a distributed load
-        seeds from ``(seed, local_rank)``). The cache is refilled with the last ``cache_size``
-        trajectories. When persisting, the loaded files are hard-linked (or copied) into
-        ``storage_dir`` in the background so it stays a complete buffer; ``load_path`` is never
-        written to.
-
-        Every file is read and checked when ``verify`` (default); otherwise only existence is
-        checked now and a corrupt file surfaces at ``sample``. A missing file raises
-        FileNotFoundError naming it, a corrupt one
-        :class:`~jaxbuf.errors.TrajectoryFileError`; with ``skip_corrupt`` those
-        trajectories are left out instead and listed in the returned report.
-        """
-        self._check_writer()
-        if self._writer is not None:
-            self._writer.flush()
-        listing = read_listing(
-            load_path, is_distributed=is_distributed, local_rank=local_rank, world_size=world_size
-        )
-        fmt = check_format(listing.fmt, f"the format of {listing.directory}")
-        same_dir = self._persist and os.path.samefile(listing.directory, self._storage_dir)
-        if same_dir and is_distributed:
-            raise ValueError(
-                f"cannot load a rank's share of {listing.directory} into a buffer "
-                "that persists to that same directory (it would rewrite its "
-                "listing); use another storage_dir"
-            )
-        cache_ids = set(listing.ids[-self._cache.capacity :]) if self._cache is not None else set()
-        kept: list[int] = []
-        skipped: list[SkippedTrajectory] = []
-        flats: dict[int, dict] = {}
-        for tid in progress_iter(listing.ids, len(listing.ids), "load", enabled=show_progress):
-            path = listing.paths[tid]
-            try:
-                if path is None:
-                    raise FileNotFoundError(
-                        f"trajectory {tid}: file {listing.expected[tid]} not found (listed in "
-                        f"{listing.directory})"
-                    )
-                if verify or tid in cache_ids:
-                    flat = self._read_flat(tid, path, listing.index[tid], fmt)
-                    if tid in cache_ids:
-                        flats[tid] = flat
-            except (FileNotFoundError, TrajectoryFileError) as exc:
-                if not skip_corrupt:
-                    raise
-                skipped.append(SkippedTrajectory(tid, path or listing.expected[tid], str(exc)))
-                continue
-            kept.append(tid)
-
-        seed = listing.seed if listing.seed is not None else self._seed
-        rng = self._restored_rng(seed, listing, is_distributed, local_rank)
-        with self._lock:
-            self._index = {tid: listing.index[tid] for tid in kept}
-            self._ids = kept
-            self._total = int(sum(self._index[tid]["num_samples"] for tid in kept))
-            self._counter = listing.counter
-            self._paths = {tid: listing.paths[tid] for tid in kept}
-            self._resident = OrderedDict()
-            self._fmt = fmt
-            self._seed = seed
-            with self._rng_lock:
-                self._rng = rng
-            if self._cache is not None:
-                self._cache.clear()
-                for tid in kept[-self._cache.capacity :]:
-                    if tid in flats:  # with skips, ids before the refill range may now fall in
-                        self._cache.put(tid, flats[tid])
-            self._version += 1
-            if self._persist:
-                self._submit_adoption(kept)
-        return LoadReport(path=listing.directory, fmt=fmt, loaded=list(kept), skipped=skipped)
-
-    @staticmethod
-    def _restored_rng(
-        seed: int, listing: BufferListing, is_distributed: bool, local_rank: int
-    ) -> np.random.Generator:
-        """The sampler after a load: per-rank seed when distributed, else the saved state."""
-        if is_distributed:
-            return np.random.Generator(
-                np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(local_rank,)))
-            )
-        rng = np.random.Generator(np.random.PCG64(seed))
-        if listing.rng_state is not None:
-            try:
-                rng.bit_generator.state = listing.rng_state
-            except (TypeError, ValueError, KeyError) as exc:
-                raise CheckpointError(
-                    f"{os.path.join(listing.directory, METADATA_FILE)}: invalid "
-                    f"jaxbuf.rng_state: {exc}"
-                ) from exc
-        return rng
-
-    def _submit_adoption(self, ids: list[int]) -> None:
-        """Queue: forget the on-disk listing, link each loaded file into storage_dir, relist."""
-
-        def reset() -> None:
-            self._durable = {}
-
-        self._writer.submit(reset, "resetting the listing")
-        for tid in ids:
-            entry, src = self._index[tid], self._paths[tid]
-            dst = os.path.join(
-                self._storage_dir, trajectory_file_name(tid, entry["model_weights_id"], self._fmt)
-            )
-
-            def adopt(tid=tid, entry=entry, src=src, dst=dst) -> None:
-                if not (os.path.exists(dst) and os.path.samefile(src, dst)):
-                    atomic_link_or_copy(src, dst)
-                with self._lock:
-                    if self._paths.get(tid) == src:
-                        self._paths[tid] = dst
-                self._durable[tid] = entry
-
-            self._writer.submit(adopt, f"linking {src} into {self._storage_dir}")
-        self._submit_listing()
-
-    # ------------------------------------------------------------------------- clearing
-
-    def clear(self) -> None:
-        """Forget every trajectory and reset the counters (ids restart at 0).
-
-        Pending writes are completed first. Files on disk are not deleted (later ids reuse
-        their names, replacing them atomically); when persisting, the on-disk listing is
-        rewritten as empty.
-        """
-        self.flush()
-        with self._lock:
-            self._index, self._ids, self._paths = {}, [], {}
-            self._resident = OrderedDict()
-            self._counter = self._total = 0
-            if self._cache is not None:
-                self._cache.clear()
-            self._version += 1
-            if self._persist:
-                self._submit_adoption([])
-
-    def clear_cache(self) -> None:
-        """Empty the read cache. The background writer keeps running (unlike RLinf), and
-        trajectories that exist only in memory are kept."""
-        with self._lock:
-            if self._cache is not None:
-                self._cache.clear()
-
-
-def _gather(
-    flats: list[tuple[int, dict]], groups: list[np.ndarray], local: np.ndarray, n: int
-) -> dict[str, Any]:
-    """Assemble the batch: rows ``groups[j]`` come from ``flats[j]`` at rows ``local[...]``."""
-    tid0, template = flats[0]
-    sig0 = _signature(template)
-    batch: dict[str, Any] = {}
-    for key, value in template.items():
-        if isinstance(value, dict):
-            batch[key] = {k: np.empty((n, *v.shape[1:]), v.dtype) for k, v in value.items()}
-        else:
-            batch[key] = np.empty((n, *value.shape[1:]), value.dtype)
-    for (tid, flat), rows in zip(flats, groups, strict=True):
-        if flat is not template and _signature(flat) != sig0:
-            raise ValueError(
-                f"trajectories {tid0} and {tid} in the sampling window have different fields, "
-                f"shapes or dtypes: {sig0} vs {_signature(flat)}"
-            )
-        src = local[rows]
-        for key, value in flat.items():
-            if isinstance(value, dict):
-                for k, v in value.items():
-                    batch[key][k][rows] = v[src]
-            else:
-                batch[key][rows] = value[src]
-    return batch

@@ -10,7 +10,9 @@ nested dicts of arrays. Formats:
   ``torch.load(weights_only=True)``.
 * ``"pkl"``: ``pickle.dump`` of a dict of torch tensors, as RLinf writes for any format other
   than ``"pt"``. Needs PyTorch (``pip install 'jaxbuf[torch]'``); reading goes through a
-  restricted unpickler that only rebuilds tensors.
+  restricted unpickler that only rebuilds tensors, and needs torch >= 2.6: the tensor blobs
+  go to ``torch.load(weights_only=True)``, which older releases do not make safe
+  (CVE-2025-32434).
 * ``"npz"``: jaxbuf's native numpy format (``np.savez``, no pickle); not readable by RLinf.
 
 Every write goes to a temporary name, is fsynced and renamed (:mod:`.atomic`).
@@ -18,11 +20,12 @@ Every write goes to a temporary name, is fsynced and renamed (:mod:`.atomic`).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import pickle
-import zipfile
+import re
 from collections import OrderedDict
 from typing import IO, Any
 
@@ -47,6 +50,8 @@ __all__ = [
 FORMATS = ("pt", "pkl", "npz")
 DEFAULT_FORMAT = "pt"
 _TORCH_HINT = "install PyTorch with `pip install 'jaxbuf[torch]'`"
+SAFE_TORCH = (2, 6)
+"""Oldest torch whose ``torch.load(weights_only=True)`` is safe on untrusted data."""
 
 
 def torch_available() -> bool:
@@ -63,6 +68,24 @@ def _import_torch(why: str):
         import torch
     except ImportError as exc:
         raise ImportError(f"{why} needs PyTorch, which is not installed; {_TORCH_HINT}") from exc
+    return torch
+
+
+def torch_version(torch) -> tuple[int, int]:
+    """``(major, minor)`` of an imported torch (``(0, 0)`` when unparsable)."""
+    match = re.match(r"(\d+)\.(\d+)", str(getattr(torch, "__version__", "")))
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def _torch_for_reading(path: str):
+    torch = _import_torch(f"reading the .pkl trajectory file {path}")
+    if torch_version(torch) < SAFE_TORCH:
+        raise ImportError(
+            f"reading the .pkl trajectory file {path} needs torch >= "
+            f"{SAFE_TORCH[0]}.{SAFE_TORCH[1]}, found {getattr(torch, '__version__', '?')}: "
+            "older torch.load(weights_only=True) can run code from a crafted file "
+            f"(CVE-2025-32434); {_TORCH_HINT}"
+        )
     return torch
 
 
@@ -194,21 +217,30 @@ class _TensorUnpickler(pickle.Unpickler):
 # ------------------------------------------------------------------------------ dispatch
 
 
-def write_trajectory_file(path: str, payload: dict, fmt: str) -> None:
-    """Write one trajectory payload atomically at ``path`` in format ``fmt``."""
+def write_trajectory_file(path: str, payload: dict, fmt: str) -> dict:
+    """Write one trajectory payload atomically at ``path`` in format ``fmt``.
+
+    Returns the file's ``{"name", "size", "sha256"}`` record (hashed from the bytes written,
+    so the file is not read back).
+    """
+    data = io.BytesIO()
     if fmt == "pt":
-        stem = os.path.basename(path).removesuffix(".pt")
-        with atomic_write(path) as fh:
-            dump_pt(payload, fh, archive_name=stem)
+        dump_pt(payload, data, archive_name=os.path.basename(path).removesuffix(".pt"))
     elif fmt == "npz":
-        with atomic_write(path) as fh:
-            _dump_npz(payload, fh)
+        _dump_npz(payload, data)
     elif fmt == "pkl":
         torch = _import_torch("writing a .pkl trajectory file")
-        with atomic_write(path) as fh:
-            pickle.dump(_to_torch(payload, torch), fh, protocol=4)
+        pickle.dump(_to_torch(payload, torch), data, protocol=4)
     else:
         raise ValueError(f"unknown trajectory format {fmt!r}; expected one of {FORMATS}")
+    blob = data.getbuffer()
+    with atomic_write(path) as fh:
+        fh.write(blob)
+    return {
+        "name": os.path.basename(path),
+        "size": len(blob),
+        "sha256": hashlib.sha256(blob).hexdigest(),
+    }
 
 
 def read_trajectory_file(path: str, fmt: str) -> dict:
@@ -219,7 +251,7 @@ def read_trajectory_file(path: str, fmt: str) -> dict:
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown trajectory format {fmt!r}; expected one of {FORMATS}")
-    torch = _import_torch(f"reading the .pkl trajectory file {path}") if fmt == "pkl" else None
+    torch = _torch_for_reading(path) if fmt == "pkl" else None
     try:
         if fmt == "pt":
             payload = load_pt(path)
@@ -230,17 +262,11 @@ def read_trajectory_file(path: str, fmt: str) -> dict:
                 payload = _from_torch(_TensorUnpickler(fh, torch).load(), torch)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"trajectory file not found: {path}") from exc
-    except (
-        TorchFileError,
-        zipfile.BadZipFile,
-        pickle.UnpicklingError,
-        EOFError,
-        OSError,
-        KeyError,
-        ValueError,
-        TypeError,
-        RuntimeError,
-    ) as exc:
+    except TorchFileError as exc:
+        raise TrajectoryFileError(path, f"{type(exc).__name__}: {exc}") from exc
+    except (MemoryError, RecursionError) as exc:
+        raise TrajectoryFileError(path, f"{type(exc).__name__}: damaged or hostile file") from exc
+    except Exception as exc:  # a damaged file makes the decoders raise assorted types
         raise TrajectoryFileError(path, f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(payload, dict):
         raise TrajectoryFileError(path, f"expected a dict payload, got {type(payload).__name__}")

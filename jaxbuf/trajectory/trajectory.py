@@ -25,6 +25,8 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from jaxbuf.trajectory.names import model_weights_id_problem
+
 __all__ = [
     "ARRAY_FIELDS",
     "BATCH_DICT_ORDER",
@@ -51,7 +53,6 @@ DICT_FIELDS = ("forward_inputs", "curr_obs", "next_obs")
 BATCH_DICT_ORDER = ("curr_obs", "next_obs", "forward_inputs")  # RLinf's flatten order
 FIELD_ORDER = ("max_episode_length", "model_weights_id") + ARRAY_FIELDS + DICT_FIELDS
 EPOCH_ROW_FIELDS = ("terminations", "truncations", "dones", "prev_values")
-_FORBIDDEN_ID_CHARS = ("/", "\\", "\x00")
 
 
 def as_host_array(value: Any, where: str) -> np.ndarray:
@@ -124,11 +125,9 @@ class Trajectory:
         mwid = self.model_weights_id
         if not isinstance(mwid, str):
             raise TypeError(f"model_weights_id must be a str, got {type(mwid).__name__}")
-        bad = [c for c in _FORBIDDEN_ID_CHARS if c in mwid]
-        if bad:
-            raise ValueError(
-                f"model_weights_id {mwid!r} contains {bad[0]!r}; it becomes part of a file name"
-            )
+        problem = model_weights_id_problem(mwid)
+        if problem is not None:
+            raise ValueError(f"model_weights_id {mwid!r} {problem}; it becomes part of a file name")
         for name in ARRAY_FIELDS:
             value = getattr(self, name)
             if value is not None:
