@@ -20,18 +20,30 @@ from jaxbuf.errors import CheckpointMismatchError
 
 BUILTIN_CLASSES: tuple[str, ...] = (
     "jaxbuf.buffers:ReplayBuffer",
-    "jaxbuf.buffers:VectorReplayBuffer",
     "jaxbuf.prioritized.buffer:PrioritizedReplayBuffer",
-    "jaxbuf.prioritized.buffer:PrioritizedVectorReplayBuffer",
     "jaxbuf.prioritized.sum_tree:SumTree",
     "jaxbuf.prioritized.sum_tree:MinTree",
     "jaxbuf.prioritized.priority_tree:PriorityTree",
     "jaxbuf.prioritized.tree:Tree",
     "jaxbuf.her:HERReplayBuffer",
-    "jaxbuf.her:HERVectorReplayBuffer",
     "jaxbuf.cached:CachedReplayBuffer",
 )
 """jaxbuf's own checkpointable node classes, as ``"module:qualname"``. Add new ones here."""
+
+ALIASES: dict[str, str] = {
+    "jaxbuf.buffers:VectorReplayBuffer": "jaxbuf.buffers:ReplayBuffer",
+    "jaxbuf.prioritized.buffer:PrioritizedVectorReplayBuffer": (
+        "jaxbuf.prioritized.buffer:PrioritizedReplayBuffer"
+    ),
+    "jaxbuf.her:HERVectorReplayBuffer": "jaxbuf.her:HERReplayBuffer",
+}
+"""Class names that checkpoints of jaxbuf 0.2 may hold for what is now one class per kind
+(``buffer_num`` is a static field of the class, so nothing else changes)."""
+
+
+def canonical(name: str) -> str:
+    """The current name of the class a checkpoint recorded as ``name``."""
+    return ALIASES.get(name, name)
 
 _registered: dict[str, type] = {}
 
@@ -68,6 +80,7 @@ def resolve(name: str) -> type:
     Raises:
       CheckpointMismatchError: ``name`` is neither built in nor registered in this process.
     """
+    name = canonical(name)
     if name in _registered:
         return _registered[name]
     if name not in BUILTIN_CLASSES:

@@ -302,7 +302,9 @@ def differences(saved: dict, like: dict) -> list[str]:
 
     def rec(a: dict, b: dict, path: tuple) -> None:
         p = path_str(path)
-        if a["type"] != b["type"] or (a["type"] == "node" and a["class"] != b["class"]):
+        if a["type"] != b["type"] or (
+            a["type"] == "node" and registry.canonical(a["class"]) != registry.canonical(b["class"])
+        ):
             out.append(f"{p}: like expects {_kind(b)}, checkpoint has {_kind(a)}")
             return
         if a["type"] == "leaf":
