@@ -59,6 +59,11 @@ CORE_OPTIONS = (
 """The keyword options of :meth:`ReplayBuffer.create`, which every buffer kind accepts."""
 
 
+def _column(column: int, doc: str) -> property:
+    """A read-only property: one column of the packed ``counters``."""
+    return property(lambda self: self.counters[:, column], doc=doc)
+
+
 class ReplayBuffer(Buffer):
     """A circular replay buffer with Tianshou's episode semantics, as a pure pytree.
 
@@ -187,31 +192,23 @@ class ReplayBuffer(Buffer):
         return spec
 
     # ------------------------------------------------------------------ counters
-    @property
-    def insertion_idx(self) -> jax.Array:
-        """int32[buffer_num]: local slot of each sub-buffer's next write."""
-        return self.counters[:, episodes.INSERTION_IDX]
-
-    @property
-    def lengths(self) -> jax.Array:
-        """int32[buffer_num]: stored transitions per sub-buffer."""
-        return self.counters[:, episodes.LENGTHS]
+    insertion_idx = _column(
+        episodes.INSERTION_IDX, "int32[buffer_num]: local slot of each sub-buffer's next write."
+    )
+    lengths = _column(episodes.LENGTHS, "int32[buffer_num]: stored transitions per sub-buffer.")
+    ep_len = _column(
+        episodes.EP_LEN, "int32[buffer_num]: length of each sub-buffer's unfinished episode."
+    )
+    ep_start = _column(
+        episodes.EP_START,
+        "int32[buffer_num]: local start slot of each sub-buffer's unfinished episode.",
+    )
 
     @property
     def last_index(self) -> jax.Array:
         """int32[buffer_num]: global slot of each sub-buffer's latest write (``k*m`` if empty)."""
         first = jnp.arange(self.buffer_num, dtype=jnp.int32) * self.subbuffer_size
         return first + self.counters[:, episodes.LAST_SLOT]
-
-    @property
-    def ep_len(self) -> jax.Array:
-        """int32[buffer_num]: length of each sub-buffer's unfinished episode."""
-        return self.counters[:, episodes.EP_LEN]
-
-    @property
-    def ep_start(self) -> jax.Array:
-        """int32[buffer_num]: local start slot of each sub-buffer's unfinished episode."""
-        return self.counters[:, episodes.EP_START]
 
     def episode_counters(self) -> episodes.Counters:
         """The per-sub-buffer counters, unpacked (``last_slot`` local)."""

@@ -95,20 +95,13 @@ class CachedReplayBuffer(Buffer):
         return cls(main=main, caches=caches)
 
     # ------------------------------------------------------------------ sizes and layout
-    @property
-    def main_size(self) -> int:
-        """``M``, slots of the main buffer (static)."""
-        return self.main.maxsize
-
-    @property
-    def cached_buffer_num(self) -> int:
-        """``K``, number of caches (static)."""
-        return self.caches.buffer_num
-
-    @property
-    def max_episode_length(self) -> int:
-        """``L``, slots per cache (static)."""
-        return self.caches.subbuffer_size
+    main_size = property(lambda self: self.main.maxsize, doc="``M``, slots of main (static).")
+    cached_buffer_num = property(
+        lambda self: self.caches.buffer_num, doc="``K``, number of caches (static)."
+    )
+    max_episode_length = property(
+        lambda self: self.caches.subbuffer_size, doc="``L``, slots per cache (static)."
+    )
 
     @property
     def layout(self) -> Layout:

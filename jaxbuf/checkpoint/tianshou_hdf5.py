@@ -39,10 +39,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbuf._core.episodes import Counters
-from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
+from jaxbuf.buffers import ReplayBuffer
 from jaxbuf.checkpoint import _safe_unpickle
 from jaxbuf.errors import CheckpointCorruptError
-from jaxbuf.prioritized import PrioritizedReplayBuffer, PrioritizedVectorReplayBuffer
+from jaxbuf.prioritized import PrioritizedReplayBuffer
 
 _UNSUPPORTED = (
     ("cached_buffer_num", "CachedReplayBuffer"),
@@ -272,17 +272,8 @@ def read_tianshou_hdf5(path: str | os.PathLike) -> TianshouBuffer:
         np.asarray(storage["terminated"], bool) | np.asarray(storage["truncated"], bool),
     ):
         raise ValueError(f"jaxbuf: {path}: the stored 'done' is not terminated | truncated")
-    return TianshouBuffer(
-        kind=kind,
-        storage=storage,
-        options=options,
-        subbuffer_size=m,
-        buffer_num=n,
-        lengths=lengths,
-        last_index=last_index,
-        priority=priority,
-        **counters,
-    )
+    layout = dict(subbuffer_size=m, buffer_num=n, lengths=lengths, last_index=last_index)
+    return TianshouBuffer(kind, storage, options, priority=priority, **layout, **counters)
 
 
 def _narrow(name: str, value: np.ndarray, dtype: np.dtype, path: str) -> jax.Array:
@@ -346,10 +337,7 @@ def from_tianshou_hdf5(
         k: opts[k] for k in ("stack_num", "ignore_obs_next", "save_only_last_obs", "sample_avail")
     }
     maxsize = src.subbuffer_size * src.buffer_num
-    if src.kind == "ReplayBuffer":
-        empty = ReplayBuffer.create(example, maxsize, **kwargs)
-    else:
-        empty = VectorReplayBuffer.create(example, maxsize, src.buffer_num, **kwargs)
+    empty = ReplayBuffer.create(example, maxsize, buffer_num=src.buffer_num, **kwargs)
     flat, tree = jax.tree_util.tree_flatten_with_path(src.storage)
     targets = jax.tree_util.tree_leaves(empty.storage)
     storage = jax.tree_util.tree_unflatten(
@@ -381,12 +369,9 @@ def _prioritized(
     common = dict(
         alpha=prio["alpha"], beta=prio["beta"], weight_norm=prio["weight_norm"], **options
     )
-    if isinstance(core, VectorReplayBuffer):
-        fresh = PrioritizedVectorReplayBuffer.create(
-            example, core.maxsize, core.buffer_num, **common
-        )
-    else:
-        fresh = PrioritizedReplayBuffer.create(example, core.maxsize, **common)
+    fresh = PrioritizedReplayBuffer.create(
+        example, core.maxsize, buffer_num=core.buffer_num, **common
+    )
     stored = np.flatnonzero(np.asarray(core.valid_mask()))
     leaves = _narrow("priority", prio["leaves"][stored], fresh.tree.dtype, path)
     return fresh.replace(

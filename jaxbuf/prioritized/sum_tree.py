@@ -43,25 +43,13 @@ class _TreeView(struct.PyTreeNode):
         ``O(capacity)``; the same tree as ``create(capacity).set(arange(capacity), values)``."""
         return cls(core=Tree.from_values(values, cls._KIND))
 
-    @property
-    def capacity(self) -> int:
-        """Number of leaves (static)."""
-        return self.core.capacity
-
-    @property
-    def op(self) -> str:
-        """The reduction, ``"sum"`` or ``"min"`` (static)."""
-        return self.core.kind
-
-    @property
-    def bound(self) -> int:
-        """Number of leaf slots, ``capacity`` rounded up to a multiple of 8 (static)."""
-        return self.core.bound
-
-    @property
-    def depth(self) -> int:
-        """Number of levels below the root (static)."""
-        return self.core.depth
+    capacity = property(lambda self: self.core.capacity, doc="Number of leaves (static).")
+    op = property(lambda self: self.core.kind, doc='The reduction, "sum" or "min" (static).')
+    bound = property(
+        lambda self: self.core.bound,
+        doc="Number of leaf slots, ``capacity`` rounded up to a multiple of 8 (static).",
+    )
+    depth = property(lambda self: self.core.depth, doc="Number of levels below the root.")
 
     @property
     def dtype(self) -> jnp.dtype:

@@ -25,6 +25,16 @@ Without truncation, with ``discount_t = gamma * (1 - terminated_t)`` and rlax's
 equal rlax's ``truncated_generalized_advantage_estimation``, ``lambda_returns``,
 ``n_step_bootstrapped_returns`` and ``discounted_returns`` vmapped over ``B``.
 
+Arguments common to every function here:
+
+* ``rewards``: r_t, floating, ``[T, B]`` (``[B, T]`` if not ``time_major``) or ``[T]``;
+* ``next_values``: V(s_{t+1}) of the true next observation, floating, shape of ``rewards``;
+* ``terminated``, ``truncated``: bool/numeric, shape of ``rewards``;
+* ``gamma``: discount, scalar or broadcastable to ``rewards``;
+* ``time_major``: ``True`` for ``[T, B]``, ``False`` for ``[B, T]``;
+* ``stop_target_gradients``: apply ``lax.stop_gradient`` to the outputs;
+* ``use_associative_scan``: solve the recurrence with ``lax.associative_scan`` (log depth).
+
 Gradients flow into ``values`` and ``next_values`` unless ``stop_target_gradients=True``, which
 applies ``lax.stop_gradient`` to the outputs. Each function is wrapped in ``jax.jit`` (the
 booleans and ``n`` are static), so eager calls reuse one compiled computation per input
@@ -53,7 +63,8 @@ def _prepare(
     fn: str,
     time_major: bool,
     floats: dict[str, chex.Array],
-    flags: dict[str, chex.Array],
+    terminated: chex.Array,
+    truncated: chex.Array,
     coefficients: dict[str, chex.Numeric],
 ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
     """Validates and returns ``(steps, consts)``, time on axis 0.
@@ -63,7 +74,7 @@ def _prepare(
     the scalar coefficients, kept scalar so that they cost nothing per step.
     """
     floats = {k: jnp.asarray(v) for k, v in floats.items()}
-    flags = {k: jnp.asarray(v) for k, v in flags.items()}
+    flags = {"terminated": jnp.asarray(terminated), "truncated": jnp.asarray(truncated)}
     check_rollout(fn, time_major, floats, flags)
     shape = next(iter(floats.values())).shape
     for name, value in coefficients.items():
@@ -117,17 +128,11 @@ def gae(
     Reference: J. Schulman, P. Moritz, S. Levine, M. Jordan, P. Abbeel, "High-Dimensional
     Continuous Control Using Generalized Advantage Estimation", ICLR 2016.
 
+    The arguments shared by every function of this module are described in its docstring.
+
     Args:
-      rewards: r_t, floating, ``[T, B]`` (``[B, T]`` if not ``time_major``) or ``[T]``.
       values: V(s_t), floating, shape of ``rewards``.
-      next_values: V(s_{t+1}) of the true next observation, floating, shape of ``rewards``.
-      terminated: bool/numeric, shape of ``rewards``.
-      truncated: bool/numeric, shape of ``rewards``.
-      gamma: discount, scalar or broadcastable to ``rewards``.
       gae_lambda: GAE lambda, scalar or broadcastable to ``rewards``.
-      time_major: ``True`` for ``[T, B]``, ``False`` for ``[B, T]``.
-      stop_target_gradients: apply ``lax.stop_gradient`` to both outputs.
-      use_associative_scan: solve the recurrence with ``lax.associative_scan`` (log depth).
 
     Returns:
       ``(advantages, returns)``, both shaped like ``rewards``, in the common float dtype of
@@ -137,7 +142,8 @@ def gae(
         "gae",
         time_major,
         {"rewards": rewards, "values": values, "next_values": next_values},
-        {"terminated": terminated, "truncated": truncated},
+        terminated,
+        truncated,
         {"gamma": gamma, "gae_lambda": gae_lambda},
     )
 
@@ -189,34 +195,34 @@ def lambda_returns(
 
     Reference: R. Sutton, A. Barto, "Reinforcement Learning: An Introduction", 2nd ed., 2018.
 
+    The arguments shared by every function of this module are described in its docstring.
+
     Args:
-      rewards: r_t, floating, ``[T, B]`` (``[B, T]`` if not ``time_major``) or ``[T]``.
-      next_values: V(s_{t+1}) of the true next observation, floating, shape of ``rewards``.
-      terminated: bool/numeric, shape of ``rewards``.
-      truncated: bool/numeric, shape of ``rewards``.
-      gamma: discount, scalar or broadcastable to ``rewards``.
       lambda_: mixing parameter, scalar or broadcastable to ``rewards``.
-      time_major: ``True`` for ``[T, B]``, ``False`` for ``[B, T]``.
-      stop_target_gradients: apply ``lax.stop_gradient`` to the returns.
-      use_associative_scan: solve the recurrence with ``lax.associative_scan`` (log depth).
 
     Returns:
       ``G``, shaped like ``rewards``, in the common float dtype of the float inputs.
     """
-    steps, consts = _prepare(
+    coefficients = {"gamma": gamma, "lambda_": lambda_}
+    return _lambda_returns(
         "lambda_returns",
+        (rewards, next_values, terminated, truncated),
+        coefficients,
         time_major,
-        {"rewards": rewards, "next_values": next_values},
-        {"terminated": terminated, "truncated": truncated},
-        {"gamma": gamma, "lambda_": lambda_},
+        stop_target_gradients,
+        use_associative_scan,
     )
-    returns = _lambda_recurrence(steps, consts, use_associative_scan)
-    return _finish(returns, time_major, stop_target_gradients)
 
 
-def _lambda_recurrence(steps, consts, use_associative_scan):
+def _lambda_returns(fn, rollout, coefficients, time_major, stop_gradients, associative):
     """``G_t = r_t + d_t [(1 - l_t) V'_t + l_t G_{t+1}]``, ``d = gamma (1 - term)``,
-    ``l = lambda (1 - trunc)``, seeded with ``G_T = V'_{T-1}`` (so step T-1 bootstraps)."""
+    ``l = lambda (1 - trunc)`` (``lambda = 1`` when not given), seeded with
+    ``G_T = V'_{T-1}`` (so step T-1 bootstraps)."""
+    rewards, next_values, terminated, truncated = rollout
+    floats = {"rewards": rewards, "next_values": next_values}
+    steps, consts = _prepare(fn, time_major, floats, terminated, truncated, coefficients)
+    if "lambda_" not in coefficients:
+        consts["lambda_"] = jnp.ones((), steps["rewards"].dtype)
 
     def terms(x):
         x = {**consts, **x}
@@ -224,9 +230,10 @@ def _lambda_recurrence(steps, consts, use_associative_scan):
         mix = jnp.where(x["truncated"], 0.0, x["lambda_"])
         return disc * mix, x["rewards"] + disc * (1.0 - mix) * x["next_values"]
 
-    return reverse_affine_scan(
-        terms, steps, steps["next_values"][-1], lambda g, _: g, use_associative_scan
+    returns = reverse_affine_scan(
+        terms, steps, steps["next_values"][-1], lambda g, _: g, associative
     )
+    return _finish(returns, time_major, stop_gradients)
 
 
 @functools.partial(
@@ -251,31 +258,19 @@ def discounted_returns(
 
     ``next_values`` is read only at truncated steps and at the last step (pass zeros there for
     pure Monte Carlo returns without bootstrap). This is :func:`lambda_returns` with
-    ``lambda_=1``.
-
-    Args:
-      rewards: r_t, floating, ``[T, B]`` (``[B, T]`` if not ``time_major``) or ``[T]``.
-      next_values: V(s_{t+1}) of the true next observation, floating, shape of ``rewards``.
-      terminated: bool/numeric, shape of ``rewards``.
-      truncated: bool/numeric, shape of ``rewards``.
-      gamma: discount, scalar or broadcastable to ``rewards``.
-      time_major: ``True`` for ``[T, B]``, ``False`` for ``[B, T]``.
-      stop_target_gradients: apply ``lax.stop_gradient`` to the returns.
-      use_associative_scan: solve the recurrence with ``lax.associative_scan`` (log depth).
+    ``lambda_=1``. Arguments: see the module docstring.
 
     Returns:
       ``G``, shaped like ``rewards``, in the common float dtype of the float inputs.
     """
-    steps, consts = _prepare(
+    return _lambda_returns(
         "discounted_returns",
-        time_major,
-        {"rewards": rewards, "next_values": next_values},
-        {"terminated": terminated, "truncated": truncated},
+        (rewards, next_values, terminated, truncated),
         {"gamma": gamma},
+        time_major,
+        stop_target_gradients,
+        use_associative_scan,
     )
-    consts["lambda_"] = jnp.ones((), steps["rewards"].dtype)
-    returns = _lambda_recurrence(steps, consts, use_associative_scan)
-    return _finish(returns, time_major, stop_target_gradients)
 
 
 @functools.partial(jax.jit, static_argnames=("n", "time_major", "stop_target_gradients"))
@@ -304,15 +299,10 @@ def nstep(
     Implemented as a ``lax.scan`` over the ``n`` window offsets with contiguous slices, so the
     cost is ``O(n T B)`` and the compile time does not grow with ``n``.
 
+    The arguments shared by every function of this module are described in its docstring.
+
     Args:
-      rewards: r_t, floating, ``[T, B]`` (``[B, T]`` if not ``time_major``) or ``[T]``.
-      next_values: V(s_{t+1}) of the true next observation, floating, shape of ``rewards``.
-      terminated: bool/numeric, shape of ``rewards``.
-      truncated: bool/numeric, shape of ``rewards``.
-      gamma: discount, scalar or broadcastable to ``rewards``.
       n: window length, a static Python int ``>= 1``.
-      time_major: ``True`` for ``[T, B]``, ``False`` for ``[B, T]``.
-      stop_target_gradients: apply ``lax.stop_gradient`` to the returns.
 
     Returns:
       ``G^(n)``, shaped like ``rewards``, in the common float dtype of the float inputs.
@@ -322,7 +312,8 @@ def nstep(
         "nstep",
         time_major,
         {"rewards": rewards, "next_values": next_values},
-        {"terminated": terminated, "truncated": truncated},
+        terminated,
+        truncated,
         {"gamma": gamma},
     )
     r = steps["rewards"]

@@ -52,7 +52,6 @@ __all__ = [
     "LEGACY_INDEX_FILE",
     "METADATA_FILE",
     "BufferListing",
-    "build_metadata",
     "partition_ids",
     "read_json",
     "read_listing",
@@ -350,36 +349,6 @@ def read_listing(
     )
 
 
-def build_metadata(
-    directory: str,
-    fmt: str,
-    ids: Sequence[int],
-    index: dict[int, dict],
-    counter: int,
-    seed: int | None,
-    rng_state: dict | None = None,
-    buffer_id: str | None = None,
-) -> dict:
-    """The metadata superset of both RLinf generations (module docstring)."""
-    meta: dict[str, Any] = {
-        "storage_dir": os.path.abspath(directory),
-        "storage_format": fmt,
-        "trajectory_format": fmt,
-        "size": len(ids),
-        "total_samples": int(sum(index[tid]["num_samples"] for tid in ids)),
-        "trajectory_counter": int(counter),
-    }
-    if seed is not None:
-        meta["seed"] = int(seed)
-    jaxbuf_meta: dict[str, Any] = {"version": METADATA_VERSION}
-    if rng_state is not None:
-        jaxbuf_meta["rng_state"] = rng_state
-    if buffer_id is not None:
-        jaxbuf_meta["buffer_id"] = buffer_id
-    meta["jaxbuf"] = jaxbuf_meta
-    return meta
-
-
 def write_listing(
     directory: str,
     fmt: str,
@@ -409,9 +378,21 @@ def write_listing(
             FILES_KEY: {str(tid): files[tid] for tid in ids if files.get(tid) is not None},
         },
     )
-    atomic_write_json(
-        os.path.join(directory, METADATA_FILE),
-        build_metadata(
-            storage_dir or directory, fmt, ids, index, counter, seed, rng_state, buffer_id
-        ),
-    )
+    # The metadata: the superset of both RLinf generations (module docstring).
+    meta: dict[str, Any] = {
+        "storage_dir": os.path.abspath(storage_dir or directory),
+        "storage_format": fmt,
+        "trajectory_format": fmt,
+        "size": len(ids),
+        "total_samples": int(sum(index[tid]["num_samples"] for tid in ids)),
+        "trajectory_counter": int(counter),
+    }
+    if seed is not None:
+        meta["seed"] = int(seed)
+    jaxbuf_meta: dict[str, Any] = {"version": METADATA_VERSION}
+    if rng_state is not None:
+        jaxbuf_meta["rng_state"] = rng_state
+    if buffer_id is not None:
+        jaxbuf_meta["buffer_id"] = buffer_id
+    meta["jaxbuf"] = jaxbuf_meta
+    atomic_write_json(os.path.join(directory, METADATA_FILE), meta)

@@ -245,6 +245,16 @@ def _job(op: str, source: str, save: str, mode: str, split_count: int | None) ->
     }
 
 
+def _begin(op: str, source_path, save_path, mode: str, split_count: int | None):
+    """``(source_path, save_path, job, marker)`` of a transfer: absolute paths, the job
+    description, and the marker of an interrupted run of the same job (or None)."""
+    _check_mode(mode)
+    source_path = os.path.abspath(os.fspath(source_path))
+    save_path = os.path.abspath(os.fspath(save_path))
+    job = _job(op, source_path, save_path, mode, split_count)
+    return source_path, save_path, job, _resume_marker(save_path, job)
+
+
 def merge_buffers(
     source_path: str, save_path: str, *, mode: str = "copy", show_progress: bool = False
 ) -> TransferReport:
@@ -259,11 +269,7 @@ def merge_buffers(
     so they no longer pose as buffers). An interrupted merge is finished by calling again
     with the same arguments (module docstring).
     """
-    _check_mode(mode)
-    source_path = os.path.abspath(os.fspath(source_path))
-    save_path = os.path.abspath(os.fspath(save_path))
-    job = _job("merge", source_path, save_path, mode, None)
-    marker = _resume_marker(save_path, job)
+    source_path, save_path, job, marker = _begin("merge", source_path, save_path, mode, None)
     if marker is None:
         _check_destination(save_path, [])
         ranks = _rank_dirs(source_path)
@@ -303,13 +309,9 @@ def split_buffer(
     trajectories (RLinf's tool leaves it naming moved files). An interrupted split is
     finished by calling again with the same arguments (module docstring).
     """
-    _check_mode(mode)
     if isinstance(split_count, bool) or not isinstance(split_count, int) or split_count < 1:
         raise ValueError(f"split_count must be a positive int, got {split_count!r}")
-    source_path = os.path.abspath(os.fspath(source_path))
-    save_path = os.path.abspath(os.fspath(save_path))
-    job = _job("split", source_path, save_path, mode, split_count)
-    marker = _resume_marker(save_path, job)
+    source_path, save_path, job, marker = _begin("split", source_path, save_path, mode, split_count)
     if marker is None:
         _check_destination(save_path, [])
         listing = read_listing(source_path)
