@@ -76,10 +76,10 @@ def fields_of(x: Any) -> dict | None:
 
 
 def to_tree(x: Any) -> Any:
-    """``x`` with every mapping / batch-like node turned into a plain ``dict``."""
+    """``x`` with every mapping / batch-like node a plain ``dict`` and lists as arrays."""
     fields = fields_of(x)
     if fields is None:
-        return x
+        return np.asarray(x) if isinstance(x, (list, tuple)) else x
     return {str(k): to_tree(v) for k, v in fields.items()}
 
 

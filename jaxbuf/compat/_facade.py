@@ -56,7 +56,7 @@ def rowwise(fn: Callable, index: np.ndarray) -> Any:
     read is unchanged by that, a ``weight_norm`` maximum too) and the result cut back.
     """
     if index.ndim == 0:
-        return fn(index.astype(np.int32))
+        return jax.tree_util.tree_map(np.asarray, fn(index.astype(np.int32)))
     flat = index.reshape(-1).astype(np.int32)
     n = flat.size
     fill = flat[0] if n else 0
@@ -428,15 +428,12 @@ class Facade:
     def _rows_from(self, src: Any, idx: np.ndarray, where: str) -> dict:
         """``src``'s stored rows at ``idx`` in the form this buffer's ``add`` takes."""
         rows = jax.device_get(rowwise(src.read, idx))
-        if "obs_next" not in rows and not self._options.get("ignore_obs_next", False):
+        want = None if self._state is None else self._state.input_spec()
+        if "obs_next" not in rows and want is not None and "obs_next" in want:
             after = rowwise(src.next, idx)
             rows["obs_next"] = jax.device_get(
                 rowwise(functools.partial(src.get, key="obs", stack_num=1), after)
             )
-        if self._state is not None:
-            want = self._state.input_spec()
-        else:
-            want = None
         if self._options.get("save_only_last_obs", False):
             frames = self._state.obs_stack_len if self._state is not None else self.stack_num
             for key in ("obs", "obs_next"):
