@@ -259,7 +259,7 @@ def test_prioritized_updates_donate_too():
         buf.add(dict(obs=np.float32(i), act=i, rew=1.0, terminated=i == 3, truncated=False))
     old = buf.state
     buf.update_weight(np.array([0, 1]), np.array([2.0, 0.5]))
-    assert old.tree.sums[0].is_deleted() if hasattr(old.tree, "sums") else old.max_prio.is_deleted()
+    assert old.tree.leaves.is_deleted() and old.max_prio.is_deleted()
     assert float(buf.state.max_prio) == pytest.approx(2.0 + 2**-23)
     w = buf.get_weight(np.arange(4))
     assert w.shape == (4,) and np.all((w > 0) & (w <= 1)) and w[1] == pytest.approx(1.0)
