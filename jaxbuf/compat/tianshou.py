@@ -1,0 +1,251 @@
+"""Tianshou's buffer classes, by name and constructor, as mutable objects over jaxbuf.
+
+Port a Tianshou script by changing its import::
+
+    from jaxbuf.compat.tianshou import ReplayBuffer, VectorReplayBuffer
+
+Each object holds a pure jaxbuf buffer (``buf.state``), allocated at the first ``add`` from
+that batch's shapes, and replaces it on every update through a jitted function that donates
+the old state, so an eager ``add`` writes its rows in place. Reads return NumPy arrays
+(batches as :class:`BatchDict`, a dict with attribute access). ``Facade.from_state`` wraps
+a pure buffer, e.g. one filled under ``jit``. See docs/compat-tianshou.md for what differs.
+
+Every class takes ``seed`` (or Tianshou's ``random_seed``) for its internal sampling key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxbuf.compat import _kinds
+from jaxbuf.compat._batch import BatchDict, to_numpy
+from jaxbuf.compat._facade import Facade, donated, rowwise
+from jaxbuf.compat._persist import Persistence
+from jaxbuf.errors import IndexRangeError, InputError, message
+
+__all__ = [
+    "BatchDict",
+    "CachedReplayBuffer",
+    "HERReplayBuffer",
+    "HERVectorReplayBuffer",
+    "PrioritizedReplayBuffer",
+    "PrioritizedVectorReplayBuffer",
+    "ReplayBuffer",
+    "VectorReplayBuffer",
+]
+
+
+def _core(stack_num, ignore_obs_next, save_only_last_obs, sample_avail) -> dict:
+    return dict(
+        stack_num=stack_num,
+        ignore_obs_next=ignore_obs_next,
+        save_only_last_obs=save_only_last_obs,
+        sample_avail=sample_avail,
+    )
+
+
+class ReplayBuffer(Persistence, Facade):
+    """Tianshou's ``ReplayBuffer(size, stack_num=1, ignore_obs_next=False,
+    save_only_last_obs=False, sample_avail=False)``; every other facade class derives from it.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        stack_num: int = 1,
+        ignore_obs_next: bool = False,
+        save_only_last_obs: bool = False,
+        sample_avail: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        opts = _core(stack_num, ignore_obs_next, save_only_last_obs, sample_avail)
+        self._setup("core", {"size": size, **opts}, kwargs)
+
+    @staticmethod
+    def _class_for(kind: str, options: dict) -> type:
+        vector = options.get("buffer_num", 1) > 1
+        if kind == "core":
+            return VectorReplayBuffer if vector else ReplayBuffer
+        if kind == "prioritized":
+            return PrioritizedVectorReplayBuffer if vector else PrioritizedReplayBuffer
+        if kind == "her":
+            return HERVectorReplayBuffer if vector else HERReplayBuffer
+        return CachedReplayBuffer
+
+
+class VectorReplayBuffer(ReplayBuffer):
+    """Tianshou's ``VectorReplayBuffer(total_size, buffer_num, **kwargs)``: ``buffer_num``
+    sub-buffers of ``ceil(total_size / buffer_num)`` slots, one per environment."""
+
+    def __init__(self, total_size: int, buffer_num: int, **kwargs: Any) -> None:
+        opts = _core(*(kwargs.pop(k, d) for k, d in _CORE_DEFAULTS))
+        self._setup("core", {"size": total_size, "buffer_num": buffer_num, **opts}, kwargs)
+
+
+_CORE_DEFAULTS = (
+    ("stack_num", 1),
+    ("ignore_obs_next", False),
+    ("save_only_last_obs", False),
+    ("sample_avail", False),
+)
+
+
+class _Priorities:
+    """``set_beta``, ``update_weight`` and ``get_weight`` of the prioritized facades."""
+
+    def set_beta(self, beta: float) -> None:
+        """Set the importance-sampling exponent (takes effect for vector buffers too)."""
+        if self._state is None:
+            self._options["beta"] = float(beta)
+        else:
+            self._state = self._state.set_beta(beta)
+
+    def update_weight(self, index: Any, new_weight: Any) -> None:
+        """Set the priorities of stored slots to ``|new_weight| + eps`` (to the ``alpha``)."""
+        where = f"{type(self).__name__}.update_weight"
+        state = self._ready("update_weight")
+        idx = np.asarray(index)
+        weight = np.asarray(getattr(new_weight, "detach", lambda: new_weight)(), np.float64)
+        if not np.issubdtype(idx.dtype, np.integer) or idx.ndim > 1:
+            raise InputError(
+                message(where, f"index must be ints of shape (B,), got {idx.dtype} {idx.shape}")
+            )
+        weight = np.broadcast_to(weight, idx.shape)
+        bad = idx[(idx < 0) | (idx >= self.maxsize)]
+        if bad.size:
+            raise IndexRangeError(
+                message(where, f"indices must lie in [0, {self.maxsize}), got {bad[:8].tolist()}")
+            )
+        edges = self.subbuffer_edges
+        part = np.searchsorted(edges, idx, side="right") - 1
+        stored = idx - edges[part] < np.asarray(state.lengths)[part]
+        if not np.all(stored):
+            raise InputError(
+                message(where, f"slot(s) {idx[~stored][:8].tolist()} hold no transition")
+            )
+        if not np.all(np.isfinite(weight)):
+            raise InputError(
+                message(where, f"new_weight must be finite, got {weight[:8].tolist()}")
+            )
+        self._state = donated("update_weight")(
+            state, jnp.asarray(idx, jnp.int32), jnp.asarray(weight, jnp.float32)
+        )
+
+    def get_weight(self, index: Any) -> np.ndarray:
+        """Importance weights at ``index`` (standard PER normalisation, in ``(0, 1]``)."""
+        return rowwise(self._ready("get_weight").get_weight, self._index(index, "get_weight"))
+
+    def _carry_over(self, state: Any) -> dict:
+        return {"beta": state.beta, "max_prio": state.max_prio}
+
+
+class PrioritizedReplayBuffer(_Priorities, ReplayBuffer):
+    """Tianshou's ``PrioritizedReplayBuffer(size, alpha, beta, weight_norm=True, **kwargs)``."""
+
+    def __init__(
+        self, size: int, alpha: float, beta: float, weight_norm: bool = True, **kwargs: Any
+    ) -> None:
+        opts = _core(*(kwargs.pop(k, d) for k, d in _CORE_DEFAULTS))
+        prio = {"alpha": alpha, "beta": beta, "weight_norm": weight_norm}
+        self._setup("prioritized", {"size": size, **prio, **opts}, kwargs)
+
+
+class PrioritizedVectorReplayBuffer(PrioritizedReplayBuffer):
+    """Tianshou's ``PrioritizedVectorReplayBuffer(total_size, buffer_num, alpha, beta, ...)``:
+    one priority tree over every sub-buffer."""
+
+    def __init__(
+        self,
+        total_size: int,
+        buffer_num: int,
+        alpha: float,
+        beta: float,
+        weight_norm: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        opts = _core(*(kwargs.pop(k, d) for k, d in _CORE_DEFAULTS))
+        prio = {"alpha": alpha, "beta": beta, "weight_norm": weight_norm}
+        options = {"size": total_size, "buffer_num": buffer_num, **prio, **opts}
+        self._setup("prioritized", options, kwargs)
+
+
+class HERReplayBuffer(ReplayBuffer):
+    """Tianshou's ``HERReplayBuffer(size, compute_reward_fn, horizon, future_k=8.0, **kwargs)``.
+
+    ``compute_reward_fn(achieved_goal, desired_goal)`` gets batched goals; a ``jax.numpy``
+    function runs compiled, a NumPy one on the host (``jax.pure_callback``).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        compute_reward_fn: Callable,
+        horizon: int,
+        future_k: float = 8.0,
+        **kwargs: Any,
+    ) -> None:
+        opts = _core(*(kwargs.pop(k, d) for k, d in _CORE_DEFAULTS))
+        her = {"compute_reward_fn": compute_reward_fn, "horizon": horizon, "future_k": future_k}
+        self._setup("her", {"size": size, **her, **opts}, kwargs)
+
+    def _read_sampled(self, idx: np.ndarray) -> BatchDict:
+        # Every sample is relabelled, sample(0) included (as Tianshou).
+        key = self._next_key()
+        state = self._state
+        return to_numpy(rowwise(lambda i: state.relabel(key, i), idx))
+
+
+class HERVectorReplayBuffer(HERReplayBuffer):
+    """Tianshou's ``HERVectorReplayBuffer(total_size, buffer_num, compute_reward_fn, horizon,
+    future_k=8.0, **kwargs)``."""
+
+    def __init__(
+        self,
+        total_size: int,
+        buffer_num: int,
+        compute_reward_fn: Callable,
+        horizon: int,
+        future_k: float = 8.0,
+        **kwargs: Any,
+    ) -> None:
+        opts = _core(*(kwargs.pop(k, d) for k, d in _CORE_DEFAULTS))
+        her = {"compute_reward_fn": compute_reward_fn, "horizon": horizon, "future_k": future_k}
+        options = {"size": total_size, "buffer_num": buffer_num, **her, **opts}
+        self._setup("her", options, kwargs)
+
+
+class CachedReplayBuffer(ReplayBuffer):
+    """Tianshou's ``CachedReplayBuffer(main_buffer, cached_buffer_num, max_episode_length)``.
+
+    ``main_buffer`` (a facade :class:`ReplayBuffer`) gives the main size and the options; its
+    stored data, if any, is copied in (later adds do not reach ``main_buffer`` itself).
+    """
+
+    def __init__(
+        self, main_buffer: ReplayBuffer, cached_buffer_num: int, max_episode_length: int, **kwargs
+    ) -> None:
+        if type(main_buffer) is not ReplayBuffer:
+            raise InputError(
+                message(
+                    "CachedReplayBuffer",
+                    f"main_buffer must be a jaxbuf.compat.tianshou.ReplayBuffer, got "
+                    f"{type(main_buffer).__name__}",
+                )
+            )
+        opts = {k: main_buffer._options[k] for k, _ in _CORE_DEFAULTS}
+        options = {
+            "main_size": main_buffer.maxsize,
+            "cached_buffer_num": cached_buffer_num,
+            "max_episode_length": max_episode_length,
+            **opts,
+        }
+        self._setup("cached", options, kwargs)
+        main = main_buffer.state
+        if main is not None:
+            fresh = _kinds.create("cached", main.input_spec(), options)
+            self._state = fresh.replace(main=jax.tree_util.tree_map(jnp.copy, main))
