@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from benchmarks.workloads import (
     add,
     checkpoint,
+    compat,
     episode,
     examples,
     gae,
@@ -52,6 +53,7 @@ WORKLOADS: dict[str, Workload] = {
     "sharding": Workload(sharding.groups, "sharded add and sample over the process's devices"),
     "trajectory_io": Workload(trajectory_io.groups, "RLinf trajectory files: codecs, add, sample"),
     "checkpoint": Workload(checkpoint.groups, "save and restore of a full buffer"),
+    "compat": Workload(compat.groups, "eager add through jaxbuf.compat.tianshou (Atari buffer)"),
 }
 
 
