@@ -131,7 +131,7 @@ def _inspect(args: argparse.Namespace) -> int:
     try:
         batch = buffer.sample(args.num_chunks)
     except RuntimeError as exc:
-        print(f"[sample] failed: {exc}", file=sys.stderr)
+        print(f"[sample] failed: {_reason(exc)}", file=sys.stderr)
         return 1
     print("[sample] keys:", list(batch))
     rows = _describe(batch)
@@ -168,13 +168,18 @@ def _transfer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reason(exc: BaseException) -> str:
+    """The message of ``exc`` without the ``jaxbuf:`` prefix the command line already shows."""
+    return str(exc).removeprefix("jaxbuf: ")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
         return _inspect(args) if args.command == "inspect" else _transfer(args)
     except (OSError, ValueError, RuntimeError, ImportError) as exc:
-        print(f"jaxbuf {args.command}: error: {exc}", file=sys.stderr)
+        print(f"jaxbuf {args.command}: error: {_reason(exc)}", file=sys.stderr)
         return 1
 
 

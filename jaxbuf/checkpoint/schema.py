@@ -226,7 +226,7 @@ def check_header(meta: Any, where: str) -> None:
       SchemaVersionError: another schema version; ``ValueError`` if it is not jaxbuf's JSON.
     """
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{where} is not a jaxbuf buffer description (format {FORMAT!r})")
+        raise ValueError(f"jaxbuf: {where} is not a jaxbuf buffer description (format {FORMAT!r})")
     version = meta.get("schema_version")
     if version != SCHEMA_VERSION:
         newer = isinstance(version, int) and version > SCHEMA_VERSION
@@ -237,7 +237,7 @@ def check_header(meta: Any, where: str) -> None:
         )
     for key in ("tree", "leaves"):
         if key not in meta:
-            raise ValueError(f"{where} lacks the '{key}' entry")
+            raise ValueError(f"jaxbuf: {where} lacks the '{key}' entry")
 
 
 # ---------------------------------------------------------------- rebuild

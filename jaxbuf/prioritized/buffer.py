@@ -59,11 +59,11 @@ EPS = float(np.finfo(np.float32).eps)
 def _check_alpha_beta(name: str, alpha: Any, beta: Any) -> None:
     for arg, value, low in (("alpha", alpha, "> 0"), ("beta", beta, ">= 0")):
         if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-            raise ValueError(f"{name}: {arg} must be a real number {low}, got {value!r}")
+            raise ValueError(f"jaxbuf: {name}: {arg} must be a real number {low}, got {value!r}")
     if not (np.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"{name}: alpha must be a finite number > 0, got {alpha}")
+        raise ValueError(f"jaxbuf: {name}: alpha must be a finite number > 0, got {alpha}")
     if not (np.isfinite(beta) and beta >= 0):
-        raise ValueError(f"{name}: beta must be a finite number >= 0, got {beta}")
+        raise ValueError(f"jaxbuf: {name}: beta must be a finite number >= 0, got {beta}")
 
 
 class _UpdateChecks(NamedTuple):
@@ -196,15 +196,17 @@ class PrioritizedReplayBuffer(Wrapper):
         name = cls.__name__ + ".create"
         _check_alpha_beta(name, alpha, beta)
         if not isinstance(weight_norm, bool | np.bool_):
-            raise ValueError(f"{name}: weight_norm must be a bool, got {weight_norm!r}")
+            raise ValueError(f"jaxbuf: {name}: weight_norm must be a bool, got {weight_norm!r}")
         unknown = sorted(set(core_options) - set(CORE_OPTIONS))
         if unknown:
             raise TypeError(
-                f"{name}: unexpected option(s) {unknown}; core options are {list(CORE_OPTIONS)}"
+                f"jaxbuf: {name}: unexpected option(s) {unknown}; core options are "
+                f"{list(CORE_OPTIONS)}"
             )
         if core_options.get("sample_avail") and core_options.get("stack_num", 1) > 1:
             raise ValueError(
-                f"{name}: sample_avail=True with stack_num > 1 is not supported by prioritized "
+                f"jaxbuf: {name}: sample_avail=True with stack_num > 1 is not supported by "
+                f"prioritized "
                 "buffers (sampling follows priorities only); pass sample_avail=False"
             )
         core = ReplayBuffer.create(example, size, **core_options)
@@ -250,21 +252,23 @@ class PrioritizedReplayBuffer(Wrapper):
         name = f"{type(self).__name__}.update_weight"
         idx = jnp.asarray(indices)
         if not jnp.issubdtype(idx.dtype, jnp.integer):
-            raise TypeError(f"{name}: indices must be integers, got dtype {idx.dtype}")
+            raise TypeError(f"jaxbuf: {name}: indices must be integers, got dtype {idx.dtype}")
         if idx.ndim > 1:
-            raise ValueError(f"{name}: indices must have shape () or (B,), got {idx.shape}")
+            raise ValueError(f"jaxbuf: {name}: indices must have shape () or (B,), got {idx.shape}")
         weight = jnp.asarray(new_weight)
         if not (
             jnp.issubdtype(weight.dtype, jnp.floating) or jnp.issubdtype(weight.dtype, jnp.integer)
         ):
-            raise TypeError(f"{name}: new_weight must be real numbers, got dtype {weight.dtype}")
+            raise TypeError(
+                f"jaxbuf: {name}: new_weight must be real numbers, got dtype {weight.dtype}"
+            )
         try:
             fits = np.broadcast_shapes(weight.shape, idx.shape) == idx.shape
         except ValueError:
             fits = False
         if not fits:
             raise ValueError(
-                f"{name}: new_weight of shape {weight.shape} does not broadcast to the "
+                f"jaxbuf: {name}: new_weight of shape {weight.shape} does not broadcast to the "
                 f"indices' shape {idx.shape}"
             )
         new, checks = self._apply_update(idx, weight)
@@ -300,14 +304,16 @@ class PrioritizedReplayBuffer(Wrapper):
         in_range, stored, finite = (np.asarray(x) for x in checks[:3])
         if not in_range.all():
             raise IndexError(
-                f"{name}: indices must lie in [0, {self.maxsize}), got "
+                f"jaxbuf: {name}: indices must lie in [0, {self.maxsize}), got "
                 f"{idx[~in_range][:8].tolist()}"
             )
         if not stored.all():
-            raise ValueError(f"{name}: slot(s) {idx[~stored][:8].tolist()} hold no transition yet")
+            raise ValueError(
+                f"jaxbuf: {name}: slot(s) {idx[~stored][:8].tolist()} hold no transition yet"
+            )
         if not finite.all():
             raise ValueError(
-                f"{name}: new_weight must be finite, got {weight[~finite][:8].tolist()}"
+                f"jaxbuf: {name}: new_weight must be finite, got {weight[~finite][:8].tolist()}"
             )
 
     def set_beta(self, beta: chex.Numeric) -> PrioritizedReplayBuffer:
@@ -316,11 +322,12 @@ class PrioritizedReplayBuffer(Wrapper):
         beta = jnp.asarray(beta, jnp.float32)
         if beta.shape != ():
             raise ValueError(
-                f"{type(self).__name__}.set_beta: beta must be a scalar, got shape {beta.shape}"
+                f"jaxbuf: {type(self).__name__}.set_beta: beta must be a scalar, got shape "
+                f"{beta.shape}"
             )
         if not is_traced(beta) and not (np.isfinite(float(beta)) and float(beta) >= 0):
             raise ValueError(
-                f"{type(self).__name__}.set_beta: beta must be a finite number >= 0, "
+                f"jaxbuf: {type(self).__name__}.set_beta: beta must be a finite number >= 0, "
                 f"got {float(beta)}"
             )
         return self.replace(beta=beta)

@@ -65,10 +65,11 @@ def _concrete(x: Any) -> bool:
 def _check_capacity(name: str, capacity: Any) -> int:
     if isinstance(capacity, bool) or not isinstance(capacity, int | np.integer):
         raise ValueError(
-            f"{name}: capacity must be a positive int, got {type(capacity).__name__} {capacity!r}"
+            f"jaxbuf: {name}: capacity must be a positive int, got {type(capacity).__name__} "
+            f"{capacity!r}"
         )
     if capacity <= 0:
-        raise ValueError(f"{name}: capacity must be a positive int, got {capacity}")
+        raise ValueError(f"jaxbuf: {name}: capacity must be a positive int, got {capacity}")
     return int(capacity)
 
 
@@ -100,12 +101,14 @@ class Tree(struct.PyTreeNode):
 
         Raises ``ValueError`` on a bad ``capacity``, ``dtype`` or ``kind``."""
         if kind not in K.KINDS:
-            raise ValueError(f"Tree.create: kind must be one of {sorted(K.KINDS)}, got {kind!r}")
+            raise ValueError(
+                f"jaxbuf: Tree.create: kind must be one of {sorted(K.KINDS)}, got {kind!r}"
+            )
         name = f"{_NAMES[kind]}.create"
         capacity = _check_capacity(name, capacity)
         dtype = jnp.dtype(dtype)
         if not jnp.issubdtype(dtype, jnp.floating):
-            raise ValueError(f"{name}: dtype must be a floating dtype, got {dtype}")
+            raise ValueError(f"jaxbuf: {name}: dtype must be a floating dtype, got {dtype}")
         leaves, bottom, upper = K.fresh(capacity, kind, dtype)
         return cls(leaves=leaves, bottom=bottom, upper=upper, capacity=capacity, kind=kind)
 
@@ -118,7 +121,8 @@ class Tree(struct.PyTreeNode):
         values = jnp.asarray(values)
         if not jnp.issubdtype(values.dtype, jnp.floating) or values.ndim < 1:
             raise ValueError(
-                f"{_NAMES[kind]}.from_values: values must be a floating array [..., capacity], "
+                f"jaxbuf: {_NAMES[kind]}.from_values: values must be a floating array [..., "
+                f"capacity], "
                 f"got {values.dtype}{list(values.shape)}"
             )
         capacity = _check_capacity(f"{_NAMES[kind]}.from_values", values.shape[-1])
@@ -201,9 +205,9 @@ class Tree(struct.PyTreeNode):
         self._need_sum("sample")
         name = f"{self.name}.sample"
         if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
-            raise ValueError(f"{name}: batch_size must be an int, got {batch_size!r}")
+            raise ValueError(f"jaxbuf: {name}: batch_size must be an int, got {batch_size!r}")
         if batch_size < 0:
-            raise ValueError(f"{name}: batch_size must be >= 0, got {batch_size}")
+            raise ValueError(f"jaxbuf: {name}: batch_size must be >= 0, got {batch_size}")
         return _sample(
             self.leaves,
             self.bottom,
@@ -234,13 +238,13 @@ class Tree(struct.PyTreeNode):
         end = jnp.asarray(n if end is None else end)
         for what, x, low in (("start", start, 0), ("end", end, -n)):
             if not jnp.issubdtype(x.dtype, jnp.integer):
-                raise ValueError(f"{name}: {what} must be an integer, got dtype {x.dtype}")
+                raise ValueError(f"jaxbuf: {name}: {what} must be an integer, got dtype {x.dtype}")
             if _concrete(x) and x.size:
                 host = np.asarray(x)
                 bad = host[(host < low) | (host > n)]
                 if bad.size:
                     raise IndexError(
-                        f"{name}: {what} must lie in [{low}, {n}], got {bad[:8].tolist()}"
+                        f"jaxbuf: {name}: {what} must lie in [{low}, {n}], got {bad[:8].tolist()}"
                     )
         end = jnp.where(end < 0, end + n, end)
         start, end = jnp.broadcast_arrays(start, end)
@@ -265,13 +269,13 @@ class Tree(struct.PyTreeNode):
         self._check_indices(indices, "set")
         if indices.ndim > 1:
             raise ValueError(
-                f"{self.name}.set: indices must have shape () or (B,), got {indices.shape}"
+                f"jaxbuf: {self.name}.set: indices must have shape () or (B,), got {indices.shape}"
             )
         try:
             values = jnp.broadcast_to(values, indices.shape)
         except ValueError as err:
             raise ValueError(
-                f"{self.name}.set: values of shape {values.shape} do not broadcast to the "
+                f"jaxbuf: {self.name}.set: values of shape {values.shape} do not broadcast to the "
                 f"indices' shape {indices.shape}"
             ) from err
         self._check_values(values, "set")
@@ -304,18 +308,19 @@ class Tree(struct.PyTreeNode):
     # ------------------------------------------------------------------ checks
     def _need_sum(self, method: str) -> None:
         if "sum" not in K.KINDS[self.kind]:
-            raise TypeError(f"{self.name} has no {method}: it holds no sums")
+            raise TypeError(f"jaxbuf: {self.name} has no {method}: it holds no sums")
 
     def _check_indices(self, indices: chex.Array, method: str) -> None:
         name = f"{self.name}.{method}"
         if not jnp.issubdtype(indices.dtype, jnp.integer):
-            raise ValueError(f"{name}: indices must be integers, got dtype {indices.dtype}")
+            raise ValueError(f"jaxbuf: {name}: indices must be integers, got dtype {indices.dtype}")
         if _concrete(indices) and indices.size:
             host = np.asarray(indices)
             bad = host[(host < 0) | (host >= self.capacity)]
             if bad.size:
                 raise IndexError(
-                    f"{name}: indices must lie in [0, {self.capacity}), got {bad[:8].tolist()}"
+                    f"jaxbuf: {name}: indices must lie in [0, {self.capacity}), got "
+                    f"{bad[:8].tolist()}"
                 )
 
     def _check_values(self, values: chex.Array, method: str) -> None:
@@ -323,11 +328,15 @@ class Tree(struct.PyTreeNode):
         if not (
             jnp.issubdtype(values.dtype, jnp.floating) or jnp.issubdtype(values.dtype, jnp.integer)
         ):
-            raise ValueError(f"{name}: values must be real numbers, got dtype {values.dtype}")
+            raise ValueError(
+                f"jaxbuf: {name}: values must be real numbers, got dtype {values.dtype}"
+            )
         if _concrete(values) and values.size:
             host = np.asarray(values, dtype=np.float64)
             allow_inf = self.kind == "min"
             bad = np.isnan(host) | (host < 0) | (np.isinf(host) & (not allow_inf))
             if bad.any():
                 allowed = ">= 0" + ("" if allow_inf else " and finite")
-                raise ValueError(f"{name}: values must be {allowed}, got {host[bad][:8].tolist()}")
+                raise ValueError(
+                    f"jaxbuf: {name}: values must be {allowed}, got {host[bad][:8].tolist()}"
+                )

@@ -46,13 +46,13 @@ def check_rollout(
     time_axis = 0 if time_major or jnp.ndim(ref) == 1 else 1
     if jnp.shape(ref)[time_axis] < 1:
         raise ValueError(
-            f"{fn}: `{ref_name}` needs at least one time step, got shape {jnp.shape(ref)} "
+            f"jaxbuf: {fn}: `{ref_name}` needs at least one time step, got shape {jnp.shape(ref)} "
             f"with layout {_layout(time_major)}"
         )
     for name, value in {**floats, **flags}.items():
         if jnp.shape(value) != jnp.shape(ref):
             raise ValueError(
-                f"{fn}: `{name}` must have the shape of `{ref_name}` {jnp.shape(ref)}, "
+                f"jaxbuf: {fn}: `{name}` must have the shape of `{ref_name}` {jnp.shape(ref)}, "
                 f"got {jnp.shape(value)}"
             )
     for name, value in floats.items():
@@ -68,7 +68,9 @@ def check_rollout(
             or jnp.issubdtype(dtype, jnp.integer)
             or jnp.issubdtype(dtype, jnp.floating)
         ):
-            raise ValueError(f"{fn}: `{name}` must be boolean or numeric, got dtype {dtype}")
+            raise ValueError(
+                f"jaxbuf: {fn}: `{name}` must be boolean or numeric, got dtype {dtype}"
+            )
 
 
 def check_coefficient(fn: str, name: str, value: chex.Numeric, shape: tuple[int, ...]) -> None:
@@ -80,7 +82,7 @@ def check_coefficient(fn: str, name: str, value: chex.Numeric, shape: tuple[int,
         broadcast = None
     if broadcast != shape:
         raise ValueError(
-            f"{fn}: `{name}` must be a scalar or broadcast to the rollout shape {shape}, "
+            f"jaxbuf: {fn}: `{name}` must be a scalar or broadcast to the rollout shape {shape}, "
             f"got shape {value_shape}"
         )
 
@@ -88,7 +90,7 @@ def check_coefficient(fn: str, name: str, value: chex.Numeric, shape: tuple[int,
 def check_n_step(fn: str, n: int) -> None:
     """Checks the static window length of n-step returns."""
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"{fn}: `n` must be a Python int >= 1, got {n!r}")
+        raise ValueError(f"jaxbuf: {fn}: `n` must be a Python int >= 1, got {n!r}")
 
 
 def to_time_major(x: chex.Array, time_major: bool) -> chex.Array:

@@ -32,16 +32,18 @@ from jaxbuf._core.segments import broadcast_rows
 def _check_indices(fn: str, indices: chex.Array, rank_one: bool) -> jax.Array:
     indices = jnp.asarray(indices)
     if not jnp.issubdtype(indices.dtype, jnp.integer):
-        raise TypeError(f"{fn}: `indices` must be integers, got dtype {indices.dtype}")
+        raise TypeError(f"jaxbuf: {fn}: `indices` must be integers, got dtype {indices.dtype}")
     if rank_one and indices.ndim != 1:
-        raise ValueError(f"{fn}: `indices` must have shape [I], got {indices.shape}")
+        raise ValueError(f"jaxbuf: {fn}: `indices` must have shape [I], got {indices.shape}")
     return indices.astype(jnp.int32)
 
 
 def _check_rewards(fn: str, buf: Any) -> None:
     shape = buf.input_spec()["rew"].shape
     if shape != ():
-        raise ValueError(f"{fn}: needs scalar rewards (field 'rew' of shape ()), got {shape}")
+        raise ValueError(
+            f"jaxbuf: {fn}: needs scalar rewards (field 'rew' of shape ()), got {shape}"
+        )
 
 
 def _per_index_values(fn: str, name: str, value: chex.Array, count: int) -> jax.Array:
@@ -49,16 +51,17 @@ def _per_index_values(fn: str, name: str, value: chex.Array, count: int) -> jax.
     value = jnp.asarray(value)
     if value.size != count:
         raise ValueError(
-            f"{fn}: `{name}` must hold one value per index ({count}), got shape {value.shape}"
+            f"jaxbuf: {fn}: `{name}` must hold one value per index ({count}), got shape "
+            f"{value.shape}"
         )
     if not jnp.issubdtype(value.dtype, jnp.floating):
-        raise TypeError(f"{fn}: `{name}` must be floating, got dtype {value.dtype}")
+        raise TypeError(f"jaxbuf: {fn}: `{name}` must be floating, got dtype {value.dtype}")
     return value.reshape(count)
 
 
 def _check_n_step(fn: str, n_step: int) -> None:
     if isinstance(n_step, bool) or not isinstance(n_step, int | np.integer) or n_step < 1:
-        raise ValueError(f"{fn}: `n_step` must be a Python int >= 1, got {n_step!r}")
+        raise ValueError(f"jaxbuf: {fn}: `n_step` must be a Python int >= 1, got {n_step!r}")
 
 
 def episodic_return(
@@ -114,7 +117,8 @@ def episodic_return(
     if v_s_ is None:
         if isinstance(gae_lambda, int | float) and gae_lambda != 1:
             raise ValueError(
-                f"{fn}: without `v_s_` (no bootstrap) `gae_lambda` must be 1, got {gae_lambda}"
+                f"jaxbuf: {fn}: without `v_s_` (no bootstrap) `gae_lambda` must be 1, got "
+                f"{gae_lambda}"
             )
     else:
         v_s_ = _per_index_values(fn, "v_s_", v_s_, count)
@@ -256,7 +260,7 @@ def nstep_return(
     q = jnp.asarray(target_q_fn(buf, boot_index))
     if q.shape[: partial.ndim] != partial.shape:
         raise ValueError(
-            "nstep_return: `target_q_fn` must return a leading shape equal to `indices` "
+            "jaxbuf: nstep_return: `target_q_fn` must return a leading shape equal to `indices` "
             f"{partial.shape}, got {q.shape}"
         )
     return broadcast_rows(partial, q) + broadcast_rows(discount, q) * q

@@ -77,15 +77,17 @@ def _pick(name: str, value: Any, alias: str, alias_value: Any, default: Any) -> 
     if value is _UNSET:
         return alias_value
     if alias_value is not _UNSET and alias_value != value:
-        raise ValueError(f"{name}={value!r} conflicts with its alias {alias}={alias_value!r}")
+        raise ValueError(
+            f"jaxbuf: {name}={value!r} conflicts with its alias {alias}={alias_value!r}"
+        )
     return value
 
 
 def _check_int(value: Any, name: str, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        raise TypeError(f"jaxbuf: {name} must be an int, got {type(value).__name__} {value!r}")
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise ValueError(f"jaxbuf: {name} must be >= {minimum}, got {value}")
     return int(value)
 
 
@@ -135,7 +137,7 @@ class TrajectoryReplayBuffer(PersistenceMixin):
             True,
         )
         if not isinstance(persist, bool):
-            raise TypeError(f"save_trajectories must be a bool, got {persist!r}")
+            raise TypeError(f"jaxbuf: save_trajectories must be a bool, got {persist!r}")
         directory = _pick(
             "storage_dir",
             unset_if_empty(storage_dir),
@@ -152,12 +154,12 @@ class TrajectoryReplayBuffer(PersistenceMixin):
         )
         self._fmt = check_format(fmt, "storage_format")
         if not isinstance(enable_cache, bool):
-            raise TypeError(f"enable_cache must be a bool, got {enable_cache!r}")
+            raise TypeError(f"jaxbuf: enable_cache must be a bool, got {enable_cache!r}")
         if enable_cache:
             _check_int(cache_size, "cache_size", minimum=1)
         if not persist and not enable_cache:
             raise ValueError(
-                "save_trajectories=False (auto_save=False) keeps trajectories only "
+                "jaxbuf: save_trajectories=False (auto_save=False) keeps trajectories only "
                 "in memory and requires enable_cache=True"
             )
         self._window = _check_int(sample_window_size, "sample_window_size")
@@ -281,19 +283,21 @@ class TrajectoryReplayBuffer(PersistenceMixin):
         self._check_writer()
         if not isinstance(trajectories, (list, tuple)):
             raise TypeError(
-                f"trajectories must be a list of Trajectory, got {type(trajectories).__name__}"
+                f"jaxbuf: trajectories must be a list of Trajectory, got "
+                f"{type(trajectories).__name__}"
             )
         prepared = []
         for i, traj in enumerate(trajectories):
             if not isinstance(traj, Trajectory):
                 raise TypeError(
-                    f"trajectories[{i}] must be a Trajectory, got {type(traj).__name__}"
+                    f"jaxbuf: trajectories[{i}] must be a Trajectory, got {type(traj).__name__}"
                 )
             snap = traj.copy()
             try:
                 shape = snap.validate()
             except ValueError as exc:
-                raise ValueError(f"trajectories[{i}]: {exc}") from exc
+                reason = str(exc).removeprefix("jaxbuf: ")
+                raise ValueError(f"jaxbuf: trajectories[{i}]: {reason}") from exc
             prepared.append((snap, shape, snap.flatten()))
         layout = self._layout
         for i, (_, _, flat) in enumerate(prepared):
@@ -404,10 +408,10 @@ class TrajectoryReplayBuffer(PersistenceMixin):
         self._check_writer()
         with self._lock:
             if self._total == 0:
-                raise RuntimeError("Cannot sample from an empty buffer.")
+                raise RuntimeError("jaxbuf: Cannot sample from an empty buffer.")
             window, counts, ends = self._window_arrays()
             if len(window) == 0 or ends[-1] == 0:
-                raise RuntimeError("the sampling window holds no transitions")
+                raise RuntimeError("jaxbuf: the sampling window holds no transitions")
             with self._rng_lock:
                 draws = self._rng.integers(0, int(ends[-1]), size=n, dtype=np.int64)
             which = np.searchsorted(ends, draws, side="right")
@@ -455,7 +459,7 @@ class TrajectoryReplayBuffer(PersistenceMixin):
         self, tid: int, path: str | None, entry: dict, fmt: str, info: dict | None
     ) -> dict:
         if path is None:
-            raise FileNotFoundError(f"trajectory {tid} has no file and is not in memory")
+            raise FileNotFoundError(f"jaxbuf: trajectory {tid} has no file and is not in memory")
         flat = self._read_flat(tid, path, entry, fmt, info)
         with self._lock:
             if self._cache is not None and self._index.get(tid) is entry:

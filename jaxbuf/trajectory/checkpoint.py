@@ -148,7 +148,7 @@ def _check_overwrite(target: str, buffer_id: str | None, overwrite: bool) -> Non
     if not os.path.lexists(target):
         return
     if not os.path.isdir(target):
-        raise FileExistsError(f"checkpoint path {target} exists and is not a directory")
+        raise FileExistsError(f"jaxbuf: checkpoint path {target} exists and is not a directory")
     if overwrite or not os.listdir(target):
         return
     owner = _owner(target)

@@ -67,7 +67,9 @@ def _import_torch(why: str):
     try:
         import torch
     except ImportError as exc:
-        raise ImportError(f"{why} needs PyTorch, which is not installed; {_TORCH_HINT}") from exc
+        raise ImportError(
+            f"jaxbuf: {why} needs PyTorch, which is not installed; {_TORCH_HINT}"
+        ) from exc
     return torch
 
 
@@ -81,7 +83,7 @@ def _torch_for_reading(path: str):
     torch = _import_torch(f"reading the .pkl trajectory file {path}")
     if torch_version(torch) < SAFE_TORCH:
         raise ImportError(
-            f"reading the .pkl trajectory file {path} needs torch >= "
+            f"jaxbuf: reading the .pkl trajectory file {path} needs torch >= "
             f"{SAFE_TORCH[0]}.{SAFE_TORCH[1]}, found {getattr(torch, '__version__', '?')}: "
             "older torch.load(weights_only=True) can run code from a crafted file "
             f"(CVE-2025-32434); {_TORCH_HINT}"
@@ -92,7 +94,7 @@ def _torch_for_reading(path: str):
 def check_format(fmt: Any, argument: str = "storage_format") -> str:
     """Validate a format name given by the user; ``pkl`` without torch raises ImportError."""
     if fmt not in FORMATS:
-        raise ValueError(f"{argument} must be one of {FORMATS}, got {fmt!r}")
+        raise ValueError(f"jaxbuf: {argument} must be one of {FORMATS}, got {fmt!r}")
     if fmt == "pkl":
         _import_torch(f"{argument}='pkl'")
     return fmt
@@ -122,7 +124,7 @@ def _npz_layout(value: dict, arrays: dict[str, np.ndarray], where: str) -> list:
     layout = []
     for key, item in value.items():
         if not isinstance(key, str):
-            raise TypeError(f"{where}: dict keys must be str, got {key!r}")
+            raise TypeError(f"jaxbuf: {where}: dict keys must be str, got {key!r}")
         if isinstance(item, dict):
             layout.append([key, "dict", _npz_layout(item, arrays, f"{where}[{key!r}]")])
         elif isinstance(item, np.ndarray):
@@ -136,7 +138,7 @@ def _npz_layout(value: dict, arrays: dict[str, np.ndarray], where: str) -> list:
         elif isinstance(item, (float, str)) or item is None:
             layout.append([key, type(item).__name__, item])
         else:
-            raise TypeError(f"{where}[{key!r}]: cannot store {type(item).__name__} in npz")
+            raise TypeError(f"jaxbuf: {where}[{key!r}]: cannot store {type(item).__name__} in npz")
     return layout
 
 
@@ -153,7 +155,7 @@ def _npz_build(layout: list, archive: Any) -> dict:
         elif kind in ("int", "bool", "float", "str", "NoneType"):
             out[key] = value
         else:
-            raise ValueError(f"unknown layout kind {kind!r} for {key!r}")
+            raise ValueError(f"jaxbuf: unknown layout kind {kind!r} for {key!r}")
     return out
 
 
@@ -232,7 +234,7 @@ def write_trajectory_file(path: str, payload: dict, fmt: str) -> dict:
         torch = _import_torch("writing a .pkl trajectory file")
         pickle.dump(_to_torch(payload, torch), data, protocol=4)
     else:
-        raise ValueError(f"unknown trajectory format {fmt!r}; expected one of {FORMATS}")
+        raise ValueError(f"jaxbuf: unknown trajectory format {fmt!r}; expected one of {FORMATS}")
     blob = data.getbuffer()
     with atomic_write(path) as fh:
         fh.write(blob)
@@ -250,7 +252,7 @@ def read_trajectory_file(path: str, fmt: str) -> dict:
     :class:`~jaxbuf.errors.TrajectoryFileError` naming it when it is corrupt.
     """
     if fmt not in FORMATS:
-        raise ValueError(f"unknown trajectory format {fmt!r}; expected one of {FORMATS}")
+        raise ValueError(f"jaxbuf: unknown trajectory format {fmt!r}; expected one of {FORMATS}")
     torch = _torch_for_reading(path) if fmt == "pkl" else None
     try:
         if fmt == "pt":
@@ -261,7 +263,7 @@ def read_trajectory_file(path: str, fmt: str) -> dict:
             with open(path, "rb") as fh:
                 payload = _from_torch(_TensorUnpickler(fh, torch).load(), torch)
     except FileNotFoundError as exc:
-        raise FileNotFoundError(f"trajectory file not found: {path}") from exc
+        raise FileNotFoundError(f"jaxbuf: trajectory file not found: {path}") from exc
     except TorchFileError as exc:
         raise TrajectoryFileError(path, f"{type(exc).__name__}: {exc}") from exc
     except (MemoryError, RecursionError) as exc:

@@ -73,13 +73,15 @@ def partition_ids(ids: Sequence[int], world_size: int, local_rank: int) -> list[
     2 ranks give ``[0, 1]`` and ``[2]``.
     """
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size <= 0:
-        raise ValueError(f"world_size must be a positive int, got {world_size!r}")
+        raise ValueError(f"jaxbuf: world_size must be a positive int, got {world_size!r}")
     if (
         isinstance(local_rank, bool)
         or not isinstance(local_rank, int)
         or not 0 <= local_rank < world_size
     ):
-        raise ValueError(f"local_rank must be an int in [0, {world_size}), got {local_rank!r}")
+        raise ValueError(
+            f"jaxbuf: local_rank must be an int in [0, {world_size}), got {local_rank!r}"
+        )
     per, rem = divmod(len(ids), world_size)
     start = local_rank * per + min(local_rank, rem)
     return list(ids[start : start + per + (1 if local_rank < rem else 0)])
@@ -126,19 +128,19 @@ def read_json(path: str, what: str) -> Any:
     """Parse a JSON file; a missing one raises FileNotFoundError, a damaged one (bad syntax,
     bad encoding, nesting too deep) CheckpointError, both naming ``path``."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise FileNotFoundError(f"jaxbuf: {what} not found: {path}")
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+        raise CheckpointError(f"jaxbuf: {path} is not valid JSON: {exc}") from exc
     except RecursionError as exc:
-        raise CheckpointError(f"{path} is not valid JSON: nested too deeply") from exc
+        raise CheckpointError(f"jaxbuf: {path} is not valid JSON: nested too deeply") from exc
 
 
 def _as_int(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise CheckpointError(f"{where}: expected an int, got {value!r}")
+        raise CheckpointError(f"jaxbuf: {where}: expected an int, got {value!r}")
     return value
 
 
@@ -146,26 +148,27 @@ def _normalise_entry(raw: Any, tid: int, path: str) -> tuple[dict, bool]:
     """The checked entry, and whether it names its file (has a ``model_weights_id``)."""
     where = f"{path}: trajectory {tid}"
     if not isinstance(raw, dict):
-        raise CheckpointError(f"{where}: index entry must be an object, got {raw!r}")
+        raise CheckpointError(f"jaxbuf: {where}: index entry must be an object, got {raw!r}")
     for key in ("num_samples", "shape"):
         if key not in raw:
-            raise CheckpointError(f"{where}: index entry lacks {key!r}")
+            raise CheckpointError(f"jaxbuf: {where}: index entry lacks {key!r}")
     num_samples = _as_int(raw["num_samples"], f"{where}: num_samples")
     shape = raw["shape"]
     if not isinstance(shape, list) or len(shape) < 2:
-        raise CheckpointError(f"{where}: shape must be a list [T, B, ...], got {shape!r}")
+        raise CheckpointError(f"jaxbuf: {where}: shape must be a list [T, B, ...], got {shape!r}")
     shape = [_as_int(s, f"{where}: shape") for s in shape]
     if num_samples != shape[0] * shape[1] or num_samples < 0:
         raise CheckpointError(
-            f"{where}: num_samples={num_samples} but shape {shape} gives T*B={shape[0] * shape[1]}"
+            f"jaxbuf: {where}: num_samples={num_samples} but shape {shape} gives "
+            f"T*B={shape[0] * shape[1]}"
         )
     entry_id = _as_int(raw.get("trajectory_id", tid), f"{where}: trajectory_id")
     if entry_id != tid:
-        raise CheckpointError(f"{where}: index entry says trajectory_id={entry_id}")
+        raise CheckpointError(f"jaxbuf: {where}: index entry says trajectory_id={entry_id}")
     named = "model_weights_id" in raw
     mwid = raw.get("model_weights_id", "")
     if not isinstance(mwid, str):
-        raise CheckpointError(f"{where}: model_weights_id must be a str, got {mwid!r}")
+        raise CheckpointError(f"jaxbuf: {where}: model_weights_id must be a str, got {mwid!r}")
     check_model_weights_id(mwid, where)
     entry = {
         "num_samples": num_samples,
@@ -185,28 +188,28 @@ def _read_index(directory: str) -> tuple[str, dict[int, Any], list[int], dict]:
         path = os.path.join(directory, LEGACY_INDEX_FILE)
     data = read_json(path, "trajectory index")
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
+        raise CheckpointError(f"jaxbuf: {path}: expected a JSON object")
     raw_index = data.get("trajectory_index", {})
     raw_list = data.get("trajectory_id_list", [])
     raw_files = data.get(FILES_KEY, {})
     if not isinstance(raw_index, dict) or not isinstance(raw_list, list):
         raise CheckpointError(
-            f"{path}: trajectory_index must be an object and trajectory_id_list a list"
+            f"jaxbuf: {path}: trajectory_index must be an object and trajectory_id_list a list"
         )
     if not isinstance(raw_files, dict):
-        raise CheckpointError(f"{path}: {FILES_KEY} must be an object")
+        raise CheckpointError(f"jaxbuf: {path}: {FILES_KEY} must be an object")
     index: dict[int, Any] = {}
     for key, value in raw_index.items():
         if not re.fullmatch(r"-?[0-9]+", key):
-            raise CheckpointError(f"{path}: index key {key!r} is not an integer id")
+            raise CheckpointError(f"jaxbuf: {path}: index key {key!r} is not an integer id")
         index[int(key)] = value
     ids = [_as_int(i, f"{path}: trajectory_id_list") for i in raw_list]
     if len(set(ids)) != len(ids):
-        raise CheckpointError(f"{path}: trajectory_id_list holds duplicate ids")
+        raise CheckpointError(f"jaxbuf: {path}: trajectory_id_list holds duplicate ids")
     missing = [i for i in ids if i not in index]
     if missing:
         raise CheckpointError(
-            f"{path}: trajectory_id_list names ids without index entries: {missing[:10]}"
+            f"jaxbuf: {path}: trajectory_id_list names ids without index entries: {missing[:10]}"
         )
     return path, index, ids, raw_files
 
@@ -215,15 +218,15 @@ def _file_entry(raw: Any, tid: int, name: str, where: str) -> dict:
     """A checked ``{"name", "size", "sha256"}`` record of the listing."""
     where = f"{where}: {FILES_KEY}[{tid}]"
     if not isinstance(raw, dict):
-        raise CheckpointError(f"{where}: must be an object, got {raw!r}")
+        raise CheckpointError(f"jaxbuf: {where}: must be an object, got {raw!r}")
     if raw.get("name") != name:
         raise CheckpointError(
-            f"{where}: names {raw.get('name')!r} but the index entry gives {name!r}"
+            f"jaxbuf: {where}: names {raw.get('name')!r} but the index entry gives {name!r}"
         )
     size = _as_int(raw.get("size"), f"{where}: size")
     digest = raw.get("sha256")
     if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
-        raise CheckpointError(f"{where}: sha256 must be 64 hex digits, got {digest!r}")
+        raise CheckpointError(f"jaxbuf: {where}: sha256 must be 64 hex digits, got {digest!r}")
     return {"name": name, "size": size, "sha256": digest}
 
 
@@ -281,7 +284,7 @@ def read_listing(
     meta_path = os.path.join(directory, METADATA_FILE)
     metadata = read_json(meta_path, "buffer metadata")
     if not isinstance(metadata, dict):
-        raise CheckpointError(f"{meta_path}: expected a JSON object")
+        raise CheckpointError(f"jaxbuf: {meta_path}: expected a JSON object")
     fmt = format_from_metadata(
         metadata.get("trajectory_format", metadata.get("storage_format", "pt"))
     )

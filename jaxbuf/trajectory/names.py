@@ -62,7 +62,7 @@ def trajectory_file_name(trajectory_id: int, model_weights_id: str, fmt: str) ->
     contain a path separator, a NUL or ``..`` (ValueError)."""
     problem = model_weights_id_problem(model_weights_id)
     if problem is not None:
-        raise ValueError(f"model_weights_id {model_weights_id!r} {problem}")
+        raise ValueError(f"jaxbuf: model_weights_id {model_weights_id!r} {problem}")
     return f"trajectory_{int(trajectory_id)}_{model_weights_id}{file_extension(fmt)}"
 
 

@@ -136,7 +136,7 @@ class PersistenceMixin:
         """
         if not self._persist:
             raise RuntimeError(
-                "save_checkpoint needs save_trajectories=True (auto_save=True); "
+                "jaxbuf: save_checkpoint needs save_trajectories=True (auto_save=True); "
                 "this buffer keeps trajectories only in memory"
             )
         self._check_writer()
@@ -151,7 +151,8 @@ class PersistenceMixin:
         storage = os.path.realpath(self._storage_dir)
         if os.path.commonpath([real, storage]) == real:
             raise ValueError(
-                f"save path {save_path} contains this buffer's storage_dir {self._storage_dir}; "
+                f"jaxbuf: save path {save_path} contains this buffer's storage_dir "
+                f"{self._storage_dir}; "
                 "a checkpoint replaces its directory as a whole"
             )
         with self._lock:
@@ -163,7 +164,7 @@ class PersistenceMixin:
             state = self._rng_state()
         lost = [tid for tid, path in sources.items() if path is None]
         if lost:
-            raise RuntimeError(f"trajectories {lost[:10]} have no file to checkpoint")
+            raise RuntimeError(f"jaxbuf: trajectories {lost[:10]} have no file to checkpoint")
         write_checkpoint(
             save_path,
             fmt,
@@ -220,7 +221,7 @@ class PersistenceMixin:
         same_dir = self._persist and os.path.samefile(listing.directory, self._storage_dir)
         if same_dir and is_distributed:
             raise ValueError(
-                f"cannot load a rank's share of {listing.directory} into a buffer "
+                f"jaxbuf: cannot load a rank's share of {listing.directory} into a buffer "
                 "that persists to that same directory (it would rewrite its "
                 "listing); use another storage_dir"
             )
@@ -236,7 +237,8 @@ class PersistenceMixin:
                     raise listing.refused[tid]
                 if path is None:
                     raise FileNotFoundError(
-                        f"trajectory {tid}: file {listing.expected[tid]} not found (listed in "
+                        f"jaxbuf: trajectory {tid}: file {listing.expected[tid]} not found "
+                        f"(listed in "
                         f"{listing.directory})"
                     )
                 info = listing.files.get(tid)
@@ -301,7 +303,7 @@ class PersistenceMixin:
                 rng.bit_generator.state = listing.rng_state
             except (TypeError, ValueError, KeyError) as exc:
                 raise CheckpointError(
-                    f"{os.path.join(listing.directory, METADATA_FILE)}: invalid "
+                    f"jaxbuf: {os.path.join(listing.directory, METADATA_FILE)}: invalid "
                     f"jaxbuf.rng_state: {exc}"
                 ) from exc
         return rng

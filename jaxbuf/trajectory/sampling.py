@@ -100,7 +100,8 @@ def gather(
     for (tid, flat), rows in zip(flats, groups, strict=True):
         if flat is not template and signature(flat) != sig0:
             raise ValueError(
-                f"trajectories {tid0} and {tid} in the sampling window have different fields, "
+                f"jaxbuf: trajectories {tid0} and {tid} in the sampling window have different "
+                f"fields, "
                 f"shapes or dtypes: {sig0} vs {signature(flat)}"
             )
         src = local[rows]

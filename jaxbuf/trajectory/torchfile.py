@@ -153,7 +153,8 @@ class _PickleEmitter:
             self.tensor(value, where)
         else:
             raise TorchFileError(
-                f"{where}: cannot store a value of type {type(value).__name__} in a .pt file "
+                f"jaxbuf: {where}: cannot store a value of type {type(value).__name__} in a .pt "
+                f"file "
                 "(expected int, float, bool, str, None, numpy array or dict)"
             )
 
@@ -164,7 +165,7 @@ class _PickleEmitter:
         self.out += b"("
         for key, item in value.items():
             if not isinstance(key, str):
-                raise TorchFileError(f"{where}: dict keys must be str, got {key!r}")
+                raise TorchFileError(f"jaxbuf: {where}: dict keys must be str, got {key!r}")
             self.str_(key)
             self.value(item, f"{where}[{key!r}]")
         self.out += b"u"
@@ -173,7 +174,7 @@ class _PickleEmitter:
         dtype = array.dtype
         if dtype not in _DTYPE_STORAGE and dtype not in _V3_ONLY:
             raise TorchFileError(
-                f"{where}: dtype {dtype} has no torch equivalent; supported: "
+                f"jaxbuf: {where}: dtype {dtype} has no torch equivalent; supported: "
                 f"{sorted(str(d) for d in supported_dtypes())}"
             )
         if dtype.byteorder == ">":
@@ -220,7 +221,7 @@ def dump_pt(payload: dict[str, Any], fileobj: IO[bytes], archive_name: str = "ar
     file name without its extension. Arrays are stored C-contiguous, little-endian.
     """
     if not isinstance(payload, dict):
-        raise TorchFileError(f"payload must be a dict, got {type(payload).__name__}")
+        raise TorchFileError(f"jaxbuf: payload must be a dict, got {type(payload).__name__}")
     emitter = _PickleEmitter()
     emitter.dict_(payload, "payload")
     emitter.out += b"."
@@ -262,13 +263,14 @@ def _rebuild(
     size = tuple(int(s) for s in size)
     stride = tuple(int(s) for s in stride)
     if len(size) != len(stride) or any(s < 0 for s in size) or any(s < 0 for s in stride):
-        raise TorchFileError(f"invalid tensor geometry size={size} stride={stride}")
+        raise TorchFileError(f"jaxbuf: invalid tensor geometry size={size} stride={stride}")
     if math.prod(size) == 0:
         return np.zeros(size, dtype)
     last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
     if offset < 0 or last >= len(storage):
         raise TorchFileError(
-            f"tensor (offset={offset}, size={size}, stride={stride}) exceeds its storage of "
+            f"jaxbuf: tensor (offset={offset}, size={size}, stride={stride}) exceeds its storage "
+            f"of "
             f"{len(storage)} elements"
         )
     view = np.lib.stride_tricks.as_strided(
@@ -285,7 +287,7 @@ def _rebuild_v2(storage, offset, size, stride, requires_grad, hooks, metadata=No
 def _rebuild_v3(storage, offset, size, stride, requires_grad, hooks, dtype, metadata=None):
     del requires_grad, hooks, metadata
     if not isinstance(dtype, _TorchDtype):
-        raise TorchFileError(f"_rebuild_tensor_v3: expected a torch dtype, got {dtype!r}")
+        raise TorchFileError(f"jaxbuf: _rebuild_tensor_v3: expected a torch dtype, got {dtype!r}")
     return _rebuild(storage, offset, size, stride, dtype.dtype)
 
 
@@ -310,7 +312,7 @@ class _Unpickler(pickle.Unpickler):
             return _TorchDtype(_TORCH_DTYPES[name])
         if module == "torch.storage" and name == "UntypedStorage":
             return _StorageType(None)
-        raise TorchFileError(f"unsupported object {module}.{name} (only tensors and dicts)")
+        raise TorchFileError(f"jaxbuf: unsupported object {module}.{name} (only tensors and dicts)")
 
     def persistent_load(self, pid: Any) -> np.ndarray:
         if not (
@@ -319,7 +321,7 @@ class _Unpickler(pickle.Unpickler):
             and pid[0] == "storage"
             and isinstance(pid[1], _StorageType)
         ):
-            raise TorchFileError(f"unsupported persistent id {pid!r}")
+            raise TorchFileError(f"jaxbuf: unsupported persistent id {pid!r}")
         _, kind, key, _location, numel = pid
         if key in self._storages:
             return self._storages[key]
@@ -327,10 +329,11 @@ class _Unpickler(pickle.Unpickler):
         try:
             raw = self._zf.read(f"{self._prefix}data/{key}")
         except KeyError as exc:
-            raise TorchFileError(f"storage record data/{key} is missing") from exc
+            raise TorchFileError(f"jaxbuf: storage record data/{key} is missing") from exc
         if len(raw) < int(numel) * dtype.itemsize:
             raise TorchFileError(
-                f"storage data/{key} holds {len(raw)} bytes, expected {int(numel) * dtype.itemsize}"
+                f"jaxbuf: storage data/{key} holds {len(raw)} bytes, expected "
+                f"{int(numel) * dtype.itemsize}"
             )
         array = np.frombuffer(raw, dtype=dtype, count=int(numel))
         if self._big_endian and dtype.itemsize > 1:
@@ -351,12 +354,12 @@ def load_pt(source: str | IO[bytes]) -> Any:
     except (zipfile.BadZipFile, OSError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
-        raise TorchFileError(f"not a torch zip file: {exc}") from exc
+        raise TorchFileError(f"jaxbuf: not a torch zip file: {exc}") from exc
     with zf:
         names = zf.namelist()
         pkl_names = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
         if len(pkl_names) != 1:
-            raise TorchFileError("no <archive>/data.pkl record (not a torch.save zip file)")
+            raise TorchFileError("jaxbuf: no <archive>/data.pkl record (not a torch.save zip file)")
         prefix = pkl_names[0][: -len("data.pkl")]
         try:
             order = (
@@ -379,4 +382,6 @@ def load_pt(source: str | IO[bytes]) -> Any:
             AttributeError,
             IndexError,
         ) as exc:
-            raise TorchFileError(f"corrupt torch zip file: {type(exc).__name__}: {exc}") from exc
+            raise TorchFileError(
+                f"jaxbuf: corrupt torch zip file: {type(exc).__name__}: {exc}"
+            ) from exc

@@ -59,7 +59,7 @@ class TransferReport:
 
 def _check_mode(mode: str) -> None:
     if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        raise ValueError(f"jaxbuf: mode must be one of {_MODES}, got {mode!r}")
 
 
 def _command(op: str, source: str, save: str, mode: str, split_count: int | None) -> str:
@@ -71,11 +71,12 @@ def _check_destination(save_path: str, sources: Sequence[str]) -> None:
     for src in sources:
         if os.path.commonpath([save_path, src]) in (save_path, src):
             raise ValueError(
-                f"save path {save_path} must not contain or lie inside the source buffer {src}"
+                f"jaxbuf: save path {save_path} must not contain or lie inside the source buffer "
+                f"{src}"
             )
     if os.path.exists(os.path.join(save_path, METADATA_FILE)):
         raise FileExistsError(
-            f"save path {save_path} already holds a buffer "
+            f"jaxbuf: save path {save_path} already holds a buffer "
             f"({METADATA_FILE}); choose an empty directory"
         )
 
@@ -87,7 +88,7 @@ def _require_files(listing: BufferListing, ids: Sequence[int]) -> None:
     missing = [listing.expected[tid] for tid in ids if listing.paths[tid] is None]
     if missing:
         raise FileNotFoundError(
-            f"{len(missing)} trajectory file(s) listed in "
+            f"jaxbuf: {len(missing)} trajectory file(s) listed in "
             f"{listing.directory} are missing, first: {missing[0]}"
         )
 
@@ -100,10 +101,10 @@ def _rank_dirs(source_path: str) -> list[tuple[int, str]]:
             continue
         match = re.fullmatch(r"rank_(\d+)", name)
         if match is None:
-            raise ValueError(f"{full}: rank directories must be named rank_<integer>")
+            raise ValueError(f"jaxbuf: {full}: rank directories must be named rank_<integer>")
         ranks.append((int(match.group(1)), full))
     if not ranks:
-        raise FileNotFoundError(f"no rank_* buffer directories in {source_path}")
+        raise FileNotFoundError(f"jaxbuf: no rank_* buffer directories in {source_path}")
     return sorted(ranks)
 
 
@@ -150,7 +151,9 @@ def _transfer_one(item: dict, save_path: str, mode: str) -> dict:
         if os.path.lexists(src):
             atomic_move(src, dst)
         elif not os.path.isfile(dst):
-            raise FileNotFoundError(f"trajectory file {src} is gone and {dst} was not written")
+            raise FileNotFoundError(
+                f"jaxbuf: trajectory file {src} is gone and {dst} was not written"
+            )
     elif mode == "copy":
         atomic_copy(src, dst)
     else:
@@ -278,7 +281,7 @@ def merge_buffers(
         for listing in listings[1:]:
             if listing.fmt != fmt:
                 raise ValueError(
-                    f"cannot merge formats {fmt!r} ({listings[0].directory}) and "
+                    f"jaxbuf: cannot merge formats {fmt!r} ({listings[0].directory}) and "
                     f"{listing.fmt!r} ({listing.directory})"
                 )
         for listing in listings:
@@ -310,14 +313,14 @@ def split_buffer(
     finished by calling again with the same arguments (module docstring).
     """
     if isinstance(split_count, bool) or not isinstance(split_count, int) or split_count < 1:
-        raise ValueError(f"split_count must be a positive int, got {split_count!r}")
+        raise ValueError(f"jaxbuf: split_count must be a positive int, got {split_count!r}")
     source_path, save_path, job, marker = _begin("split", source_path, save_path, mode, split_count)
     if marker is None:
         _check_destination(save_path, [])
         listing = read_listing(source_path)
         if len(listing.ids) < split_count:
             raise ValueError(
-                f"split_count={split_count} but {listing.directory} lists only "
+                f"jaxbuf: split_count={split_count} but {listing.directory} lists only "
                 f"{len(listing.ids)} trajectories"
             )
         head, rest = listing.ids[:split_count], listing.ids[split_count:]

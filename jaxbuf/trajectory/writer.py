@@ -122,7 +122,7 @@ class BackgroundWriter:
         first_desc, first_exc = errors[0]
         more = f" (and {len(errors) - 1} more failed writes)" if len(errors) > 1 else ""
         raise TrajectoryWriteError(
-            f"background write failed: {first_desc}: {_describe(first_exc)}{more}"
+            f"jaxbuf: background write failed: {first_desc}: {_describe(first_exc)}{more}"
         ) from first_exc
 
     def wait(self) -> None:
