@@ -9,21 +9,14 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from helpers import transition
 
 import jaxbuf
 
 N_ENV = 16
 SIZE = 160  # 10 slots per sub-buffer
-EXAMPLE = {
-    "obs": jnp.zeros((3,), jnp.float32),
-    "obs_next": jnp.zeros((3,), jnp.float32),
-    "act": jnp.zeros((), jnp.int32),
-    "rew": jnp.zeros((), jnp.float32),
-    "terminated": jnp.zeros((), bool),
-    "truncated": jnp.zeros((), bool),
-}
+EXAMPLE = transition((3,), obs_next=True)
 CONFIGS = {
     "stack2": {"stack_num": 2},
     "avail_no_next": {"stack_num": 3, "sample_avail": True, "ignore_obs_next": True},

@@ -20,18 +20,13 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+from helpers import transition
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import jaxbuf
 import jaxbuf.checkpoint as ckpt
 
-EXAMPLE = {
-    "obs": np.zeros(4, np.float32),
-    "act": np.int32(0),
-    "rew": np.float32(0),
-    "terminated": False,
-    "truncated": False,
-}
+EXAMPLE = transition((4,))
 
 
 def rows(n: int, step: int) -> dict:

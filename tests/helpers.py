@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 
-EXAMPLE = {
-    "obs": np.zeros((), np.float32),
-    "act": np.int32(0),
-    "rew": np.float32(0),
-    "terminated": False,
-    "truncated": False,
-}
+
+def transition(obs_shape: tuple = (), *, obs_next: bool = False, **extra) -> dict:
+    """An example transition: float32 ``obs`` of ``obs_shape`` (and ``obs_next`` if asked),
+    int32 ``act``, float32 ``rew``, bool flags, plus ``extra`` fields as given."""
+    out = {
+        "obs": np.zeros(obs_shape, np.float32),
+        "act": np.int32(0),
+        "rew": np.float32(0),
+        "terminated": False,
+        "truncated": False,
+    }
+    if obs_next:
+        out["obs_next"] = np.zeros(obs_shape, np.float32)
+    return {**out, **extra}
+
+
+EXAMPLE = transition()
 
 
 def step(obs, rew=0.0, terminated=False, truncated=False, act=0) -> dict:

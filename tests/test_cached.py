@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import oracle
 import pytest
-from helpers import assert_close
+from helpers import assert_close, transition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.experimental import checkify
@@ -170,14 +170,7 @@ class Reference:
 
 
 def _example():
-    return {
-        "obs": np.float32(0),
-        "act": np.int32(0),
-        "rew": np.float32(0),
-        "terminated": False,
-        "truncated": False,
-        "obs_next": np.float32(0),
-    }
+    return transition(obs_next=True)
 
 
 def _batch(obs, rew, done):

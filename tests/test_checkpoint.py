@@ -12,20 +12,14 @@ import numpy as np
 import pytest
 from checkpoint_roundtrip import abstract_of, assert_bit_identical, assert_roundtrip
 from flax import struct
+from helpers import transition
 
 import jaxbuf
 import jaxbuf.checkpoint as ckpt
 
-EXAMPLE = {
-    "obs": np.zeros(3, np.float32),
-    "act": np.int32(0),
-    "rew": np.float32(0),
-    "terminated": False,
-    "truncated": False,
-    "obs_next": np.zeros(3, np.float32),
-    "info": {"x": np.int32(0), "y": jnp.zeros(2, jnp.bfloat16)},
-    "extra": np.uint8(0),
-}
+EXAMPLE = transition(
+    (3,), obs_next=True, info={"x": np.int32(0), "y": jnp.zeros(2, jnp.bfloat16)}, extra=np.uint8(0)
+)
 
 
 def rows(buf: jaxbuf.ReplayBuffer, step: int) -> dict:

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import transition
 
 from jaxbuf.her import HERReplayBuffer, HERVectorReplayBuffer
 
@@ -38,14 +39,7 @@ def _obs(goal, n):
 
 def _example():
     one = {k: v[0] for k, v in _obs([0.0], 1).items()}
-    return {
-        "obs": one,
-        "act": np.int32(0),
-        "rew": np.float32(0),
-        "terminated": False,
-        "truncated": False,
-        "obs_next": one,
-    }
+    return {**transition(), "obs": one, "obs_next": one}
 
 
 def _episodes(lengths, env=0, open_last=False):

@@ -14,18 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 import oracle
 import pytest
+from helpers import transition
 
 import jaxbuf
 from jaxbuf.prioritized import PrioritizedReplayBuffer, PrioritizedVectorReplayBuffer
 
-EXAMPLE = {
-    "obs": np.zeros(2, np.float32),
-    "act": np.int32(0),
-    "rew": np.float32(0),
-    "terminated": False,
-    "truncated": False,
-    "obs_next": np.zeros(2, np.float32),
-}
+EXAMPLE = transition((2,), obs_next=True)
 
 
 def step(i: float, done: bool = False) -> dict:

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import oracle
 import pytest
+from helpers import transition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,14 +20,7 @@ from jaxbuf.returns import episodic_return, gae, nstep_return, nstep_targets
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}  # jaxbuf computes in float32, Tianshou in float64
 
-EXAMPLE = {
-    "obs": np.float32(0),
-    "act": np.int32(0),
-    "rew": np.float32(0),
-    "terminated": False,
-    "truncated": False,
-    "obs_next": np.float32(0),
-}
+EXAMPLE = transition(obs_next=True)
 
 
 ADD = jax.jit(lambda buf, batch: buf.add(batch))

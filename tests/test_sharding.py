@@ -22,6 +22,7 @@ import jax
 import numpy as np
 import pytest
 from _sharding_data import assert_trees_equal, builder, stacked_rows
+from helpers import transition
 from jax.sharding import PartitionSpec as P
 
 import jaxbuf
@@ -134,13 +135,7 @@ def test_two_processes_on_localhost(tmp_path):
     assert_trees_equal(restored, want)
 
 
-EXAMPLE = {
-    "obs": np.zeros((2,), np.float32),
-    "act": np.zeros((), np.int32),
-    "rew": np.zeros((), np.float32),
-    "terminated": np.zeros((), bool),
-    "truncated": np.zeros((), bool),
-}
+EXAMPLE = transition((2,))
 
 
 def test_one_device_mesh_is_the_unsharded_buffer_with_a_folded_key():
