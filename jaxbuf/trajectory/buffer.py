@@ -394,7 +394,7 @@ class TrajectoryReplayBuffer(PersistenceMixin):
     def sample(self, num_chunks: int, *, as_jax: bool = False) -> dict[str, Any]:
         """Draw exactly ``num_chunks`` transitions (see the module docstring for the law).
 
-        Returns the rollout-aligned batch dict (§2): top-level arrays such as
+        Returns the rollout-aligned batch dict (see :class:`Trajectory`): top-level arrays such as
         ``rewards [n, C]``, ``actions [n, C*A]``, ``dones [n, C]`` and nested dicts
         ``curr_obs``/``next_obs``/``forward_inputs`` of ``[n, ...]`` arrays, in stored dtypes;
         numpy arrays, or jax arrays with ``as_jax=True``. Raises RuntimeError on an empty

@@ -1,6 +1,6 @@
 """Trajectory file formats: ``pt`` (torch zip), ``pkl`` (pickle of torch tensors), ``npz``.
 
-A *payload* is what one trajectory file holds (format card, rlinf-semantics.md §16): a dict
+A *payload* is what one trajectory file of RLinf's on-disk layout holds: a dict
 ``field -> value`` in :data:`~jaxbuf.trajectory.trajectory.FIELD_ORDER` order with ``int``
 ``max_episode_length``, ``str`` ``model_weights_id``, numpy arrays ``[T(+E), B, ...]`` and
 nested dicts of arrays. Formats:
