@@ -54,6 +54,7 @@ COLLECTIVE_OPS = (
 _COLLECTIVE_RE = re.compile(r"\b(" + "|".join(COLLECTIVE_OPS) + r")(?:-start)?\(")
 
 SAMPLE_MODES = ("local", "global")
+"""The ``mode`` values of :func:`shard_sample`."""
 
 
 # ---------------------------------------------------------------------- layout

@@ -202,6 +202,7 @@ class TrajectoryReplayBuffer(PersistenceMixin):
 
     @property
     def seed(self) -> int:
+        """The sampler's seed: the one given, or the one drawn from OS entropy for ``seed=None``."""
         return self._seed
 
     @property
@@ -213,22 +214,26 @@ class TrajectoryReplayBuffer(PersistenceMixin):
 
     @property
     def storage_format(self) -> str:
+        """File format of new trajectory files: ``"pt"``, ``"pkl"`` or ``"npz"``."""
         return self._fmt
 
     trajectory_format = storage_format
 
     @property
     def save_trajectories(self) -> bool:
+        """Whether trajectories are written to ``storage_dir`` (False: memory only)."""
         return self._persist
 
     auto_save = save_trajectories
 
     @property
     def sample_window_size(self) -> int:
+        """Sample from the most recent N trajectories; ``<= 0`` means all of them."""
         return self._window
 
     @property
     def enable_cache(self) -> bool:
+        """Whether trajectories read from disk are kept in the read cache."""
         return self._enable_cache
 
     @property

@@ -48,7 +48,9 @@ __all__ = [
 ]
 
 FORMATS = ("pt", "pkl", "npz")
+"""The trajectory file formats, by the name the ``storage_format`` option takes."""
 DEFAULT_FORMAT = "pt"
+"""The format of new files unless ``storage_format`` says otherwise (readable by RLinf)."""
 _TORCH_HINT = "install PyTorch with `pip install 'jaxbuf[torch]'`"
 SAFE_TORCH = (2, 6)
 """Oldest torch whose ``torch.load(weights_only=True)`` is safe on untrusted data."""
