@@ -54,6 +54,7 @@ COLLECTIVE_OPS = (
 _COLLECTIVE_RE = re.compile(r"\b(" + "|".join(COLLECTIVE_OPS) + r")(?:-start)?\(")
 
 SAMPLE_MODES = ("local", "global")
+"""The ``mode`` values of :func:`shard_sample`."""
 
 
 # ---------------------------------------------------------------------- layout
@@ -248,7 +249,8 @@ def shard_add(
         sub-buffers ``[s*L, (s+1)*L)``; a row aimed at another shard's sub-buffer raises when
         the ids are concrete and is dropped (result row ``(-1, 0, 0, -1)``) under ``jit``,
         as the core does with an invalid id.
-      mesh, axis: the mesh and the axis the buffer is sharded over.
+      mesh: the mesh the buffer is placed on.
+      axis: the mesh axis the buffer is sharded over.
       buffer_ids: int[k] global sub-buffer ids, or None.
     Returns:
       ``(buffer, AddResult)`` exactly as ``buf.add(batch, buffer_ids)`` on the unsharded

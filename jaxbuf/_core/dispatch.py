@@ -3,10 +3,9 @@
 Called eagerly (no argument is a tracer), a JAX function runs primitive by primitive: each
 primitive is compiled for its shapes on first use, and a ``lax.scan``/``lax.cond`` over a
 bound method is traced and compiled again on every call. For a buffer method that is dozens
-of small programs (an eager ``add`` with ``buffer_ids`` measured 3.7 s the first time, 3-30
-ms per call after that). :func:`compiled_when_eager` routes such calls through ``jax.jit``
-instead: one compilation per buffer structure, static arguments and input shapes, then one
-dispatch per call.
+of small programs, compiled again and again (docs/design.md, "Eager dispatch").
+:func:`compiled_when_eager` routes such calls through ``jax.jit`` instead: one compilation
+per buffer structure, static arguments and input shapes, then one dispatch per call.
 
 Traced calls (under ``jit``, ``vmap``, ``grad``, ``lax.scan``) and calls traced by
 :func:`jaxbuf.checked` run the method's body directly, so what an outer transformation sees

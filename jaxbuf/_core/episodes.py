@@ -234,7 +234,8 @@ def _reported_start(slot, length, start, subbuffer_size):
     """The start slot ``add`` reports (local).
 
     Tianshou reports the start slot even when the episode is longer than its sub-buffer and
-    that slot was overwritten (E7); jaxbuf reports the oldest step still stored instead.
+    that slot was overwritten; jaxbuf reports the oldest step still stored instead
+    (docs/differences-from-tianshou.md, "Adding").
     """
     return jnp.where(length > subbuffer_size, (slot + 1) % subbuffer_size, start)
 

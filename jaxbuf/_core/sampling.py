@@ -18,7 +18,7 @@ def randint_below(key: chex.PRNGKey, shape: tuple, span: jax.Array) -> jax.Array
     Two 32-bit words ``hi, lo`` per draw are combined as
     ``(hi mod s) * (2^32 mod s) + (lo mod s)  (mod s)`` in uint32 arithmetic, exactly the
     construction of ``jax.random.randint``; drawing both words in one ``jax.random.bits`` call
-    avoids randint's key split and second generator pass (measured about 3x faster per draw).
+    avoids randint's key split and second generator pass (docs/design.md).
     """
     bits = jax.random.bits(key, (2, *shape), jnp.uint32)
     s = jnp.asarray(span, jnp.uint32)
@@ -32,8 +32,7 @@ def sorted_position(cum: jax.Array, u: jax.Array) -> jax.Array:
     """``searchsorted(cum, u, side="right")``: the number of ``cum`` entries ``<= u``.
 
     The binary search is unrolled (``log2(len(cum))`` static steps): XLA:CPU runs the default
-    ``while``-loop form of a top-level jitted call at about 60 us for 64 entries against
-    about 4 us unrolled (benchmarks/README.md, "Sampling per call").
+    ``while``-loop form of a top-level jitted call much slower (docs/design.md).
     """
     return jnp.searchsorted(cum, u, side="right", method="scan_unrolled")
 

@@ -18,9 +18,9 @@ from jax import lax
 def frame_indices(index: jax.Array, prev: Callable, stack_num: int) -> jax.Array:
     """int32[*index.shape, K]: the K frame slots of each index, oldest first.
 
-    A ``lax.scan`` over the K-1 ``prev`` steps: unrolling them in Python measured 9-22 %
-    slower for a stacked sample of 256 ``uint8[4, 84, 84]`` (A/B in one process, 2^16 slots,
-    per call and in a scan), unlike the unrolled search of ``sampling.sorted_position``.
+    A ``lax.scan`` over the K-1 ``prev`` steps: unrolling them in Python is slower for
+    stacked Atari-sized samples (docs/design.md), unlike the unrolled search of
+    ``sampling.sorted_position``.
     """
     if stack_num == 1:
         return index[..., None]

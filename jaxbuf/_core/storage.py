@@ -5,7 +5,7 @@ arrays are stored *time-major*: every leaf has shape ``[m, n, *field_shape]`` an
 ``g`` lives at ``[g % m, g // m]`` (local slot, sub-buffer). One add of one row per
 sub-buffer at the same local slot is then one contiguous block of ``n`` rows instead of ``n``
 rows ``m`` apart, which keeps its cost flat as the capacity outgrows the caches
-(benchmarks/README.md, "time-major rows"). Sharding over sub-buffers splits axis 1, so each
+(docs/design.md). Sharding over sub-buffers splits axis 1, so each
 device still holds whole sub-buffers.
 
 Writes are scatters of the k new rows only, so under ``jit`` with the state donated, or

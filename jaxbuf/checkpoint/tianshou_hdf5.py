@@ -1,6 +1,6 @@
 """Import a replay buffer written by Tianshou's ``save_hdf5`` (Tianshou 2.x layout).
 
-Tianshou writes ``buffer.__dict__`` recursively (tianshou-semantics.md section 10): the
+Tianshou's ``save_hdf5`` writes ``buffer.__dict__`` recursively: the
 storage ``_meta`` as a group of datasets, scalar counters and options as attributes, arrays
 (``last_index``, a manager's ``_offset``/``_lengths``) as datasets, and everything else
 pickled into byte datasets. This module reads:

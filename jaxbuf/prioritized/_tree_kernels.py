@@ -20,7 +20,7 @@ level, with ``D >= 2`` (a capacity of at most 8 gets a root with a single child)
 A node holds the left fold of its ``ARITY`` children (``+`` or ``min``). Writes recompute
 every ancestor of a written leaf from its children, never by adding deltas, so the tree always
 equals a rebuild from its leaves bit for bit (:func:`build`). All kernels are shape-static;
-levels and children are unrolled in Python. Why this layout: docs/prioritized.md.
+levels and children are unrolled in Python. Why this layout: docs/design.md.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import jax.numpy as jnp
 from jax import lax
 
 ARITY = 8
-"""Children per node: one 32-byte row in float32; 2**20 leaves need 7 levels. 8 measured
-faster than 16 and 32 on the 2-core CPU (docs/prioritized.md)."""
+"""Children per node: one 32-byte row in float32; 2**20 leaves need 7 levels. Why 8:
+docs/design.md, "The priority tree"."""
 
 KINDS: dict[str, tuple[str, ...]] = {"sum": ("sum",), "min": ("min",), "sum+min": ("sum", "min")}
 """The reductions each kind of tree keeps, in column order."""
@@ -326,7 +326,7 @@ def find_prefix(
     node = jnp.zeros(v.shape, jnp.int32)
     # The levels packed in ``upper`` below the root share one loop body, whose carry is
     # computed once without the identity scatters of ``descend``: 8 kernels per pass instead
-    # of 7 per unrolled level, and measured faster (docs/prioritized.md, "Why this layout").
+    # of 7 per unrolled level, and faster (docs/design.md, "The priority tree").
     firsts = row_offsets(capacity)[1:-1]
     if firsts:
         starts = jnp.asarray(firsts, jnp.int32)

@@ -89,12 +89,13 @@ class _TreeView(struct.PyTreeNode):
 
         Returns:
             The updated tree. Work ``O(B log N)`` (a sort from ``2**24`` entries on, in
-            float32), no ``O(capacity)`` step.
+                float32), no ``O(capacity)`` step.
 
         Raises:
-            IndexError / ValueError: eagerly, for out-of-range indices, a non-integer index
-            dtype, a bad shape, or negative / NaN (``SumTree``: also infinite) values.
-            Inside jit the value checks cannot run; out-of-range indices are then ignored.
+            IndexError: eagerly, for out-of-range indices.
+            ValueError: eagerly, for a non-integer index dtype, a bad shape, or negative /
+                NaN (``SumTree``: also infinite) values. Inside jit the value checks cannot
+                run; out-of-range indices are then ignored.
         """
         return self.replace(core=self.core.set(indices, values))
 

@@ -1,7 +1,7 @@
 r"""Returns over buffer indices: GAE / Monte Carlo and n-step targets (Tianshou semantics).
 
 These are the buffer counterparts of Tianshou's ``Algorithm.compute_episodic_return`` and
-``Algorithm.compute_nstep_return`` (tianshou-semantics.md section 11). Both follow the
+``Algorithm.compute_nstep_return`` (differences in docs/returns.md). Both follow the
 buffer's own episode links: ``buf.next(i)`` (the next step of the same episode, ``i`` itself at
 an episode end) and ``buf.is_episode_end(i)`` (``terminated | truncated``, or the unfinished
 write head of a sub-buffer). So episodes end at ``terminated``, ``truncated``, the unfinished
@@ -89,7 +89,8 @@ def episodic_return(
     ``indices``: any order gives the same value per slot. With chronological indices
     (``buf.all_indices()``, Tianshou's ``sample_indices(0)``) this equals Tianshou's
     ``compute_episodic_return``; for other orders Tianshou follows array order and cuts
-    episodes at array boundaries (its E25), which jaxbuf does not reproduce. If ``next(s)``
+    episodes at array boundaries, which jaxbuf does not reproduce (example in docs/returns.md,
+    "Differences from Tianshou"). If ``next(s)``
     is not among ``indices`` the recursion stops there (the window ends), keeping the
     bootstrap. Implemented by pointer jumping over the successor links: ``ceil(log2 I)``
     vectorised gathers, so it is ``O(I log I)`` and fully parallel.

@@ -204,6 +204,7 @@ class TrajectoryReplayBuffer(PersistenceMixin):
 
     @property
     def seed(self) -> int:
+        """The sampler's seed: the one given, or the one drawn from OS entropy for ``seed=None``."""
         return self._seed
 
     @property
@@ -215,22 +216,26 @@ class TrajectoryReplayBuffer(PersistenceMixin):
 
     @property
     def storage_format(self) -> str:
+        """File format of new trajectory files: ``"pt"``, ``"pkl"`` or ``"npz"``."""
         return self._fmt
 
     trajectory_format = storage_format
 
     @property
     def save_trajectories(self) -> bool:
+        """Whether trajectories are written to ``storage_dir`` (False: memory only)."""
         return self._persist
 
     auto_save = save_trajectories
 
     @property
     def sample_window_size(self) -> int:
+        """Sample from the most recent N trajectories; ``<= 0`` means all of them."""
         return self._window
 
     @property
     def enable_cache(self) -> bool:
+        """Whether trajectories read from disk are kept in the read cache."""
         return self._enable_cache
 
     @property
@@ -398,7 +403,7 @@ class TrajectoryReplayBuffer(PersistenceMixin):
     def sample(self, num_chunks: int, *, as_jax: bool = False) -> dict[str, Any]:
         """Draw exactly ``num_chunks`` transitions (see the module docstring for the law).
 
-        Returns the rollout-aligned batch dict (§2): top-level arrays such as
+        Returns the rollout-aligned batch dict (see :class:`Trajectory`): top-level arrays such as
         ``rewards [n, C]``, ``actions [n, C*A]``, ``dones [n, C]`` and nested dicts
         ``curr_obs``/``next_obs``/``forward_inputs`` of ``[n, ...]`` arrays, in stored dtypes;
         numpy arrays, or jax arrays with ``as_jax=True``. Raises RuntimeError on an empty

@@ -1,6 +1,6 @@
 """Trajectory file formats: ``pt`` (torch zip), ``pkl`` (pickle of torch tensors), ``npz``.
 
-A *payload* is what one trajectory file holds (format card, rlinf-semantics.md §16): a dict
+A *payload* is what one trajectory file of RLinf's on-disk layout holds: a dict
 ``field -> value`` in :data:`~jaxbuf.trajectory.trajectory.FIELD_ORDER` order with ``int``
 ``max_episode_length``, ``str`` ``model_weights_id``, numpy arrays ``[T(+E), B, ...]`` and
 nested dicts of arrays. Formats:
@@ -48,7 +48,9 @@ __all__ = [
 ]
 
 FORMATS = ("pt", "pkl", "npz")
+"""The trajectory file formats, by the name the ``storage_format`` option takes."""
 DEFAULT_FORMAT = "pt"
+"""The format of new files unless ``storage_format`` says otherwise (readable by RLinf)."""
 _TORCH_HINT = "install PyTorch with `pip install 'jaxbuf[torch]'`"
 SAFE_TORCH = (2, 6)
 """Oldest torch whose ``torch.load(weights_only=True)`` is safe on untrusted data."""

@@ -1,19 +1,20 @@
 """``Trajectory``: one rollout window of B parallel envs, time-major, as RLinf stores it.
 
-Shapes (rlinf-semantics.md §1): T chunk steps, B envs, C actions per chunk, A action dim.
+Shapes: T chunk steps, B envs, C actions per chunk, A action dim.
 
 * ``actions [T, B, C*A]``, ``rewards [T, B, C]`` (required), ``prev_logprobs [T, B, ...]``,
   ``intervene_flags``, ``versions`` and every entry of ``forward_inputs``, ``curr_obs`` and
   ``next_obs``: ``[T, B, ...]``.
 * ``terminations``, ``truncations``, ``dones`` and ``prev_values``: ``[T, B, ...]`` or
   ``[T + E, B, ...]`` where each of the E rollout epochs starts with one extra reset row and
-  ``T % E == 0`` (§2).
+  ``T % E == 0``.
 
-Flattening for sampling (§2): the T+E-row fields drop the first row of each of the E blocks of
+Flattening for sampling: the T+E-row fields drop the first row of each of the E blocks of
 ``T/E + 1`` rows, so row t is "done after step t"; then every array with ``ndim >= 2`` is
 reshaped ``[T, B, ...] -> [T*B, ...]`` row-major, so flat row ``i`` is ``(t, b) = (i // B,
 i % B)``. 0-d/1-d arrays, ``max_episode_length`` and ``model_weights_id`` are dropped.
-RLinf leaves ``prev_values`` untrimmed (§13.2 item 5); jaxbuf trims it like ``dones``.
+RLinf leaves ``prev_values`` untrimmed, misaligned with the other fields; jaxbuf trims it
+like ``dones`` (see docs/differences-from-rlinf.md).
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ class TrajectoryShape:
     Attributes:
         T: chunk steps (``rewards.shape[0]``).
         B: parallel envs (``rewards.shape[1]``).
-        num_samples: ``T * B`` counted on ``prev_logprobs`` when set, else ``rewards`` (§1.2).
+        num_samples: ``T * B`` counted on ``prev_logprobs`` when set, else ``rewards``
+            (as RLinf counts).
         shape: full shape of that same array (the index's ``shape`` entry).
     """
 
@@ -210,7 +212,7 @@ class Trajectory:
     # ------------------------------------------------------------------------ conversions
 
     def flatten(self) -> dict[str, Any]:
-        """The in-memory flat form used for sampling (module docstring; §2).
+        """The in-memory flat form used for sampling (see the module docstring).
 
         Returns a dict with the top-level arrays ``[T*B, ...]`` in field order, then, for each
         non-empty dict field in RLinf's order ``curr_obs, next_obs, forward_inputs``, a dict of
@@ -234,7 +236,7 @@ class Trajectory:
         return flat
 
     def to_payload(self) -> dict[str, Any]:
-        """File payload: ``{field: value}`` for every non-None field, in field order (§16)."""
+        """File payload: ``{field: value}`` for every non-None field, in field order."""
         payload: dict[str, Any] = {}
         for name in FIELD_ORDER:
             value = getattr(self, name)
