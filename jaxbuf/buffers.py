@@ -75,8 +75,9 @@ class ReplayBuffer(Buffer):
         (``insertion_idx, lengths, last_slot, ep_len, ep_start``, see
         :mod:`jaxbuf._core.episodes`), also readable one by one as properties.
       ep_return: float[buffer_num, *rew_shape], return of each unfinished episode.
-      subbuffer_size, buffer_num, stack_num, ignore_obs_next, save_only_last_obs,
-      sample_avail, obs_stack_len, lockstep: static configuration.
+      static configuration: ``subbuffer_size``, ``buffer_num``, ``stack_num``,
+        ``ignore_obs_next``, ``save_only_last_obs``, ``sample_avail``, ``obs_stack_len``,
+        ``lockstep``.
     """
 
     storage: dict

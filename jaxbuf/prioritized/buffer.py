@@ -245,9 +245,11 @@ class PrioritizedReplayBuffer(Wrapper):
           every accepted value. Cost ``O(B log N)``.
 
         Raises:
-          TypeError / ValueError / IndexError: eagerly, for non-integer indices, bad shapes,
-          an index outside ``[0, maxsize)``, a slot that holds no transition, or a non-finite
-          weight. Inside ``jit`` such entries are ignored (:func:`jaxbuf.checked` raises).
+          TypeError: eagerly, for non-integer indices.
+          IndexError: eagerly, for an index outside ``[0, maxsize)``.
+          ValueError: eagerly, for bad shapes, a slot that holds no transition, or a
+            non-finite weight. Inside ``jit`` such entries are ignored
+            (:func:`jaxbuf.checked` raises).
         """
         name = f"{type(self).__name__}.update_weight"
         idx = jnp.asarray(indices)
