@@ -213,6 +213,9 @@ class CachedReplayBuffer(Buffer):
         )
         if self.main_size == 0:
             return self._add_without_main(rows, plan)
+        # Host (NumPy) rows reach here when add is traced; make them JAX arrays so that
+        # they can be indexed by the traced plan.
+        rows = jax.tree_util.tree_map(jnp.asarray, rows)
         stored = storage.to_stored(rows, save_only_last_obs=self.caches.save_only_last_obs)
 
         def window(old, new):
