@@ -30,6 +30,7 @@ Run-time conditions inside ``jit`` have one documented result each (use
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import chex
@@ -45,6 +46,7 @@ from jaxbuf._core.dispatch import compiled_when_eager
 from jaxbuf._core.episodes import AddResult
 from jaxbuf._core.kinds import VectorKind
 from jaxbuf._core.layout import Layout
+from jaxbuf.errors import ConfigError, IndexRangeError, InputError, message
 
 __all__ = ["CORE_OPTIONS", "ReplayBuffer", "VectorReplayBuffer"]
 
@@ -60,8 +62,32 @@ CORE_OPTIONS = (
 
 
 def _column(column: int, doc: str) -> property:
-    """A read-only property: one column of the packed ``counters``."""
-    return property(lambda self: self.counters[:, column], doc=doc)
+    """A read-only property: one column of the packed ``counters`` (refused on a stack)."""
+
+    def read(self):
+        self._require_unstacked(f"this call (it reads the counter '{episodes.PACKED[column]}')")
+        return self.counters[:, column]
+
+    return property(read, doc=doc)
+
+
+def _frame_counts(spec: dict) -> int | tuple[int, int]:
+    """The leading frame axis of ``obs`` (and ``obs_next``) for ``save_only_last_obs``."""
+    counts = []
+    for key in ("obs", "obs_next"):
+        if key not in spec:
+            continue
+        shapes = [s.shape for s in jax.tree_util.tree_leaves(spec[key])]
+        if any(len(s) == 0 for s in shapes) or len({s[0] for s in shapes}) != 1:
+            raise ConfigError(
+                message(
+                    "create",
+                    f"save_only_last_obs needs '{key}' with a leading frame axis (the same on"
+                    f" every leaf), got shape(s) {shapes}",
+                )
+            )
+        counts.append(shapes[0][0])
+    return counts[0] if len(set(counts)) == 1 else tuple(counts)
 
 
 class ReplayBuffer(Buffer):
@@ -77,7 +103,8 @@ class ReplayBuffer(Buffer):
       ep_return: float[buffer_num, *rew_shape], return of each unfinished episode.
       static configuration: ``subbuffer_size``, ``buffer_num``, ``stack_num``,
         ``ignore_obs_next``, ``save_only_last_obs``, ``sample_avail``, ``obs_stack_len``,
-        ``lockstep``.
+        ``lockstep``. ``obs_stack_len`` is the frame count of the incoming ``obs`` stacks with
+        ``save_only_last_obs`` (an int), or ``(obs frames, obs_next frames)`` when they differ.
     """
 
     storage: dict
@@ -89,7 +116,7 @@ class ReplayBuffer(Buffer):
     ignore_obs_next: bool = struct.field(pytree_node=False, default=False)
     save_only_last_obs: bool = struct.field(pytree_node=False, default=False)
     sample_avail: bool = struct.field(pytree_node=False, default=False)
-    obs_stack_len: int = struct.field(pytree_node=False, default=0)
+    obs_stack_len: int | tuple[int, int] = struct.field(pytree_node=False, default=0)
     lockstep: bool = struct.field(pytree_node=False, default=False)
 
     # ------------------------------------------------------------------ construction
@@ -144,15 +171,7 @@ class ReplayBuffer(Buffer):
         example = validate.check_example(example)
         m = -(-size // buffer_num)
         spec = storage.input_spec(example, ignore_obs_next=ignore_obs_next)
-        obs_stack_len = 0
-        if save_only_last_obs:
-            shapes = [s.shape for s in jax.tree_util.tree_leaves(spec["obs"])]
-            if any(len(s) == 0 for s in shapes):
-                raise ValueError(
-                    "jaxbuf: save_only_last_obs needs 'obs' with a leading frame axis, "
-                    f"got shape(s) {shapes}"
-                )
-            obs_stack_len = shapes[0][0]
+        obs_stack_len = _frame_counts(spec) if save_only_last_obs else 0
         stored = storage.stored_spec(spec, save_only_last_obs=save_only_last_obs)
         rew = stored["rew"]
         counters, ep_return = episodes.pack(
@@ -180,14 +199,19 @@ class ReplayBuffer(Buffer):
 
     def input_spec(self) -> dict:
         """Shape/dtype of one transition as ``add`` expects it (no batch axis)."""
+        self._require_unstacked("input_spec")
         spec = jax.tree_util.tree_map(
             lambda x: jax.ShapeDtypeStruct(x.shape[2:], x.dtype), self.storage
         )
         if self.save_only_last_obs:
+            counts = self.obs_stack_len
+            frames = dict(
+                zip(("obs", "obs_next"), counts if isinstance(counts, tuple) else (counts,) * 2)
+            )
             for key in ("obs", "obs_next"):
                 if key in spec:
                     spec[key] = jax.tree_util.tree_map(
-                        lambda s: jax.ShapeDtypeStruct((self.obs_stack_len, *s.shape), s.dtype),
+                        lambda s, f=frames[key]: jax.ShapeDtypeStruct((f, *s.shape), s.dtype),
                         spec[key],
                     )
         return spec
@@ -204,12 +228,13 @@ class ReplayBuffer(Buffer):
         episodes.EP_START,
         "int32[buffer_num]: local start slot of each sub-buffer's unfinished episode.",
     )
+    _last_slot = _column(episodes.LAST_SLOT, "int32[buffer_num]: local slot of the latest write.")
 
     @property
     def last_index(self) -> jax.Array:
         """int32[buffer_num]: global slot of each sub-buffer's latest write (``k*m`` if empty)."""
         first = jnp.arange(self.buffer_num, dtype=jnp.int32) * self.subbuffer_size
-        return first + self.counters[:, episodes.LAST_SLOT]
+        return first + self._last_slot
 
     def episode_counters(self) -> episodes.Counters:
         """The per-sub-buffer counters, unpacked (``last_slot`` local)."""
@@ -219,6 +244,27 @@ class ReplayBuffer(Buffer):
         """This buffer with the counters replaced (packed back into the state)."""
         packed, ep_return = episodes.pack(counters)
         return self.replace(counters=packed, ep_return=ep_return.astype(self.ep_return.dtype))
+
+    @property
+    def _stack_shape(self) -> tuple[int, ...]:
+        """Leading axes of a stack of buffers (``jax.vmap`` over ``create``); ``()`` if none."""
+        return tuple(self.counters.shape[:-2])
+
+    def _reset(self, keep_statistics: bool) -> ReplayBuffer:
+        """Nothing stored; the unfinished episodes' return and length kept if asked."""
+        zeros = jnp.zeros((self.buffer_num,), jnp.int32)
+        c = self.episode_counters()
+        keep = keep_statistics
+        return self.with_counters(
+            c._replace(
+                insertion_idx=zeros,
+                lengths=zeros,
+                last_slot=zeros,
+                ep_start=zeros,
+                ep_len=c.ep_len if keep else zeros,
+                ep_return=c.ep_return if keep else jnp.zeros_like(c.ep_return),
+            )
+        )
 
     def global_storage(self) -> dict:
         """The storage as ``[maxsize, *field_shape]`` arrays in global-slot order (a copy).
@@ -283,61 +329,89 @@ class ReplayBuffer(Buffer):
         """Validate an ``add`` batch; return its rows with a leading axis and the checked ids.
 
         Raises at trace time, naming the field, on a missing or extra key, or a shape/dtype
-        that does not match :meth:`input_spec`.
+        that does not match :meth:`input_spec`; with concrete values also on a value that
+        storing would change and on a ``buffer_ids`` entry outside ``[0, buffer_num)``.
         """
-        if not isinstance(batch, dict):
-            raise TypeError(f"jaxbuf: add expects a dict batch, got {type(batch).__name__}")
+        if not isinstance(batch, Mapping):
+            raise InputError(message("add", f"expects a dict batch, got {type(batch).__name__}"))
         batch = dict(batch)
         if self.ignore_obs_next:
             batch.pop("obs_next", None)
         done = batch.pop("done", None)
         spec = self.input_spec()
-        act = batch.get("act")
-        act_ndim = np.ndim(act) if act is not None else None
-        single = act_ndim == len(spec["act"].shape) and "act" in batch
-        if single:
-            if self.buffer_num != 1 or buffer_ids is not None:
-                raise ValueError(
-                    "jaxbuf: a batch without a leading axis is only accepted by a plain "
-                    "ReplayBuffer with buffer_ids=None; field 'act' expected shape "
-                    f"(k, *{spec['act'].shape}), got {np.shape(act)}"
-                )
-        k = 1 if single else (np.shape(act)[0] if np.ndim(act) > 0 else 1)
-        if buffer_ids is None and not single and k != self.buffer_num:
-            raise ValueError(
-                f"jaxbuf: with buffer_ids=None the batch needs buffer_num={self.buffer_num} "
-                f"rows, field 'act' has {k}"
-            )
+        single, k = self._rows_of(batch, spec, buffer_ids)
         rows = validate.flatten_checked(batch, spec, () if single else (k,))
         if single:
             rows = jax.tree_util.tree_map(lambda x: x[None], rows)
             done = None if done is None else jnp.asarray(done)[None]
         if done is not None:
             self._check_done(done, rows, k)
-        ids = None
-        if buffer_ids is not None and self.lockstep:
-            raise ValueError(
+        if buffer_ids is None:
+            return rows, None
+        if self.lockstep:
+            raise InputError(
                 "jaxbuf: a lockstep buffer takes one row per sub-buffer in order; call add "
                 "with buffer_ids=None (create the buffer with lockstep=False to route rows)"
             )
-        if buffer_ids is not None:
-            ids = validate.as_dtype(buffer_ids, None)
-            if ids.shape != (k,) or not jnp.issubdtype(ids.dtype, jnp.integer):
-                raise ValueError(
-                    f"jaxbuf: buffer_ids expected an int array of shape ({k},), got shape "
-                    f"{ids.shape} dtype {ids.dtype}"
+        return rows, self._check_ids(buffer_ids, k)
+
+    def _rows_of(self, batch: dict, spec: dict, buffer_ids: Any) -> tuple[bool, int]:
+        """``(single, k)``: whether the batch is one transition without a leading axis, and
+        its number of rows, read from the first leaf of ``act`` (any pytree)."""
+        act = validate.host_leaves(batch.get("act"))
+        if act is None:
+            return False, self.buffer_num  # flatten_checked names the missing key
+        try:
+            leaf = jax.tree_util.tree_structure(spec["act"]).flatten_up_to(act)[0]
+        except (ValueError, TypeError):
+            return False, self.buffer_num  # flatten_checked names the structure
+        want = jax.tree_util.tree_leaves(spec["act"])[0].shape
+        single = np.ndim(leaf) == len(want)
+        if single and (self.buffer_num != 1 or buffer_ids is not None):
+            raise InputError(
+                "jaxbuf: a batch without a leading axis is only accepted by a plain "
+                "ReplayBuffer with buffer_ids=None; field 'act' expected shape "
+                f"(k, *{want}), got {np.shape(leaf)}"
+            )
+        k = 1 if single else (np.shape(leaf)[0] if np.ndim(leaf) > 0 else 1)
+        if buffer_ids is None and not single and k != self.buffer_num:
+            hint = (
+                f"; to add {k} rows to this one-sub-buffer buffer pass "
+                f"buffer_ids=jnp.zeros({k}, jnp.int32) (they go to consecutive slots, in row "
+                "order)"
+                if self.buffer_num == 1
+                else f"; pass buffer_ids (int[{k}]) to route the rows to sub-buffers"
+            )
+            raise InputError(
+                f"jaxbuf: with buffer_ids=None the batch needs buffer_num={self.buffer_num} "
+                f"rows, field 'act' has {k} (one row per sub-buffer){hint}"
+            )
+        return single, k
+
+    def _check_ids(self, buffer_ids: Any, k: int) -> jax.Array:
+        """``buffer_ids`` as int32[k]; concrete ids outside ``[0, buffer_num)`` raise (under
+        ``jit`` such a row is dropped, and :func:`jaxbuf.checked` raises)."""
+        ids = validate.as_dtype(validate.host_leaves(buffer_ids), None)
+        if ids.shape != (k,) or not jnp.issubdtype(ids.dtype, jnp.integer):
+            raise InputError(
+                f"jaxbuf: buffer_ids expected an int array of shape ({k},), got shape "
+                f"{ids.shape} dtype {ids.dtype}"
+            )
+        if is_traced(ids):
+            runtime_check(
+                jnp.all((ids >= 0) & (ids < self.buffer_num)),
+                f"jaxbuf: buffer_ids out of range [0, {self.buffer_num})",
+            )
+        else:
+            host = np.asarray(ids)
+            bad = host[(host < 0) | (host >= self.buffer_num)]
+            if bad.size:
+                raise IndexRangeError(
+                    f"jaxbuf: buffer_ids must lie in [0, {self.buffer_num}) (this buffer has "
+                    f"{self.buffer_num} sub-buffer(s)), got {bad.tolist()} in "
+                    f"{host.tolist()}"
                 )
-            ids = validate.as_dtype(ids, jnp.int32)
-            if is_traced(ids):
-                runtime_check(
-                    jnp.all((ids >= 0) & (ids < self.buffer_num)),
-                    f"jaxbuf: buffer_ids out of range [0, {self.buffer_num})",
-                )
-            elif self.buffer_num == 1 and np.any(np.asarray(ids) != 0):
-                raise ValueError(
-                    f"jaxbuf: a ReplayBuffer only has buffer id 0, got {np.asarray(ids)}"
-                )
-        return rows, ids
+        return validate.as_dtype(ids, jnp.int32)
 
     @staticmethod
     def _check_done(done, rows, k) -> None:

@@ -65,7 +65,9 @@ class CachedReplayBuffer(Buffer):
 
         Args:
           example: one transition without a batch axis (see ``ReplayBuffer.create``).
-          main_size: slots of the main buffer (> 0).
+          main_size: slots of the main buffer (>= 0). With 0 nothing is kept (Tianshou's
+            "do not store"): an episode that ends is dropped from its cache; its row reports
+            the return and length, with ``index`` and ``episode_start`` -1.
           cached_buffer_num: number of caches, one per env (> 0).
           max_episode_length: slots per cache (> 0); longer episodes lose their first steps
             and the add result says how many (``episode_dropped``).
@@ -74,8 +76,8 @@ class CachedReplayBuffer(Buffer):
             caches alike.
         """
         where = "CachedReplayBuffer.create"
+        validate.int_option(where, "main_size", main_size, minimum=0)
         for name, value in (
-            ("main_size", main_size),
             ("cached_buffer_num", cached_buffer_num),
             ("max_episode_length", max_episode_length),
         ):
@@ -85,7 +87,11 @@ class CachedReplayBuffer(Buffer):
             raise ConfigError(
                 message(where, f"{layout_options} are set by the cached layout; do not pass them")
             )
-        main = ReplayBuffer.create(example, main_size, **core_options)
+        main = ReplayBuffer.create(example, max(main_size, 1), **core_options)
+        if main_size == 0:  # a main of no slots: never written, never read
+            main = main.replace(
+                storage=jax.tree_util.tree_map(lambda x: x[:0], main.storage), subbuffer_size=0
+            )
         caches = ReplayBuffer.create(
             example,
             cached_buffer_num * max_episode_length,
@@ -148,8 +154,20 @@ class CachedReplayBuffer(Buffer):
         """Validate an ``add`` batch as the caches' :meth:`~jaxbuf.ReplayBuffer.check_batch`."""
         return self.caches.check_batch(batch, buffer_ids)
 
+    @property
+    def _stack_shape(self) -> tuple[int, ...]:
+        return self.caches._stack_shape
+
+    def _reset(self, keep_statistics: bool) -> CachedReplayBuffer:
+        """Main and every cache emptied (``keep_statistics``: see ``reset``)."""
+        return self.replace(
+            main=self.main._reset(keep_statistics), caches=self.caches._reset(keep_statistics)
+        )
+
     def _gather(self, index: jax.Array, keys: tuple[str, ...] | None = None) -> dict:
         """Stored fields at in-range global slots: from main below ``M``, else a cache."""
+        if self.main_size == 0:
+            return self.caches._gather(index, keys)
         in_main = index < self.main_size
         from_main = self.main._gather(jnp.where(in_main, index, 0), keys)
         from_caches = self.caches._gather(jnp.where(in_main, 0, index - self.main_size), keys)
@@ -183,8 +201,13 @@ class CachedReplayBuffer(Buffer):
         main_c = self.main.episode_counters()
         head = cache_plan.MainHead(main_c.insertion_idx, main_c.lengths, main_c.last_slot)
         plan = cache_plan.plan_add(
-            c, self.max_episode_length, ids, rows["rew"], done, head, self.main_size
+            c, self.max_episode_length, ids, rows["rew"], done, head, max(self.main_size, 1)
         )
+        if self.main_size == 0:
+            return self._add_without_main(rows, plan)
+        # Host (NumPy) rows reach here when add is traced; make them JAX arrays so that
+        # they can be indexed by the traced plan.
+        rows = jax.tree_util.tree_map(jnp.asarray, rows)
         stored = storage.to_stored(rows, save_only_last_obs=self.caches.save_only_last_obs)
 
         def window(old, new):
@@ -204,6 +227,23 @@ class CachedReplayBuffer(Buffer):
         main = main.with_counters(main_c._replace(**plan.main._asdict()))
         caches = self.caches.write(plan.cache_slots, stored).with_counters(plan.caches)
         return self.replace(main=main, caches=caches), plan.result
+
+    def _add_without_main(self, rows: dict, plan: Any) -> tuple[CachedReplayBuffer, Any]:
+        """The add of a main of size 0: caches as usual, finished episodes dropped.
+
+        The plan was made for a one-slot main, so cache slots in the result are shifted back
+        by that slot and the main slots of finished rows become -1.
+        """
+        stored = storage.to_stored(rows, save_only_last_obs=self.caches.save_only_last_obs)
+        caches = self.caches.write(plan.cache_slots, stored).with_counters(plan.caches)
+        res = plan.result
+        fin = res.episode_length > 0
+        keep = res.index >= 0
+        result = res._replace(
+            index=jnp.where(fin | ~keep, -1, res.index - 1).astype(jnp.int32),
+            episode_start=jnp.where(fin | ~keep, -1, res.episode_start - 1).astype(jnp.int32),
+        )
+        return self.replace(caches=caches), result
 
 
 __all__ = ["CachedAddResult", "CachedReplayBuffer"]

@@ -29,6 +29,7 @@ __all__ = [
     "IndexRangeError",
     "InputError",
     "JaxbufError",
+    "NotIterableError",
     "SchemaVersionError",
     "TrajectoryFileError",
     "TrajectoryWriteError",
@@ -72,6 +73,14 @@ class FieldError(InputError, KeyError):
 
 class IndexRangeError(InputError, IndexError):
     """A concrete index outside the buffer's slots (also an ``IndexError``)."""
+
+
+class NotIterableError(JaxbufError, TypeError, KeyError):
+    """``iter(buf)``: a buffer is not iterable (its indices wrap, so iteration would never end).
+
+    A ``TypeError``, as for any object that is not iterable; also a ``KeyError``, which NumPy
+    takes as "not a sequence", so ``np.array([buf], dtype=object)`` holds the buffer itself.
+    """
 
 
 class CheckpointError(JaxbufError, ValueError):

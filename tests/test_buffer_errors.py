@@ -91,7 +91,7 @@ def test_row_count_and_buffer_ids():
     with pytest.raises(ValueError, match="only accepted by a plain ReplayBuffer"):
         buf.add(step(0))
     plain = jaxbuf.ReplayBuffer.create(EXAMPLE, 4)
-    with pytest.raises(ValueError, match="only has buffer id 0"):
+    with pytest.raises(ValueError, match=r"buffer_ids must lie in \[0, 1\) \(this buffer has 1"):
         plain.add(rows([0]), np.array([1]))  # Tianshou accepts this silently (E12)
 
 

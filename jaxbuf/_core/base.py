@@ -20,7 +20,9 @@ empty buffer returns slot 0 for every draw.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import inspect
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import chex
@@ -33,6 +35,8 @@ from jaxbuf._core import layout as links
 from jaxbuf._core import sampling, stacking
 from jaxbuf._core.checks import global_index, is_traced, runtime_check
 from jaxbuf._core.dispatch import compiled_when_eager
+from jaxbuf._core.tianshou_api import TianshouAPI
+from jaxbuf._core.validate import check_key, size_option
 from jaxbuf.errors import FieldError, InputError, message
 
 STACKED_KEYS = ("obs", "obs_next", "info", "policy")
@@ -40,14 +44,85 @@ STACKED_KEYS = ("obs", "obs_next", "info", "policy")
 
 _FLAGS = ("terminated", "truncated")
 
+DERIVED_KEYS = ("done", "obs_next")
+"""Fields a read derives when they are not stored: ``done`` always, ``obs_next`` with
+``ignore_obs_next`` (the ``obs`` of the next step)."""
 
-class Buffer(struct.PyTreeNode):
+SAMPLING = ("sample_indices", "sample", "sample_sequences", "epoch_indices")
+"""Methods taking ``(key, batch_size, ...)``; their arguments are checked once, here, for
+every class (see :func:`sampling_entry`), overrides in subclasses included."""
+
+
+def sampling_entry(method: Callable) -> Callable:
+    """Check the arguments of a sampling method before it runs (eager and at trace time).
+
+    The first argument must be a PRNG key and ``batch_size`` (and ``length``) Python ints
+    >= 1, and the buffer must not be a stack of buffers; each violation raises
+    :class:`~jaxbuf.errors.InputError` naming the method.
+    """
+    if getattr(method, "_sampling_entry", False):
+        return method
+    sig = inspect.signature(method)
+    where = method.__name__
+    sizes = [p for p in ("batch_size", "length") if p in sig.parameters]
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            bound = sig.bind(self, *args, **kwargs)
+        except TypeError as err:
+            raise InputError(
+                message(
+                    where,
+                    f"takes (key, {', '.join(sizes)}) with a JAX PRNG key first ({err}); "
+                    f"Tianshou's buf.{where}(32) is buf.{where}(jax.random.key(seed), 32)",
+                )
+            ) from None
+        self._require_unstacked(where)
+        check_key(where, bound.arguments["key"])
+        for name in sizes:
+            size_option(where, name, bound.arguments[name])
+        return method(self, *args, **kwargs)
+
+    wrapper._sampling_entry = True
+    return wrapper
+
+
+class Buffer(TianshouAPI, struct.PyTreeNode, repr=False):
     """The read API shared by every buffer class (abstract: see the module docstring).
 
     Subclasses define ``layout``, ``insertion_idx``, ``lengths``, ``last_index``,
-    ``_gather``, ``input_spec``, ``global_storage``, ``check_batch``, ``add_rows`` and the
-    static options ``stack_num``, ``sample_avail``, ``ignore_obs_next``.
+    ``_gather``, ``input_spec``, ``global_storage``, ``check_batch``, ``add_rows``,
+    ``_stack_shape``, ``_reset`` and the static options ``stack_num``, ``sample_avail``,
+    ``ignore_obs_next``.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        kwargs.setdefault("repr", False)  # keep the short __repr__ of TianshouAPI
+        super().__init_subclass__(**kwargs)
+        for name in SAMPLING:
+            if name in cls.__dict__:
+                setattr(cls, name, sampling_entry(cls.__dict__[name]))
+
+    # ------------------------------------------------------------------ stacks
+    def _require_unstacked(self, where: str) -> None:
+        """Raise unless this is one buffer (not a stack made by ``jax.vmap`` over ``create``).
+
+        Inside ``jax.vmap`` each member is a plain buffer, so every method works there; a
+        stack used outside it would mix its members into one wrong answer.
+        """
+        lead = self._stack_shape
+        if lead:
+            raise InputError(
+                message(
+                    where,
+                    f"this {type(self).__name__} is a stack of {int(np.prod(lead))} buffers "
+                    f"(every leaf has the leading stack axis of shape {lead}, as made by "
+                    "jax.vmap over create); call its methods per member inside jax.vmap, e.g. "
+                    "jax.vmap(lambda b: b.size)(bufs) or jax.vmap(lambda b, k: b.sample(k, "
+                    "32))(bufs, keys)",
+                )
+            )
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -58,10 +133,12 @@ class Buffer(struct.PyTreeNode):
     @property
     def size(self) -> jax.Array:
         """Number of stored transitions as an int32 array (traceable)."""
+        self._require_unstacked("size")
         return jnp.sum(self.lengths)
 
     def __len__(self) -> int:
         """Number of stored transitions (eager only; use ``buf.size`` under ``jit``)."""
+        self._require_unstacked("len")
         if is_traced(self.lengths):
             raise TypeError("jaxbuf: len(buf) is eager only; use buf.size inside jit")
         return int(np.sum(np.asarray(self.lengths)))
@@ -95,6 +172,7 @@ class Buffer(struct.PyTreeNode):
 
     # ------------------------------------------------------------------ raw reads
     def _index(self, index: Any) -> jax.Array:
+        self._require_unstacked("indexing")
         return global_index(index, self.maxsize)
 
     def read(self, index: chex.Array) -> dict:
@@ -192,6 +270,7 @@ class Buffer(struct.PyTreeNode):
         return self.valid_mask() & (frames[:, 0] != frames[:, 1])
 
     # ------------------------------------------------------------------ sampling
+    @sampling_entry
     @compiled_when_eager(("batch_size",))
     def sample_indices(self, key: chex.PRNGKey, batch_size: int) -> jax.Array:
         """int32[batch_size] uniform draws with replacement over stored transitions.
@@ -206,12 +285,14 @@ class Buffer(struct.PyTreeNode):
             return sampling.from_mask(key, batch_size, self._avail_mask())
         return links.uniform(self.layout, key, batch_size, self.lengths)
 
+    @sampling_entry
     @compiled_when_eager(("batch_size",))
     def sample(self, key: chex.PRNGKey, batch_size: int) -> tuple[dict, jax.Array]:
         """``(buf[indices], indices)`` for ``indices = sample_indices(key, batch_size)``."""
         indices = self.sample_indices(key, batch_size)
         return self._read(indices), indices
 
+    @sampling_entry
     @compiled_when_eager(("batch_size",))
     def epoch_indices(self, key: chex.PRNGKey, batch_size: int) -> tuple[jax.Array, jax.Array]:
         """Every stored transition exactly once, shuffled, in minibatches (jittable).
@@ -220,8 +301,6 @@ class Buffer(struct.PyTreeNode):
         stored slots come first in random order, padding is -1 with mask false. Scan over
         the first axis for one epoch of minibatch updates without replacement.
         """
-        if batch_size < 1:
-            raise InputError(message("epoch_indices", f"batch_size must be >= 1, got {batch_size}"))
         return sampling.epoch(key, batch_size, self.valid_mask())
 
     def split(
@@ -249,6 +328,7 @@ class Buffer(struct.PyTreeNode):
             chunk = idx[start:end]
             yield self[jnp.asarray(chunk, jnp.int32)], chunk
 
+    @sampling_entry
     @compiled_when_eager(("batch_size", "length"))
     def sample_sequences(
         self, key: chex.PRNGKey, batch_size: int, length: int
@@ -276,16 +356,26 @@ class Buffer(struct.PyTreeNode):
         """Field ``key`` at ``index``, stacked over ``stack_num`` frames (default: the buffer's).
 
         With ``K > 1`` the output has shape ``[*index.shape, K, ...]``, frames oldest first,
-        padded by repeating an episode's first frame.
+        padded by repeating an episode's first frame. The derived fields read as in
+        ``buf[index]``: ``done`` (``terminated | truncated``) and, with ``ignore_obs_next``,
+        ``obs_next`` (the ``obs`` of :meth:`next`).
         """
-        if key not in self.fields():
+        fields = self.fields()
+        derived = ["done"] + (["obs_next"] if self.ignore_obs_next else [])
+        if key not in fields and key not in derived:
             raise FieldError(
-                message("get", f"no field '{key}'; fields are {sorted(self.fields())}")
+                message("get", f"no field '{key}'; fields are {sorted(fields + tuple(derived))}")
             )
         k = self.stack_num if stack_num is None else stack_num
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise InputError(message("get", f"stack_num must be an int >= 1, got {k!r}"))
-        return self._gather(self._frames(self._index(index), int(k)), (key,))[key]
+        index = self._index(index)
+        if key == "done":
+            flags = self._gather(self._frames(index, int(k)), _FLAGS)
+            return flags["terminated"] | flags["truncated"]
+        if key == "obs_next" and self.ignore_obs_next:
+            return self._gather(self._frames(self.next(index), int(k)), ("obs",))["obs"]
+        return self._gather(self._frames(index, int(k)), (key,))[key]
 
     def __getitem__(self, index: Any) -> dict:
         """The transitions at ``index`` as a dict of arrays.
@@ -344,6 +434,14 @@ class Wrapper(Buffer):
 
     def _gather(self, index: jax.Array, keys: tuple[str, ...] | None = None) -> dict:
         return self.buffer._gather(index, keys)
+
+    @property
+    def _stack_shape(self) -> tuple[int, ...]:
+        return self.buffer._stack_shape
+
+    def _reset(self, keep_statistics: bool) -> Any:
+        """The wrapped buffer reset (a subclass with per-slot state clears that too)."""
+        return self.replace(buffer=self.buffer._reset(keep_statistics))
 
     def input_spec(self) -> dict:
         """Shape/dtype of one transition as ``add`` expects it (no batch axis)."""

@@ -2,6 +2,14 @@
 
 Every error names the offending field, what was expected and what was given, so a
 mistake is reported when the function is traced, never as silent corruption later.
+
+Values that change on the way into storage: with concrete inputs (eager calls) a cast that
+would change a value raises, naming the field (an integer outside the field's range, a
+finite float that would overflow to inf). Under ``jit`` the values are not known when the
+check runs, so only the dtype rule applies: an argument entering ``jit`` is converted by JAX
+first (with 64-bit types disabled an int64 array becomes int32, wrapping values outside
+its range, and a float64 array becomes float32), and the field's cast is XLA's. Check such
+data on the host before it enters a jitted function.
 """
 
 from __future__ import annotations
@@ -13,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbuf.errors import ConfigError, message
+from jaxbuf._core.checks import is_traced
+from jaxbuf.errors import ConfigError, InputError, message
 
 REQUIRED_KEYS = ("obs", "act", "rew", "terminated", "truncated")
 """Keys every transition must have."""
@@ -72,7 +81,7 @@ def check_example(example: Any) -> dict:
         raise TypeError(
             f"jaxbuf: the example transition must be a dict, got {type(example).__name__}"
         )
-    example = dict(example)
+    example = {key: host_leaves(value) for key, value in example.items()}
     missing = [k for k in REQUIRED_KEYS if k not in example]
     if missing:
         raise ValueError(f"jaxbuf: the example transition lacks the reserved key(s) {missing}")
@@ -103,34 +112,128 @@ def storage_dtype(key: str, value: Any) -> np.dtype:
     return dtype
 
 
+def host_leaves(tree: Any) -> Any:
+    """``tree`` with every list or tuple of numbers replaced by a NumPy array.
+
+    Python lists and scalars are accepted wherever arrays are (as in Tianshou); a list whose
+    items are not all numbers (e.g. a list of dicts) stays a pytree node.
+    """
+    if isinstance(tree, Mapping):
+        return {k: host_leaves(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        try:
+            array = np.asarray(tree)
+        except ValueError:  # ragged
+            array = None
+        if array is not None and array.dtype.kind in "biufc":
+            return array
+        return type(tree)(host_leaves(v) for v in tree)
+    return tree
+
+
+def _kind(dtype: Any) -> str:
+    """NumPy's kind letter, with JAX's extra float types (bfloat16, float8) as ``f``."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "biufc":
+        return dtype.kind
+    return "f" if jnp.issubdtype(dtype, jnp.floating) else dtype.kind
+
+
+def _dtype_of(x: Any) -> np.dtype | None:
+    """The dtype ``x`` has as given (NumPy's for host values, so int64 stays int64), or
+    None for something that is not a number or an array of numbers."""
+    if isinstance(x, bool | int | float | complex | np.generic | np.ndarray | jax.Array):
+        dtype = np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
+        return dtype if _kind(dtype) in "biufc" else None
+    if hasattr(x, "dtype") and hasattr(x, "shape"):  # ShapeDtypeStruct, tracers
+        return np.dtype(x.dtype)
+    return None
+
+
 def _describe(x: Any) -> str:
-    return f"shape {tuple(np.shape(x))} dtype {jnp.result_type(x)}"
+    dtype = _dtype_of(x)
+    if dtype is None:
+        text = repr(x)
+        text = text if len(text) <= 40 else text[:37] + "..."
+        return f"a {type(x).__name__} {text}"
+    return f"shape {tuple(np.shape(x))} dtype {dtype}"
+
+
+def _is_weak(value: Any) -> bool:
+    """Python scalars (and JAX weakly typed values) take the field's dtype if the kind fits."""
+    return isinstance(value, bool | int | float) or bool(getattr(value, "weak_type", False))
 
 
 def check_leaf(name: str, value: Any, shape: tuple, dtype: np.dtype) -> None:
     """Raise if ``value`` cannot be written into a field of ``shape``/``dtype`` without loss.
 
     Casting follows NumPy's ``same_kind`` rule (float64 into float32 is accepted, float into
-    int or int into bool is not), so values never silently change kind (Tianshou's E9).
+    int or int into bool is not), so values never silently change kind; Python scalars and
+    lists take the field's dtype when their kind fits, and concrete integer arrays go into
+    any integer field whose range holds their values. With concrete values a cast that
+    would change a value (an integer outside the field's range, a finite float that
+    overflows to inf) raises as well; see :func:`check_values`.
     """
+    src = _dtype_of(value)
+    if src is None:
+        raise InputError(
+            f"jaxbuf: field '{name}' expected an array of shape {tuple(shape)} dtype {dtype}, "
+            f"got {_describe(value)}"
+        )
     actual_shape = tuple(np.shape(value))
     if actual_shape != tuple(shape):
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: field '{name}' expected shape {tuple(shape)} dtype {dtype}, "
             f"got {_describe(value)}"
         )
-    src = jnp.result_type(value)
-    weak = isinstance(value, (bool, int, float)) or getattr(value, "weak_type", False)
-    if dtype == jnp.dtype(bool) and src != jnp.dtype(bool):
+    if dtype == jnp.dtype(bool) and src != np.dtype(bool):
         ok = False
-    elif weak:
-        ok = not (jnp.issubdtype(src, jnp.inexact) and not jnp.issubdtype(dtype, jnp.inexact))
+    elif _is_weak(value):
+        ok = not (_kind(src) in "fc" and _kind(dtype) not in "fc")
+    elif src.kind in "iu" and np.dtype(dtype).kind in "iu" and not is_traced(value):
+        ok = True  # concrete integers of any width or sign: check_values checks the range
     else:
-        ok = np.can_cast(np.dtype(src), np.dtype(dtype), casting="same_kind")
+        ok = np.can_cast(src, np.dtype(dtype), casting="same_kind")
     if not ok:
-        raise TypeError(
+        raise InputError(
             f"jaxbuf: field '{name}' expected dtype {dtype} (shape {tuple(shape)}), got dtype "
             f"{src}; refusing a cast that would change the value's kind"
+        )
+    check_values(name, value, src, np.dtype(dtype))
+
+
+def check_values(name: str, value: Any, src: np.dtype, dtype: np.dtype) -> None:
+    """Raise if casting concrete ``value`` from ``src`` to ``dtype`` would change a value.
+
+    Integers must lie in the field's range; finite floats must stay finite (rounding to the
+    nearest representable float, as float64 into float32 does, is accepted). Traced values
+    are not checked: under ``jit`` the conversion is JAX's (see the module docstring).
+    """
+    if src == dtype or src == np.dtype(bool) or is_traced(value):
+        return
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if src.kind in "iu" and np.iinfo(src).min >= info.min and np.iinfo(src).max <= info.max:
+            return
+        host = np.asarray(value)
+        bad = (host < info.min) | (host > info.max)
+        what = f"outside the range [{info.min}, {info.max}] of {dtype}"
+    elif _kind(dtype) == "f" and _kind(src) in "iuf":
+        top = float(jnp.finfo(dtype).max)
+        if _kind(src) == "f" and float(jnp.finfo(src).max) <= top:
+            return
+        if src.kind in "iu" and np.iinfo(src).max <= top:
+            return
+        host = np.asarray(value).astype(np.float64)
+        bad = np.isfinite(host) & (np.abs(host) > top)
+        what = f"beyond the largest {dtype} ({top:.4g}), which would become inf"
+    else:
+        return
+    if np.any(bad):
+        first = np.asarray(host)[bad].reshape(-1)[0]
+        raise InputError(
+            f"jaxbuf: field '{name}' holds {first!r} ({src}), {what}; storing it would change "
+            f"the value. Convert it yourself (e.g. np.asarray(x, '{dtype}')) if that is meant"
         )
 
 
@@ -160,12 +263,12 @@ def flatten_checked(batch: Any, expected: dict, leading: tuple) -> dict:
     out = {}
     for key in expected:
         exp_tree = expected[key]
-        value = batch[key]
+        value = host_leaves(batch[key])
         exp_struct = jax.tree_util.tree_structure(exp_tree)
         try:
             leaves = exp_struct.flatten_up_to(value)
         except (ValueError, TypeError) as err:
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: field '{key}' expected structure {exp_struct}, got "
                 f"{jax.tree_util.tree_structure(value)}"
             ) from err
@@ -206,3 +309,43 @@ def check_same_layout(new: Any, current: Any) -> None:
                 f"jaxbuf: storage field '{name}' expected shape {want.shape} dtype {want.dtype}, "
                 f"got shape {jnp.shape(got)} dtype {jnp.result_type(got)}"
             )
+
+
+def size_option(where: str, name: str, value: Any) -> int:
+    """A batch size or window length: a Python or NumPy int >= 1, else ``InputError``.
+
+    Sizes are static (they fix array shapes), so a traced value is refused too. For 0 the
+    message points to the calls that return every stored transition.
+    """
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        kind = "a traced value" if is_traced(value) else f"{type(value).__name__} {value!r}"
+        raise InputError(
+            message(where, f"{name} must be a Python int >= 1 (it fixes the shape), got {kind}")
+        )
+    if value < 1:
+        hint = (
+            "; for every stored transition (Tianshou's sample(0)) use buf.all_indices() "
+            "(static shape with a mask, jittable) or buf.chronological_indices() (eager), "
+            "and read them with buf[indices]"
+            if value == 0
+            else ""
+        )
+        raise InputError(message(where, f"{name} must be >= 1, got {value}{hint}"))
+    return int(value)
+
+
+def check_key(where: str, key: Any) -> None:
+    """Raise ``InputError`` unless ``key`` is a JAX PRNG key (typed, or raw ``uint32[2]``)."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        return
+    if dtype is not None and np.dtype(dtype) == np.uint32 and np.ndim(key) >= 1:
+        return
+    got = f"{type(key).__name__} {key!r}" if dtype is None else f"shape {np.shape(key)} {dtype}"
+    raise InputError(
+        message(
+            where,
+            "the first argument must be a JAX PRNG key, e.g. jax.random.key(0) (split it for "
+            f"each call); got {got}",
+        )
+    )

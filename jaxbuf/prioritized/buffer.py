@@ -219,6 +219,12 @@ class PrioritizedReplayBuffer(Wrapper):
             weight_norm=bool(weight_norm),
         )
 
+    def _reset(self, keep_statistics: bool) -> PrioritizedReplayBuffer:
+        """The core reset, and every priority cleared (no slot holds a transition any more);
+        ``max_prio`` and ``beta`` are kept."""
+        tree = PriorityTree.create(self.tree.capacity, self.tree.dtype)
+        return super()._reset(keep_statistics).replace(tree=tree)
+
     # ------------------------------------------------------------------ writing
     @compiled_when_eager()
     def add_rows(
