@@ -49,7 +49,7 @@ class CachedAddResult(NamedTuple):
         written; otherwise the cache slot of the oldest stored step of the episode.
       episode_dropped: int32[k], for a row that ends an episode, how many of its first steps
         did not reach main because the episode was longer than ``max_episode_length``
-        (``episode_length - max_episode_length`` or 0; Tianshou drops them silently, E28);
+        (``episode_length - max_episode_length`` or 0; Tianshou drops them silently);
         0 for other rows.
     """
 
