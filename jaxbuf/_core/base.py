@@ -30,7 +30,7 @@ import numpy as np
 from flax import struct
 
 from jaxbuf._core import layout as links
-from jaxbuf._core import sampling, stacking
+from jaxbuf._core import sampling, sequences, stacking
 from jaxbuf._core.checks import global_index, is_traced, runtime_check
 from jaxbuf._core.dispatch import compiled_when_eager
 from jaxbuf.errors import FieldError, InputError, message
@@ -249,20 +249,49 @@ class Buffer(struct.PyTreeNode):
             chunk = idx[start:end]
             yield self[jnp.asarray(chunk, jnp.int32)], chunk
 
-    @compiled_when_eager(("batch_size", "length"))
     def sample_sequences(
-        self, key: chex.PRNGKey, batch_size: int, length: int
-    ) -> tuple[dict, jax.Array, jax.Array]:
-        """Windows of ``length`` consecutive steps that never cross an episode end.
+        self,
+        key: chex.PRNGKey,
+        batch_size: int,
+        length: int,
+        *,
+        burn_in: int = 0,
+        full_only: bool = False,
+        period: int = 1,
+        tries: int = sequences.DEFAULT_TRIES,
+    ) -> sequences.Sequences:
+        """Windows of ``length`` consecutive steps that never cross an episode end or the head.
 
-        Starts are drawn like :meth:`sample_indices`; each window follows ``next`` links.
-        Returns ``(batch, indices, mask)``: ``batch`` fields shaped ``[B, length, ...]``,
-        ``indices`` int32[B, length], ``mask`` bool[B, length] false after the step that ends
-        the episode (done or the write head); masked steps repeat the last valid index.
+        Without ``full_only`` and ``period``, starts are drawn like :meth:`sample_indices` and
+        a window is cut (mask false) after the step that ends its episode. ``full_only``
+        keeps only starts whose whole window lies inside one stored episode; ``period`` keeps
+        only starts whose offset from their episode's first step is a multiple of
+        ``period`` (``period=length``: disjoint windows). With either, each row draws
+        ``tries`` uniform candidate starts and keeps the first that qualifies: given success
+        the start is exactly uniform over the qualifying starts; a row where every try fails
+        has ``found`` false, its mask all false and weight 0 (:func:`jaxbuf.checked` raises
+        when no row of the batch found one). ``burn_in`` steps are the first of the
+        ``length`` (marked by the ``burn_in`` mask). Cost ``O(batch_size * tries * length)``
+        (``period > 1`` adds a walk back to the episode start), never ``O(maxsize)``.
+
+        Returns:
+          a :class:`jaxbuf._core.sequences.Sequences`, which unpacks as
+          ``batch, indices, mask`` (fields ``[B, length, ...]``) and also carries
+          ``burn_in``, ``found`` and ``weight``.
+        Raises:
+          InputError: at trace time, for a ``length`` larger than every sub-buffer, a
+            ``burn_in >= length`` or a non-positive size, period or tries.
         """
-        start = self.sample_indices(key, batch_size)
-        idx, mask = sampling.sequences(start, length, self.next, self.is_episode_end)
-        return self._read(idx), idx, mask
+        sequences.check_args(self, "sample_sequences", batch_size, length, burn_in, period, tries)
+        return self._sample_sequences(
+            key, batch_size, length, burn_in, bool(full_only), period, tries
+        )
+
+    @compiled_when_eager(("batch_size", "length", "burn_in", "full_only", "period", "tries"))
+    def _sample_sequences(
+        self, key, batch_size, length, burn_in, full_only, period, tries
+    ) -> sequences.Sequences:
+        return sequences.sample(self, key, batch_size, length, burn_in, full_only, period, tries)
 
     # ------------------------------------------------------------------ reading
     def _frames(self, index: jax.Array, stack_num: int) -> jax.Array:
@@ -317,6 +346,29 @@ class Buffer(struct.PyTreeNode):
             after = self._frames(self.next(index), self.stack_num)
             out["obs_next"] = self._gather(after, ("obs",))["obs"]
         return out
+
+    # ------------------------------------------------------------------ episodes
+    def sample_episodes(
+        self, key: chex.PRNGKey, batch_size: int, max_length: int
+    ) -> sequences.Episodes:
+        """Whole stored episodes, left-aligned and padded to ``max_length`` (mask false).
+
+        Each stored episode is drawn with probability proportional to its stored length (a
+        uniform step, then its episode); an unfinished episode counts up to the write head.
+        An episode longer than ``max_length`` gives ``max_length`` of its steps (``whole``
+        false): see :func:`jaxbuf._core.sequences.episodes` for the exact rule. Cost
+        ``O(batch_size * max_length)``. An empty buffer gives all-false masks
+        (:func:`jaxbuf.checked` raises).
+
+        Returns:
+          a :class:`jaxbuf._core.sequences.Episodes` (unpacks as ``batch, indices, mask``).
+        """
+        sequences.check_args(self, "sample_episodes", batch_size, max_length, name="max_length")
+        return self._sample_episodes(key, batch_size, max_length)
+
+    @compiled_when_eager(("batch_size", "max_length"))
+    def _sample_episodes(self, key, batch_size, max_length) -> sequences.Episodes:
+        return sequences.episodes(self, key, batch_size, max_length)
 
 
 class Wrapper(Buffer):
