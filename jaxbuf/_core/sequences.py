@@ -255,3 +255,60 @@ def episodes(buf, key: chex.PRNGKey, batch_size: int, max_length: int) -> Episod
     mask &= buf.size > 0
     ended = jnp.any(_is_end(buf, idx) & mask, axis=1)
     return Episodes(buf._read(idx), idx, mask, near & ended)
+
+
+def priority_starts(
+    buf, key: chex.PRNGKey, batch_size: int, length: int, full_only: bool, period: int, tries: int
+) -> tuple[jax.Array, jax.Array]:
+    """``(start, found)`` with window probability proportional to its summed step priority.
+
+    Each try draws a step ``j`` with probability ``leaf_j / total`` from ``buf.tree`` and an
+    offset ``k`` uniform on ``{0, ..., length - 1}``; the candidate start is ``k`` steps
+    before ``j``, rejected if that crosses the start of ``j``'s episode (then ``j`` would not
+    be in the window) or if it fails ``full_only`` / ``period``. A start ``s`` is proposed
+    with probability ``sum_{j in window(s)} leaf_j / (length * total)``, so given success the
+    law is proportional to the window's summed priority (its mean, for full windows).
+    """
+    key_step, key_off = jax.random.split(key)
+    n = batch_size * tries
+    step = buf.tree.sample(key_step, n, False)[0].astype(jnp.int32)
+    k = jax.random.randint(key_off, (n,), 0, length, dtype=jnp.int32)
+    behind = jnp.arange(1, length, dtype=jnp.int32)
+    ends = _is_end(buf, ring(buf, step, -behind))
+    crosses = jnp.any(ends & (behind[None, :] <= k[:, None]), axis=1)
+    cand = ring(buf, step, -k[:, None])[:, 0]
+    ok = ~crosses & qualifies(buf, cand, length, full_only, period)
+    return first_qualifying(cand.reshape(batch_size, tries), ok.reshape(batch_size, tries))
+
+
+def window_priority(td_error: jax.Array, mask: jax.Array, eta: float) -> jax.Array:
+    """float32[B]: R2D2's ``eta * max + (1 - eta) * mean`` of ``|td_error|`` over ``mask``.
+
+    Rows with no valid step get 0.
+    """
+    err = jnp.where(mask, jnp.abs(td_error), 0.0).astype(jnp.float32)
+    count = jnp.sum(mask, axis=1)
+    mean = jnp.sum(err, axis=1) / jnp.maximum(count, 1)
+    return jnp.where(count > 0, eta * jnp.max(err, axis=1) + (1 - eta) * mean, 0.0)
+
+
+def sample_prioritized(
+    buf,
+    key,
+    batch_size: int,
+    length: int,
+    burn_in: int,
+    full_only: bool,
+    period: int,
+    tries,
+    read,
+) -> Sequences:
+    """Windows from :func:`priority_starts` (weights left at 1 / 0 for the caller to set)."""
+    runtime_check(buf.size > 0, "jaxbuf: sampling from an empty buffer")
+    start, found = priority_starts(buf, key, batch_size, length, full_only, period, tries)
+    runtime_check(
+        jnp.any(found),
+        f"jaxbuf: sample_sequences: no window of length {length} (full_only={full_only}, "
+        f"period={period}) found in {batch_size * tries} tries; the buffer may hold none",
+    )
+    return assemble(buf, start, found, length, burn_in, read)

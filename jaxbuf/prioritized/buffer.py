@@ -41,6 +41,7 @@ import numpy as np
 from flax import struct
 
 from jaxbuf._core import layout as links
+from jaxbuf._core import sequences as seqs
 from jaxbuf._core.base import Wrapper
 from jaxbuf._core.checks import global_index, is_traced, runtime_check
 from jaxbuf._core.dispatch import compiled_when_eager
@@ -387,6 +388,83 @@ class PrioritizedReplayBuffer(Wrapper):
         out = super()._read(indices)
         out["weight"] = _weights(leaf, self.tree.min(), self.beta, batch_norm=self.weight_norm)
         return out, indices
+
+    # ------------------------------------------------------------------ sequences
+    def sample_sequences(
+        self,
+        key: chex.PRNGKey,
+        batch_size: int,
+        length: int,
+        *,
+        burn_in: int = 0,
+        full_only: bool = False,
+        period: int = 1,
+        tries: int = seqs.DEFAULT_TRIES,
+    ) -> seqs.Sequences:
+        """Windows drawn with probability proportional to their summed step priority.
+
+        Arguments and result as :meth:`jaxbuf.ReplayBuffer.sample_sequences`. Each try draws
+        a step ``j`` proportionally to ``p_j ** alpha`` and a start uniformly among the
+        ``length`` starts whose window would hold ``j``, rejected when it crosses ``j``'s
+        episode start or fails ``full_only`` / ``period``. Given success, a window ``W`` is
+        drawn with probability proportional to ``S(W) = sum_{j in W} p_j ** alpha`` (for full
+        windows, to the mean: R2D2's sequence priority with ``eta = 0``). ``weight`` is the
+        importance weight ``(S(W) / (length * p_min ** alpha)) ** -beta`` (at most 1),
+        divided by its maximum over the batch with ``weight_norm``; 0 for rows not found.
+        To spread R2D2's ``eta * max + (1 - eta) * mean`` over the windows, see
+        :meth:`update_sequence_weight`.
+        """
+        seqs.check_args(self, "sample_sequences", batch_size, length, burn_in, period, tries)
+        return self._sample_prioritized_sequences(
+            key, batch_size, length, burn_in, bool(full_only), period, tries
+        )
+
+    @compiled_when_eager(("batch_size", "length", "burn_in", "full_only", "period", "tries"))
+    def _sample_prioritized_sequences(
+        self, key, batch_size, length, burn_in, full_only, period, tries
+    ) -> seqs.Sequences:
+        out = seqs.sample_prioritized(
+            self, key, batch_size, length, burn_in, full_only, period, tries, super()._read
+        )
+        mean = jnp.sum(jnp.where(out.mask, self.tree.get(out.indices), 0.0), axis=1) / length
+        weight = jnp.where(out.found, mean, 0.0)
+        return out.replace(
+            weight=_weights(weight, self.tree.min(), self.beta, batch_norm=self.weight_norm)
+        )
+
+    def update_sequence_weight(
+        self, indices: chex.Array, mask: chex.Array, td_error: chex.Array, eta: float = 0.9
+    ) -> PrioritizedReplayBuffer:
+        """Give every valid step of each window R2D2's window priority.
+
+        ``P = eta * max|td| + (1 - eta) * mean|td|`` over the window's ``mask``; each step
+        with ``mask`` true gets priority ``P`` (as :meth:`update_weight`), so a window whose
+        steps were all last set this way is drawn proportionally to ``P ** alpha`` (exact for
+        disjoint windows, ``period=length``; overlapping windows share their steps and the
+        latest update wins). ``indices``/``mask`` are ``[B, L]`` from
+        :meth:`sample_sequences`, ``td_error`` real ``[B, L]``, ``eta`` in ``[0, 1]``. To
+        update only the starts: ``update_weight(indices[:, 0], P)``, ``P`` from
+        :func:`jaxbuf._core.sequences.window_priority`.
+        """
+        name = f"{type(self).__name__}.update_sequence_weight"
+        if isinstance(eta, bool) or not isinstance(eta, int | float) or not 0 <= eta <= 1:
+            raise ValueError(f"jaxbuf: {name}: eta must be a number in [0, 1], got {eta!r}")
+        idx, mask, err = jnp.asarray(indices), jnp.asarray(mask, bool), jnp.asarray(td_error)
+        if idx.ndim != 2 or mask.shape != idx.shape or err.shape != idx.shape:
+            raise ValueError(
+                f"jaxbuf: {name}: indices, mask and td_error must share one [B, L] shape, got "
+                f"{idx.shape}, {mask.shape}, {err.shape}"
+            )
+        prio = jnp.broadcast_to(seqs.window_priority(err, mask, float(eta))[:, None], idx.shape)
+        flat, keep = jnp.where(mask, idx, -1).reshape(-1), mask.reshape(-1)
+        new, checks = self._apply_update(flat, prio.reshape(-1))
+        if not is_traced(checks.ok, keep):
+            keep = np.asarray(keep)
+            sub = _UpdateChecks(*(np.asarray(c)[keep] for c in checks))
+            self._raise_bad_update(
+                name, np.asarray(flat)[keep], np.asarray(prio).reshape(-1)[keep], sub
+            )
+        return new
 
 
 class PrioritizedVectorReplayBuffer(metaclass=VectorKind):
