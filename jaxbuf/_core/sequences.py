@@ -210,6 +210,14 @@ def assemble(buf, start, found, length: int, burn_in: int, read) -> Sequences:
     return Sequences(read(idx), idx, mask, burn, found, found.astype(jnp.float32))
 
 
+def _check_found(found, length: int, full_only: bool, period: int, tries: int) -> None:
+    runtime_check(
+        jnp.any(found),
+        f"jaxbuf: sample_sequences: no window of length {length} (full_only={full_only}, "
+        f"period={period}) found in {found.shape[0] * tries} tries; the buffer may hold none",
+    )
+
+
 def sample(
     buf,
     key: chex.PRNGKey,
@@ -227,11 +235,7 @@ def sample(
         found = jnp.broadcast_to(buf.size > 0, (batch_size,))
     else:
         start, found = uniform_starts(buf, key, batch_size, length, full_only, period, tries)
-        runtime_check(
-            jnp.any(found),
-            f"jaxbuf: sample_sequences: no window of length {length} (full_only={full_only}, "
-            f"period={period}) found in {batch_size * tries} tries; the buffer may hold none",
-        )
+        _check_found(found, length, full_only, period, tries)
     return assemble(buf, start, found, length, burn_in, buf._read)
 
 
@@ -306,9 +310,5 @@ def sample_prioritized(
     """Windows from :func:`priority_starts` (weights left at 1 / 0 for the caller to set)."""
     runtime_check(buf.size > 0, "jaxbuf: sampling from an empty buffer")
     start, found = priority_starts(buf, key, batch_size, length, full_only, period, tries)
-    runtime_check(
-        jnp.any(found),
-        f"jaxbuf: sample_sequences: no window of length {length} (full_only={full_only}, "
-        f"period={period}) found in {batch_size * tries} tries; the buffer may hold none",
-    )
+    _check_found(found, length, full_only, period, tries)
     return assemble(buf, start, found, length, burn_in, read)
