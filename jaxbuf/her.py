@@ -1,7 +1,7 @@
 """Hindsight Experience Replay: ``HERReplayBuffer`` (and its ``HERVectorReplayBuffer`` name).
 
 Tianshou's HER buffers with the "future" strategy, as a pure pytree that wraps a core buffer
-(a :class:`~jaxbuf._core.base.Wrapper`: the whole read API of :class:`jaxbuf.ReplayBuffer`
+(a :class:`~jaxbuf._core.wrapper.Wrapper`: the whole read API of :class:`jaxbuf.ReplayBuffer`
 works here, and only ``sample`` relabels). ``obs`` (and ``obs_next``) are dicts with the keys
 ``observation``, ``achieved_goal`` and ``desired_goal``. The stored data is never changed:
 relabelling is a pure function of the sampled indices and a PRNG key, applied to the batch
@@ -41,9 +41,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxbuf._core.base import Wrapper
 from jaxbuf._core.dispatch import compiled_when_eager
 from jaxbuf._core.kinds import VectorKind
+from jaxbuf._core.wrapper import Wrapper
 from jaxbuf.buffers import ReplayBuffer
 
 GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")

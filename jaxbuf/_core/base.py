@@ -9,9 +9,7 @@ validates at trace time, and :meth:`Buffer.add_rows`, the pure update). Everythi
 episode links, stacking, indices, sampling, reading, ``len`` — follows from those here, so a
 variant (prioritized, HER, cached) overrides only what it changes.
 
-:class:`Wrapper` is the base of buffers that hold a core :class:`jaxbuf.ReplayBuffer` in a
-``buffer`` field and add state beside it (priorities, relabelling): it takes the primitives
-from the wrapped buffer once, for all of them.
+:class:`jaxbuf._core.wrapper.Wrapper` builds on it for the buffers that wrap a core buffer.
 
 Run-time conditions inside ``jit`` have one documented result each (use
 :func:`jaxbuf.checked` to raise instead): indices are taken modulo ``maxsize``; sampling an
@@ -32,7 +30,7 @@ import numpy as np
 from flax import struct
 
 from jaxbuf._core import layout as links
-from jaxbuf._core import sampling, stacking
+from jaxbuf._core import sampling, sequences, stacking
 from jaxbuf._core.checks import global_index, is_traced, runtime_check
 from jaxbuf._core.dispatch import compiled_when_eager
 from jaxbuf._core.tianshou_api import TianshouAPI
@@ -48,7 +46,7 @@ DERIVED_KEYS = ("done", "obs_next")
 """Fields a read derives when they are not stored: ``done`` always, ``obs_next`` with
 ``ignore_obs_next`` (the ``obs`` of the next step)."""
 
-SAMPLING = ("sample_indices", "sample", "sample_sequences", "epoch_indices")
+SAMPLING = ("sample_indices", "sample", "sample_sequences", "sample_episodes", "epoch_indices")
 """Methods taking ``(key, batch_size, ...)``; their arguments are checked once, here, for
 every class (see :func:`sampling_entry`), overrides in subclasses included."""
 
@@ -329,20 +327,49 @@ class Buffer(TianshouAPI, struct.PyTreeNode, repr=False):
             yield self[jnp.asarray(chunk, jnp.int32)], chunk
 
     @sampling_entry
-    @compiled_when_eager(("batch_size", "length"))
     def sample_sequences(
-        self, key: chex.PRNGKey, batch_size: int, length: int
-    ) -> tuple[dict, jax.Array, jax.Array]:
-        """Windows of ``length`` consecutive steps that never cross an episode end.
+        self,
+        key: chex.PRNGKey,
+        batch_size: int,
+        length: int,
+        *,
+        burn_in: int = 0,
+        full_only: bool = False,
+        period: int = 1,
+        tries: int = sequences.DEFAULT_TRIES,
+    ) -> sequences.Sequences:
+        """Windows of ``length`` consecutive steps that never cross an episode end or the head.
 
-        Starts are drawn like :meth:`sample_indices`; each window follows ``next`` links.
-        Returns ``(batch, indices, mask)``: ``batch`` fields shaped ``[B, length, ...]``,
-        ``indices`` int32[B, length], ``mask`` bool[B, length] false after the step that ends
-        the episode (done or the write head); masked steps repeat the last valid index.
+        Without ``full_only`` and ``period``, starts are drawn like :meth:`sample_indices` and
+        a window is cut (mask false) after the step that ends its episode. ``full_only``
+        keeps only starts whose whole window lies inside one stored episode; ``period`` keeps
+        only starts whose offset from their episode's first step is a multiple of
+        ``period`` (``period=length``: disjoint windows). With either, each row draws
+        ``tries`` uniform candidate starts and keeps the first that qualifies: given success
+        the start is exactly uniform over the qualifying starts; a row where every try fails
+        has ``found`` false, its mask all false and weight 0 (:func:`jaxbuf.checked` raises
+        when no row of the batch found one). ``burn_in`` steps are the first of the
+        ``length`` (marked by the ``burn_in`` mask). Cost ``O(batch_size * tries * length)``
+        (``period > 1`` adds a walk back to the episode start), never ``O(maxsize)``.
+
+        Returns:
+          a :class:`jaxbuf._core.sequences.Sequences`, which unpacks as
+          ``batch, indices, mask`` (fields ``[B, length, ...]``) and also carries
+          ``burn_in``, ``found`` and ``weight``.
+        Raises:
+          InputError: at trace time, for a ``length`` larger than every sub-buffer, a
+            ``burn_in >= length`` or a non-positive size, period or tries.
         """
-        start = self.sample_indices(key, batch_size)
-        idx, mask = sampling.sequences(start, length, self.next, self.is_episode_end)
-        return self._read(idx), idx, mask
+        sequences.check_args(self, "sample_sequences", batch_size, length, burn_in, period, tries)
+        return self._sample_sequences(
+            key, batch_size, length, burn_in, bool(full_only), period, tries
+        )
+
+    @compiled_when_eager(("batch_size", "length", "burn_in", "full_only", "period", "tries"))
+    def _sample_sequences(
+        self, key, batch_size, length, burn_in, full_only, period, tries
+    ) -> sequences.Sequences:
+        return sequences.sample(self, key, batch_size, length, burn_in, full_only, period, tries)
 
     # ------------------------------------------------------------------ reading
     def _frames(self, index: jax.Array, stack_num: int) -> jax.Array:
@@ -408,55 +435,26 @@ class Buffer(TianshouAPI, struct.PyTreeNode, repr=False):
             out["obs_next"] = self._gather(after, ("obs",))["obs"]
         return out
 
+    # ------------------------------------------------------------------ episodes
+    @sampling_entry
+    def sample_episodes(
+        self, key: chex.PRNGKey, batch_size: int, max_length: int
+    ) -> sequences.Episodes:
+        """Whole stored episodes, left-aligned and padded to ``max_length`` (mask false).
 
-class Wrapper(Buffer):
-    """Base of the buffers that hold a core ``ReplayBuffer`` in ``buffer`` and add state.
+        Each stored episode is drawn with probability proportional to its stored length (a
+        uniform step, then its episode); an unfinished episode counts up to the write head.
+        An episode longer than ``max_length`` gives ``max_length`` of its steps (``whole``
+        false): see :func:`jaxbuf._core.sequences.episodes` for the exact rule. Cost
+        ``O(batch_size * max_length)``. An empty buffer gives all-false masks
+        (:func:`jaxbuf.checked` raises).
 
-    The storage, layout, counters, options and the add of the wrapped buffer are this
-    buffer's too; a subclass overrides what it changes (e.g. ``add_rows`` to also update
-    priorities, ``sample`` to relabel goals) and the rest of the API comes from
-    :class:`Buffer`.
-    """
+        Returns:
+          a :class:`jaxbuf._core.sequences.Episodes` (unpacks as ``batch, indices, mask``).
+        """
+        sequences.check_args(self, "sample_episodes", batch_size, max_length, name="max_length")
+        return self._sample_episodes(key, batch_size, max_length)
 
-    buffer: Any
-
-    # The primitives, taken from the wrapped core buffer.
-    layout = property(lambda self: self.buffer.layout, doc="The wrapped buffer's layout.")
-    insertion_idx = property(lambda self: self.buffer.insertion_idx, doc="Next local slots.")
-    lengths = property(lambda self: self.buffer.lengths, doc="Stored transitions per part.")
-    last_index = property(lambda self: self.buffer.last_index, doc="Latest global slots.")
-    stack_num = property(lambda self: self.buffer.stack_num, doc="Frames per stacked read.")
-    sample_avail = property(lambda self: self.buffer.sample_avail, doc="See ``create``.")
-    ignore_obs_next = property(lambda self: self.buffer.ignore_obs_next, doc="See ``create``.")
-    subbuffer_size = property(lambda self: self.buffer.subbuffer_size, doc="Slots per part.")
-    buffer_num = property(lambda self: self.buffer.buffer_num, doc="Number of sub-buffers.")
-    storage = property(lambda self: self.buffer.storage, doc="The time-major storage dict.")
-
-    def _gather(self, index: jax.Array, keys: tuple[str, ...] | None = None) -> dict:
-        return self.buffer._gather(index, keys)
-
-    @property
-    def _stack_shape(self) -> tuple[int, ...]:
-        return self.buffer._stack_shape
-
-    def _reset(self, keep_statistics: bool) -> Any:
-        """The wrapped buffer reset (a subclass with per-slot state clears that too)."""
-        return self.replace(buffer=self.buffer._reset(keep_statistics))
-
-    def input_spec(self) -> dict:
-        """Shape/dtype of one transition as ``add`` expects it (no batch axis)."""
-        return self.buffer.input_spec()
-
-    def global_storage(self) -> dict:
-        """The storage as ``[maxsize, ...]`` arrays in global-slot order (a copy)."""
-        return self.buffer.global_storage()
-
-    def check_batch(self, batch: dict, buffer_ids: Any = None) -> tuple[dict, Any]:
-        """The wrapped buffer's :meth:`~jaxbuf.ReplayBuffer.check_batch`."""
-        return self.buffer.check_batch(batch, buffer_ids)
-
-    @compiled_when_eager()
-    def add_rows(self, rows: dict, ids: jax.Array | None) -> tuple[Any, Any]:
-        """The wrapped buffer's add of checked rows; returns this buffer around the result."""
-        buffer, result = self.buffer.add_rows(rows, ids)
-        return self.replace(buffer=buffer), result
+    @compiled_when_eager(("batch_size", "max_length"))
+    def _sample_episodes(self, key, batch_size, max_length) -> sequences.Episodes:
+        return sequences.episodes(self, key, batch_size, max_length)

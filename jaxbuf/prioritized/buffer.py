@@ -1,6 +1,6 @@
 """Prioritized experience replay (Schaul et al. 2016) over the pure-state core buffer.
 
-A :class:`PrioritizedReplayBuffer` is a :class:`~jaxbuf._core.base.Wrapper`: a core
+A :class:`PrioritizedReplayBuffer` is a :class:`~jaxbuf._core.wrapper.Wrapper`: a core
 :class:`jaxbuf.ReplayBuffer` (any ``buffer_num``) in its ``buffer`` field, whose whole read
 API it shares, with
 
@@ -32,7 +32,7 @@ Costs: ``add`` of k rows, ``update_weight`` of B indices and ``sample`` of B dra
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import chex
 import jax
@@ -40,97 +40,23 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxbuf._core import layout as links
-from jaxbuf._core.base import Wrapper
+from jaxbuf._core import sequences as seqs
 from jaxbuf._core.checks import global_index, is_traced, runtime_check
 from jaxbuf._core.dispatch import compiled_when_eager
 from jaxbuf._core.episodes import AddResult
 from jaxbuf._core.kinds import VectorKind
-from jaxbuf._core.layout import Layout
+from jaxbuf._core.wrapper import Wrapper
 from jaxbuf.buffers import CORE_OPTIONS, ReplayBuffer
+from jaxbuf.prioritized.priorities import (
+    UpdateChecks,
+    check_alpha_beta,
+    importance_weights,
+    update_priorities,
+    write_max_priority,
+)
 from jaxbuf.prioritized.priority_tree import PriorityTree
 
 __all__ = ["PrioritizedReplayBuffer", "PrioritizedVectorReplayBuffer"]
-
-EPS = float(np.finfo(np.float32).eps)
-"""Added to ``|new_weight|`` so that no stored priority is 0 (Tianshou's ``eps``, 2**-23)."""
-
-
-def _check_alpha_beta(name: str, alpha: Any, beta: Any) -> None:
-    for arg, value, low in (("alpha", alpha, "> 0"), ("beta", beta, ">= 0")):
-        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-            raise ValueError(f"jaxbuf: {name}: {arg} must be a real number {low}, got {value!r}")
-    if not (np.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"jaxbuf: {name}: alpha must be a finite number > 0, got {alpha}")
-    if not (np.isfinite(beta) and beta >= 0):
-        raise ValueError(f"jaxbuf: {name}: beta must be a finite number >= 0, got {beta}")
-
-
-class _UpdateChecks(NamedTuple):
-    """Per-entry validity of an ``update_weight`` call (bool[B] each)."""
-
-    in_range: jax.Array
-    stored: jax.Array
-    finite: jax.Array
-    ok: jax.Array
-
-
-# The kernels below are jitted so that eager calls compile once instead of op by op. They
-# hold no run-time checks: those stay in the methods, where jaxbuf.checked sees them.
-
-
-def _write_max_priority(
-    tree: PriorityTree, max_prio: jax.Array, index: jax.Array, *, alpha: float
-) -> PriorityTree:
-    """Set the leaves at ``index`` (int32[k]; negative entries ignored) to ``max_prio**alpha``."""
-    return tree.set_unchecked(index, (max_prio**alpha).astype(jnp.float32))
-
-
-def _update_priorities(
-    tree: PriorityTree,
-    max_prio: jax.Array,
-    layout: Layout,
-    lengths: jax.Array,
-    idx: jax.Array,
-    weight: jax.Array,
-    *,
-    alpha: float,
-) -> tuple[PriorityTree, jax.Array, _UpdateChecks]:
-    """``leaf[idx] = (|weight| + eps) ** alpha`` for the valid entries of ``idx`` (int32[B]).
-
-    Valid: inside ``[0, maxsize)``, holding a transition (O(1) per entry, no capacity-sized
-    mask) and with a finite weight. ``max_prio`` takes the largest accepted ``|weight| + eps``.
-    """
-    in_range = (idx >= 0) & (idx < tree.capacity)
-    stored = in_range & links.stored_at(layout, jnp.clip(idx, 0, tree.capacity - 1), lengths)
-    finite = jnp.isfinite(weight)
-    ok = stored & finite
-    p = jnp.abs(weight) + jnp.float32(EPS)
-    prio = p**alpha
-    target = jnp.where(ok, idx, -1)
-    max_prio = jnp.maximum(max_prio, jnp.max(jnp.where(ok, p, 0.0), initial=0.0))
-    return (
-        tree.set_unchecked(target, prio),
-        max_prio,
-        _UpdateChecks(in_range, stored, finite, ok),
-    )
-
-
-def _weights(leaf: jax.Array, p_min: jax.Array, beta: jax.Array, *, batch_norm: bool) -> jax.Array:
-    """``(leaf / ref) ** -beta`` for the leaf values ``leaf`` (any shape) where positive, else 0.
-
-    ``ref`` is ``p_min``, the smallest stored leaf (standard PER normalisation), or with
-    ``batch_norm`` the smallest positive value of ``leaf``, which divides the weights by their
-    maximum over the read (Tianshou's ``weight_norm``). The ratio is clamped to ``>= 1`` so float
-    round-off in the division cannot push a weight above 1.
-    """
-    stored = leaf > 0
-    if batch_norm:
-        ref = jnp.min(jnp.where(stored, leaf, jnp.inf), initial=jnp.inf)
-    else:
-        ref = p_min
-    ratio = jnp.maximum(leaf / jnp.where(stored, ref, 1.0), 1.0)
-    return jnp.where(stored, ratio ** (-beta), 0.0).astype(jnp.float32)
 
 
 class PrioritizedReplayBuffer(Wrapper):
@@ -194,7 +120,7 @@ class PrioritizedReplayBuffer(Wrapper):
           (4,)
         """
         name = cls.__name__ + ".create"
-        _check_alpha_beta(name, alpha, beta)
+        check_alpha_beta(name, alpha, beta)
         if not isinstance(weight_norm, bool | np.bool_):
             raise ValueError(f"jaxbuf: {name}: weight_norm must be a bool, got {weight_norm!r}")
         unknown = sorted(set(core_options) - set(CORE_OPTIONS))
@@ -234,7 +160,7 @@ class PrioritizedReplayBuffer(Wrapper):
         overwritten slot's old priority). Rows dropped by the core (``index == -1``) leave the
         tree unchanged. Cost: the core add plus ``O(k log N)``."""
         new, result = super().add_rows(rows, ids)
-        tree = _write_max_priority(self.tree, self.max_prio, result.index, alpha=self.alpha)
+        tree = write_max_priority(self.tree, self.max_prio, result.index, alpha=self.alpha)
         return new.replace(tree=tree), result
 
     def update_weight(self, indices: chex.Array, new_weight: chex.Array) -> PrioritizedReplayBuffer:
@@ -293,9 +219,9 @@ class PrioritizedReplayBuffer(Wrapper):
     @compiled_when_eager()
     def _apply_update(
         self, idx: jax.Array, weight: jax.Array
-    ) -> tuple[PrioritizedReplayBuffer, _UpdateChecks]:
+    ) -> tuple[PrioritizedReplayBuffer, UpdateChecks]:
         """:meth:`update_weight` on validated inputs; also returns the per-entry checks."""
-        tree, max_prio, checks = _update_priorities(
+        tree, max_prio, checks = update_priorities(
             self.tree,
             self.max_prio,
             self.layout,
@@ -306,7 +232,7 @@ class PrioritizedReplayBuffer(Wrapper):
         )
         return self.replace(tree=tree, max_prio=max_prio), checks
 
-    def _raise_bad_update(self, name: str, idx: Any, weight: Any, checks: _UpdateChecks) -> None:
+    def _raise_bad_update(self, name: str, idx: Any, weight: Any, checks: UpdateChecks) -> None:
         idx = np.asarray(idx).reshape(-1)
         weight = np.broadcast_to(np.asarray(weight), np.shape(idx)).reshape(-1)
         in_range, stored, finite = (np.asarray(x) for x in checks[:3])
@@ -355,7 +281,9 @@ class PrioritizedReplayBuffer(Wrapper):
         that hold no transition. Indices are taken modulo ``maxsize``, like the core.
         """
         index = global_index(index, self.maxsize)
-        return _weights(self.tree.get(index), self.tree.min(), self.beta, batch_norm=False)
+        return importance_weights(
+            self.tree.get(index), self.tree.min(), self.beta, batch_norm=False
+        )
 
     @compiled_when_eager()
     def _read(self, index: chex.Array) -> dict:
@@ -364,7 +292,7 @@ class PrioritizedReplayBuffer(Wrapper):
         read of only empty slots gets 0)."""
         index = global_index(index, self.maxsize)
         out = super()._read(index)
-        out["weight"] = _weights(
+        out["weight"] = importance_weights(
             self.tree.get(index), self.tree.min(), self.beta, batch_norm=self.weight_norm
         )
         return out
@@ -393,8 +321,89 @@ class PrioritizedReplayBuffer(Wrapper):
         runtime_check(self.size > 0, "jaxbuf: sampling from an empty buffer")
         indices, leaf = self.tree.sample(key, batch_size, stratified)
         out = super()._read(indices)
-        out["weight"] = _weights(leaf, self.tree.min(), self.beta, batch_norm=self.weight_norm)
+        out["weight"] = importance_weights(
+            leaf, self.tree.min(), self.beta, batch_norm=self.weight_norm
+        )
         return out, indices
+
+    # ------------------------------------------------------------------ sequences
+    def sample_sequences(
+        self,
+        key: chex.PRNGKey,
+        batch_size: int,
+        length: int,
+        *,
+        burn_in: int = 0,
+        full_only: bool = False,
+        period: int = 1,
+        tries: int = seqs.DEFAULT_TRIES,
+    ) -> seqs.Sequences:
+        """Windows drawn with probability proportional to their summed step priority.
+
+        Arguments and result as :meth:`jaxbuf.ReplayBuffer.sample_sequences`. Each try draws
+        a step ``j`` proportionally to ``p_j ** alpha`` and a start uniformly among the
+        ``length`` starts whose window would hold ``j``, rejected when it crosses ``j``'s
+        episode start or fails ``full_only`` / ``period``. Given success, a window ``W`` is
+        drawn with probability proportional to ``S(W) = sum_{j in W} p_j ** alpha`` (for full
+        windows, to the mean: R2D2's sequence priority with ``eta = 0``). ``weight`` is the
+        importance weight ``(S(W) / (length * p_min ** alpha)) ** -beta`` (at most 1),
+        divided by its maximum over the batch with ``weight_norm``; 0 for rows not found.
+        To spread R2D2's ``eta * max + (1 - eta) * mean`` over the windows, see
+        :meth:`update_sequence_weight`.
+        """
+        seqs.check_args(self, "sample_sequences", batch_size, length, burn_in, period, tries)
+        return self._sample_prioritized_sequences(
+            key, batch_size, length, burn_in, bool(full_only), period, tries
+        )
+
+    @compiled_when_eager(("batch_size", "length", "burn_in", "full_only", "period", "tries"))
+    def _sample_prioritized_sequences(
+        self, key, batch_size, length, burn_in, full_only, period, tries
+    ) -> seqs.Sequences:
+        out = seqs.sample_prioritized(
+            self, key, batch_size, length, burn_in, full_only, period, tries, super()._read
+        )
+        mean = jnp.sum(jnp.where(out.mask, self.tree.get(out.indices), 0.0), axis=1) / length
+        weight = jnp.where(out.found, mean, 0.0)
+        return out.replace(
+            weight=importance_weights(
+                weight, self.tree.min(), self.beta, batch_norm=self.weight_norm
+            )
+        )
+
+    def update_sequence_weight(
+        self, indices: chex.Array, mask: chex.Array, td_error: chex.Array, eta: float = 0.9
+    ) -> PrioritizedReplayBuffer:
+        """Give every valid step of each window R2D2's window priority.
+
+        ``P = eta * max|td| + (1 - eta) * mean|td|`` over the window's ``mask``; each step
+        with ``mask`` true gets priority ``P`` (as :meth:`update_weight`), so a window whose
+        steps were all last set this way is drawn proportionally to ``P ** alpha`` (exact for
+        disjoint windows, ``period=length``; overlapping windows share their steps and the
+        latest update wins). ``indices``/``mask`` are ``[B, L]`` from
+        :meth:`sample_sequences`, ``td_error`` real ``[B, L]``, ``eta`` in ``[0, 1]``. To
+        update only the starts: ``update_weight(indices[:, 0], P)``, ``P`` from
+        :func:`jaxbuf._core.sequences.window_priority`.
+        """
+        name = f"{type(self).__name__}.update_sequence_weight"
+        if isinstance(eta, bool) or not isinstance(eta, int | float) or not 0 <= eta <= 1:
+            raise ValueError(f"jaxbuf: {name}: eta must be a number in [0, 1], got {eta!r}")
+        idx, mask, err = jnp.asarray(indices), jnp.asarray(mask, bool), jnp.asarray(td_error)
+        if idx.ndim != 2 or mask.shape != idx.shape or err.shape != idx.shape:
+            raise ValueError(
+                f"jaxbuf: {name}: indices, mask and td_error must share one [B, L] shape, got "
+                f"{idx.shape}, {mask.shape}, {err.shape}"
+            )
+        prio = jnp.broadcast_to(seqs.window_priority(err, mask, float(eta))[:, None], idx.shape)
+        flat, keep = jnp.where(mask, idx, -1).reshape(-1), mask.reshape(-1)
+        new, checks = self._apply_update(flat, prio.reshape(-1))
+        if not is_traced(checks.ok, keep):
+            keep = np.asarray(keep)
+            sub = UpdateChecks(*(np.asarray(c)[keep] for c in checks))
+            self._raise_bad_update(
+                name, np.asarray(flat)[keep], np.asarray(prio).reshape(-1)[keep], sub
+            )
+        return new
 
 
 class PrioritizedVectorReplayBuffer(metaclass=VectorKind):
