@@ -318,6 +318,20 @@ class Buffer(struct.PyTreeNode):
             out["obs_next"] = self._gather(after, ("obs",))["obs"]
         return out
 
+    # ------------------------------------------------------------------ bulk load
+    def extend(self, rows: dict, buffer_ids: chex.Array | None = None) -> tuple[Any, Any]:
+        """Append N rows (every field with a leading axis of N) in one compiled computation.
+
+        The result equals N single adds in row order. ``buffer_ids`` (int[N]) routes each
+        row; when None, a vector buffer sends whole episodes round-robin (episode ``e`` of
+        the call to sub-buffer ``e mod buffer_num``) and a ``lockstep`` buffer reads the rows
+        as time-major steps of its envs (see :mod:`jaxbuf._core.extend`). A consistent
+        ``done`` column is accepted. Returns ``(buffer, result)`` with one result row per row.
+        """
+        from jaxbuf._core import extend
+
+        return extend.extend(self, rows, buffer_ids)
+
 
 class Wrapper(Buffer):
     """Base of the buffers that hold a core ``ReplayBuffer`` in ``buffer`` and add state.
