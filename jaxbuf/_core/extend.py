@@ -103,8 +103,8 @@ def extend(buf: Any, rows: dict, buffer_ids: Any = None) -> tuple[Any, Any]:
     checker = core.replace(lockstep=False) if lockstep else buf
     checked_rows, ids = checker.check_batch(rows, placeholder)
     mode = "given" if buffer_ids is not None else ("lockstep" if lockstep else "episodes")
-    if n == 1:
-        mode = "given"  # the placeholder zeros are the route
+    # With one sub-buffer the route is all zeros; it is still computed from the data (as
+    # episode ids mod 1) so that XLA does not constant-fold the planner over N constant ids.
     if is_traced(buf, checked_rows, ids):
         return _routed_add(buf, checked_rows, ids, mode=mode, n=n)
     return _routed_add_jit(buf, checked_rows, ids, mode=mode, n=n)
