@@ -112,6 +112,7 @@ def extend(buf: Any, rows: dict, buffer_ids: Any = None) -> tuple[Any, Any]:
 
 def _routed_add(buf: Any, rows: dict, ids: jax.Array, *, mode: str, n: int) -> tuple[Any, Any]:
     """The routing of the module docstring, then the buffer's ``add_rows``."""
+    rows = jax.tree_util.tree_map(jnp.asarray, rows)  # host rows meet traced indices below
     if mode == "lockstep":
         ids = (jnp.arange(ids.shape[0], dtype=jnp.int32) % n).astype(jnp.int32)
     elif mode == "episodes":
