@@ -30,11 +30,12 @@ def test_buffer_num_above_total_size():
         jaxbuf.VectorReplayBuffer.create(EXAMPLE, 4, 5)
 
 
-def test_example_needs_reserved_keys_and_no_done():
+def test_example_needs_reserved_keys_and_a_consistent_done():
     with pytest.raises(ValueError, match=r"lacks the reserved key\(s\) \['truncated'\]"):
         jaxbuf.ReplayBuffer.create({k: v for k, v in EXAMPLE.items() if k != "truncated"}, 4)
     with pytest.raises(ValueError, match="'done' is derived"):
-        jaxbuf.ReplayBuffer.create(dict(EXAMPLE, done=False), 4)
+        jaxbuf.ReplayBuffer.create(dict(EXAMPLE, done=True), 4)
+    assert "done" not in jaxbuf.ReplayBuffer.create(dict(EXAMPLE, done=False), 4).fields()
     with pytest.raises(ValueError, match="save_only_last_obs needs 'obs' with a leading frame"):
         jaxbuf.ReplayBuffer.create(EXAMPLE, 4, save_only_last_obs=True)
 

@@ -13,6 +13,7 @@ from benchmarks.workloads import (
     compat,
     episode,
     examples,
+    extend,
     gae,
     memory,
     prioritized,
@@ -53,6 +54,9 @@ WORKLOADS: dict[str, Workload] = {
     "sharding": Workload(sharding.groups, "sharded add and sample over the process's devices"),
     "trajectory_io": Workload(trajectory_io.groups, "RLinf trajectory files: codecs, add, sample"),
     "checkpoint": Workload(checkpoint.groups, "save and restore of a full buffer"),
+    "extend": Workload(
+        extend.groups, "bulk load of 1M transitions: extend, scan of adds, flashbax", ("cpu",)
+    ),
     "compat": Workload(compat.groups, "eager add through jaxbuf.compat.tianshou (Atari buffer)"),
 }
 

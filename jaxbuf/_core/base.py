@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from jaxbuf._core import extend as bulk
 from jaxbuf._core import layout as links
 from jaxbuf._core import sampling, sequences, stacking
 from jaxbuf._core.checks import global_index, is_traced, runtime_check
@@ -434,6 +435,18 @@ class Buffer(TianshouAPI, struct.PyTreeNode, repr=False):
             after = self._frames(self.next(index), self.stack_num)
             out["obs_next"] = self._gather(after, ("obs",))["obs"]
         return out
+
+    # ------------------------------------------------------------------ bulk load
+    def extend(self, rows: dict, buffer_ids: chex.Array | None = None) -> tuple[Any, Any]:
+        """Append N rows (every field with a leading axis of N) in one compiled computation.
+
+        The result equals N single adds in row order. ``buffer_ids`` (int[N]) routes each
+        row; when None, a vector buffer sends whole episodes round-robin (episode ``e`` of
+        the call to sub-buffer ``e mod buffer_num``) and a ``lockstep`` buffer reads the rows
+        as time-major steps of its envs (see :mod:`jaxbuf._core.extend`). A consistent
+        ``done`` column is accepted. Returns ``(buffer, result)`` with one result row per row.
+        """
+        return bulk.extend(self, rows, buffer_ids)
 
     # ------------------------------------------------------------------ episodes
     @sampling_entry

@@ -85,18 +85,44 @@ def check_example(example: Any) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in example]
     if missing:
         raise ValueError(f"jaxbuf: the example transition lacks the reserved key(s) {missing}")
-    if "done" in example:
-        raise ValueError(
-            "jaxbuf: 'done' is derived as terminated | truncated and must not be part of the "
-            "example transition"
-        )
     for key in FLAG_KEYS:
         if np.shape(example[key]) != ():
             raise ValueError(
                 f"jaxbuf: field '{key}' must be a scalar flag per transition, "
                 f"got shape {np.shape(example[key])}"
             )
+    if "done" in example:
+        _check_example_done(example.pop("done"), example)
     return example
+
+
+def _check_example_done(done: Any, example: dict) -> None:
+    """Accept an example's ``done`` that is a scalar bool equal to ``terminated | truncated``.
+
+    ``done`` is always derived, never stored, so it is dropped; a ``jax.ShapeDtypeStruct`` (or
+    a traced value) is checked for shape and dtype only.
+    """
+    where = "create"
+    if np.shape(done) != () or jnp.result_type(done) != jnp.dtype(bool):
+        raise ConfigError(
+            message(
+                where,
+                "field 'done' of the example must be a scalar bool (it is derived as "
+                f"terminated | truncated), got {_describe(done)}",
+            )
+        )
+    values = (done, example["terminated"], example["truncated"])
+    if any(isinstance(v, jax.ShapeDtypeStruct | jax.core.Tracer) for v in values):
+        return
+    derived = bool(np.asarray(example["terminated"])) | bool(np.asarray(example["truncated"]))
+    if bool(np.asarray(done)) != derived:
+        raise ConfigError(
+            message(
+                where,
+                f"field 'done' of the example is {bool(np.asarray(done))} but 'done' is derived "
+                f"as terminated | truncated = {derived}; drop it or make it agree",
+            )
+        )
 
 
 def storage_dtype(key: str, value: Any) -> np.dtype:
