@@ -4,9 +4,10 @@ Pure pytree state with Tianshou's episode semantics; every operation runs under 
 ``vmap`` and ``lax.scan``.
 """
 
-from jaxbuf import checkpoint, errors, returns, sharding
+from jaxbuf import checkpoint, datasets, errors, returns, sharding
 from jaxbuf._core.checks import checked
 from jaxbuf._core.episodes import AddResult
+from jaxbuf._core.sequences import Episodes, Sequences
 from jaxbuf.buffers import ReplayBuffer, VectorReplayBuffer
 from jaxbuf.cached import CachedAddResult, CachedReplayBuffer
 from jaxbuf.checkpoint import (
@@ -26,6 +27,7 @@ from jaxbuf.errors import (
     TrajectoryFileError,
 )
 from jaxbuf.her import HERReplayBuffer, HERVectorReplayBuffer
+from jaxbuf.mixing import mix, mix_counts
 from jaxbuf.prioritized import (
     MinTree,
     PrioritizedReplayBuffer,
@@ -44,6 +46,7 @@ __all__ = [
     "CachedReplayBuffer",
     "CheckpointError",
     "ConfigError",
+    "Episodes",
     "FieldError",
     "HERReplayBuffer",
     "HERVectorReplayBuffer",
@@ -53,6 +56,7 @@ __all__ = [
     "PrioritizedReplayBuffer",
     "PrioritizedVectorReplayBuffer",
     "ReplayBuffer",
+    "Sequences",
     "SumTree",
     "Trajectory",
     "TrajectoryFileError",
@@ -61,9 +65,12 @@ __all__ = [
     "checked",
     "checkpoint",
     "checkpoint_manager",
+    "datasets",
     "errors",
     "episodic_return",
     "from_tianshou_hdf5",
+    "mix",
+    "mix_counts",
     "nstep_return",
     "nstep_targets",
     "register_buffer",

@@ -10,8 +10,8 @@ from helpers import EXAMPLE, rows
 from scipy import stats
 
 import jaxbuf
+from jaxbuf import mix, mix_counts
 from jaxbuf.errors import InputError
-from jaxbuf.mix import mix, mix_counts
 
 
 def uniform_source():
