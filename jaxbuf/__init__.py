@@ -4,7 +4,7 @@ Pure pytree state with Tianshou's episode semantics; every operation runs under 
 ``vmap`` and ``lax.scan``.
 """
 
-from jaxbuf import checkpoint, datasets, errors, returns, sharding
+from jaxbuf import checkpoint, concurrent, datasets, errors, returns, sharding
 from jaxbuf._core.checks import checked
 from jaxbuf._core.episodes import AddResult
 from jaxbuf._core.sequences import Episodes, Sequences
@@ -65,6 +65,7 @@ __all__ = [
     "checked",
     "checkpoint",
     "checkpoint_manager",
+    "concurrent",
     "datasets",
     "errors",
     "episodic_return",
