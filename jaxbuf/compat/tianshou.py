@@ -83,8 +83,7 @@ class VectorReplayBuffer(ReplayBuffer):
     sub-buffers of ``ceil(total_size / buffer_num)`` slots, one per environment."""
 
     def __init__(self, total_size: int, buffer_num: int, **kwargs: Any) -> None:
-        opts = _core(*(kwargs.pop(k, d) for k, d in _CORE_DEFAULTS))
-        self._setup("core", {"size": total_size, "buffer_num": buffer_num, **opts}, kwargs)
+        _configure(self, "core", {"size": total_size, "buffer_num": buffer_num}, kwargs)
 
 
 _CORE_DEFAULTS = (
@@ -93,6 +92,13 @@ _CORE_DEFAULTS = (
     ("save_only_last_obs", False),
     ("sample_avail", False),
 )
+
+
+def _configure(buf: Facade, kind: str, options: dict, kwargs: dict) -> None:
+    """Set ``buf`` up as ``kind`` with ``options`` and the core options found in ``kwargs``
+    (Tianshou's defaults for those not given); the rest of ``kwargs`` goes to ``_setup``."""
+    core = _core(*(kwargs.pop(k, d) for k, d in _CORE_DEFAULTS))
+    buf._setup(kind, {**options, **core}, kwargs)
 
 
 class _Priorities:
@@ -150,9 +156,8 @@ class PrioritizedReplayBuffer(_Priorities, ReplayBuffer):
     def __init__(
         self, size: int, alpha: float, beta: float, weight_norm: bool = True, **kwargs: Any
     ) -> None:
-        opts = _core(*(kwargs.pop(k, d) for k, d in _CORE_DEFAULTS))
         prio = {"alpha": alpha, "beta": beta, "weight_norm": weight_norm}
-        self._setup("prioritized", {"size": size, **prio, **opts}, kwargs)
+        _configure(self, "prioritized", {"size": size, **prio}, kwargs)
 
 
 class PrioritizedVectorReplayBuffer(PrioritizedReplayBuffer):
@@ -168,10 +173,9 @@ class PrioritizedVectorReplayBuffer(PrioritizedReplayBuffer):
         weight_norm: bool = True,
         **kwargs: Any,
     ) -> None:
-        opts = _core(*(kwargs.pop(k, d) for k, d in _CORE_DEFAULTS))
         prio = {"alpha": alpha, "beta": beta, "weight_norm": weight_norm}
-        options = {"size": total_size, "buffer_num": buffer_num, **prio, **opts}
-        self._setup("prioritized", options, kwargs)
+        options = {"size": total_size, "buffer_num": buffer_num, **prio}
+        _configure(self, "prioritized", options, kwargs)
 
 
 class HERReplayBuffer(ReplayBuffer):
@@ -189,9 +193,8 @@ class HERReplayBuffer(ReplayBuffer):
         future_k: float = 8.0,
         **kwargs: Any,
     ) -> None:
-        opts = _core(*(kwargs.pop(k, d) for k, d in _CORE_DEFAULTS))
         her = {"compute_reward_fn": compute_reward_fn, "horizon": horizon, "future_k": future_k}
-        self._setup("her", {"size": size, **her, **opts}, kwargs)
+        _configure(self, "her", {"size": size, **her}, kwargs)
 
     def _read_sampled(self, idx: np.ndarray) -> BatchDict:
         # Every sample is relabelled, sample(0) included (as Tianshou).
@@ -213,10 +216,9 @@ class HERVectorReplayBuffer(HERReplayBuffer):
         future_k: float = 8.0,
         **kwargs: Any,
     ) -> None:
-        opts = _core(*(kwargs.pop(k, d) for k, d in _CORE_DEFAULTS))
         her = {"compute_reward_fn": compute_reward_fn, "horizon": horizon, "future_k": future_k}
-        options = {"size": total_size, "buffer_num": buffer_num, **her, **opts}
-        self._setup("her", options, kwargs)
+        options = {"size": total_size, "buffer_num": buffer_num, **her}
+        _configure(self, "her", options, kwargs)
 
 
 class CachedReplayBuffer(ReplayBuffer):
