@@ -11,6 +11,7 @@ from benchmarks.workloads import (
     add,
     checkpoint,
     compat,
+    concurrent,
     episode,
     examples,
     extend,
@@ -57,6 +58,7 @@ WORKLOADS: dict[str, Workload] = {
     "extend": Workload(
         extend.groups, "bulk load of 1M transitions: extend, scan of adds, flashbax", ("cpu",)
     ),
+    "concurrent": Workload(concurrent.groups, "rate-limited inserts and samples by threads"),
     "compat": Workload(compat.groups, "eager add through jaxbuf.compat.tianshou (Atari buffer)"),
 }
 
