@@ -46,7 +46,7 @@ from jaxbuf._core.dispatch import compiled_when_eager
 from jaxbuf._core.episodes import AddResult
 from jaxbuf._core.kinds import VectorKind
 from jaxbuf._core.layout import Layout
-from jaxbuf.errors import ConfigError, IndexRangeError, InputError, message
+from jaxbuf.errors import ConfigError, InputError, message
 
 __all__ = ["CORE_OPTIONS", "ReplayBuffer", "VectorReplayBuffer"]
 
@@ -402,15 +402,8 @@ class ReplayBuffer(Buffer):
                 jnp.all((ids >= 0) & (ids < self.buffer_num)),
                 f"jaxbuf: buffer_ids out of range [0, {self.buffer_num})",
             )
-        else:
-            host = np.asarray(ids)
-            bad = host[(host < 0) | (host >= self.buffer_num)]
-            if bad.size:
-                raise IndexRangeError(
-                    f"jaxbuf: buffer_ids must lie in [0, {self.buffer_num}) (this buffer has "
-                    f"{self.buffer_num} sub-buffer(s)), got {bad.tolist()} in "
-                    f"{host.tolist()}"
-                )
+        note = f" (this buffer has {self.buffer_num} sub-buffer(s))"
+        validate.check_range("add", "buffer_ids", ids, self.buffer_num, note)
         return validate.as_dtype(ids, jnp.int32)
 
     @staticmethod

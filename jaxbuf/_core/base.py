@@ -351,7 +351,9 @@ class Buffer(TianshouAPI, struct.PyTreeNode, repr=False):
         has ``found`` false, its mask all false and weight 0 (:func:`jaxbuf.checked` raises
         when no row of the batch found one). ``burn_in`` steps are the first of the
         ``length`` (marked by the ``burn_in`` mask). Cost ``O(batch_size * tries * length)``
-        (``period > 1`` adds a walk back to the episode start), never ``O(maxsize)``.
+        (``period > 1`` adds a walk back to the episode start), never ``O(maxsize)``. A
+        prioritized buffer draws windows in proportion to their summed step priority and
+        sets ``weight`` to their importance weight (see docs/sequences.md).
 
         Returns:
           a :class:`jaxbuf._core.sequences.Sequences`, which unpacks as

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbuf._core.checks import is_traced
-from jaxbuf.errors import ConfigError, InputError, message
+from jaxbuf.errors import ConfigError, IndexRangeError, InputError, message
 
 REQUIRED_KEYS = ("obs", "act", "rew", "terminated", "truncated")
 """Keys every transition must have."""
@@ -375,3 +375,17 @@ def check_key(where: str, key: Any) -> None:
             f"each call); got {got}",
         )
     )
+
+
+def check_range(where: str, name: str, values: Any, upper: int, note: str = "") -> None:
+    """Raise :class:`~jaxbuf.errors.IndexRangeError` naming ``name`` when concrete integer
+    ``values`` fall outside ``[0, upper)`` (listing at most 8 of them); traced values are
+    left to the caller's documented run-time rule."""
+    if is_traced(values):
+        return
+    host = np.asarray(values)
+    bad = host[(host < 0) | (host >= upper)]
+    if bad.size:
+        raise IndexRangeError(
+            message(where, f"{name} must lie in [0, {upper}){note}, got {bad[:8].tolist()}")
+        )

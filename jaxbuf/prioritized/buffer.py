@@ -327,39 +327,20 @@ class PrioritizedReplayBuffer(Wrapper):
         return out, indices
 
     # ------------------------------------------------------------------ sequences
-    def sample_sequences(
-        self,
-        key: chex.PRNGKey,
-        batch_size: int,
-        length: int,
-        *,
-        burn_in: int = 0,
-        full_only: bool = False,
-        period: int = 1,
-        tries: int = seqs.DEFAULT_TRIES,
-    ) -> seqs.Sequences:
-        """Windows drawn with probability proportional to their summed step priority.
-
-        Arguments and result as :meth:`jaxbuf.ReplayBuffer.sample_sequences`. Each try draws
-        a step ``j`` proportionally to ``p_j ** alpha`` and a start uniformly among the
-        ``length`` starts whose window would hold ``j``, rejected when it crosses ``j``'s
-        episode start or fails ``full_only`` / ``period``. Given success, a window ``W`` is
-        drawn with probability proportional to ``S(W) = sum_{j in W} p_j ** alpha`` (for full
-        windows, to the mean: R2D2's sequence priority with ``eta = 0``). ``weight`` is the
-        importance weight ``(S(W) / (length * p_min ** alpha)) ** -beta`` (at most 1),
-        divided by its maximum over the batch with ``weight_norm``; 0 for rows not found.
-        To spread R2D2's ``eta * max + (1 - eta) * mean`` over the windows, see
-        :meth:`update_sequence_weight`.
-        """
-        seqs.check_args(self, "sample_sequences", batch_size, length, burn_in, period, tries)
-        return self._sample_prioritized_sequences(
-            key, batch_size, length, burn_in, bool(full_only), period, tries
-        )
-
     @compiled_when_eager(("batch_size", "length", "burn_in", "full_only", "period", "tries"))
-    def _sample_prioritized_sequences(
+    def _sample_sequences(
         self, key, batch_size, length, burn_in, full_only, period, tries
     ) -> seqs.Sequences:
+        """:meth:`sample_sequences` by priority: each try draws a step ``j`` proportionally to
+        ``p_j ** alpha`` and a start uniformly among the ``length`` starts whose window would
+        hold ``j``, rejected when it crosses ``j``'s episode start or fails ``full_only`` /
+        ``period``. Given success, a window ``W`` is drawn with probability proportional to
+        ``S(W) = sum_{j in W} p_j ** alpha`` (for full windows, to the mean: R2D2's sequence
+        priority with ``eta = 0``). ``weight`` is the importance weight
+        ``(S(W) / (length * p_min ** alpha)) ** -beta`` (at most 1), divided by its maximum
+        over the batch with ``weight_norm``; 0 for rows not found. To spread R2D2's
+        ``eta * max + (1 - eta) * mean`` over the windows, see :meth:`update_sequence_weight`.
+        """
         out = seqs.sample_prioritized(
             self, key, batch_size, length, burn_in, full_only, period, tries, super()._read
         )

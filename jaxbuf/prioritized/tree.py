@@ -36,6 +36,7 @@ import numpy as np
 from flax import struct
 
 from jaxbuf._core import random as fast_random
+from jaxbuf._core.validate import check_range
 from jaxbuf.prioritized import _tree_kernels as K
 
 __all__ = ["Tree"]
@@ -314,14 +315,8 @@ class Tree(struct.PyTreeNode):
         name = f"{self.name}.{method}"
         if not jnp.issubdtype(indices.dtype, jnp.integer):
             raise ValueError(f"jaxbuf: {name}: indices must be integers, got dtype {indices.dtype}")
-        if _concrete(indices) and indices.size:
-            host = np.asarray(indices)
-            bad = host[(host < 0) | (host >= self.capacity)]
-            if bad.size:
-                raise IndexError(
-                    f"jaxbuf: {name}: indices must lie in [0, {self.capacity}), got "
-                    f"{bad[:8].tolist()}"
-                )
+        if indices.size:
+            check_range(name, "indices", indices, self.capacity)
 
     def _check_values(self, values: chex.Array, method: str) -> None:
         name = f"{self.name}.{method}"
