@@ -113,7 +113,7 @@ class Facade:
         return self
 
     @staticmethod
-    def _class_for(kind: str, options: dict) -> type:  # set by jaxbuf.compat.tianshou
+    def _class_for(kind: str, options: dict) -> type:  # abstract: see compat.tianshou
         raise NotImplementedError
 
     @property
