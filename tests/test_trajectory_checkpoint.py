@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from trajectory_helpers import assert_rows_consistent, listed_files, make_traj
+from trajectory_helpers import reader as _reader
+from trajectory_helpers import tags as _tags
 
 from jaxbuf.trajectory import (
     CheckpointError,
@@ -22,14 +24,6 @@ from jaxbuf.trajectory import (
     write_trajectory_file,
 )
 from jaxbuf.trajectory.listing import write_listing
-
-
-def _reader(**kwargs):
-    return TrajectoryReplayBuffer(save_trajectories=False, sample_window_size=0, **kwargs)
-
-
-def _tags(buffer, n=400):
-    return sorted(set((buffer.sample(n)["rewards"][:, 0] // 10_000).astype(int)))
 
 
 def _live(tmp_path, name, n, fmt="pt", tag0=0, **kwargs):

@@ -10,6 +10,8 @@ import shutil
 
 import pytest
 from trajectory_helpers import assert_rows_consistent, listed_files, make_traj
+from trajectory_helpers import reader as _reader
+from trajectory_helpers import tags as _tags
 
 import jaxbuf.trajectory.atomic as atomic_module
 import jaxbuf.trajectory.checkpoint as checkpoint_module
@@ -22,14 +24,6 @@ from jaxbuf.trajectory import (
     split_buffer,
     write_trajectory_file,
 )
-
-
-def _reader(**kwargs):
-    return TrajectoryReplayBuffer(save_trajectories=False, sample_window_size=0, **kwargs)
-
-
-def _tags(buffer, n=400):
-    return sorted(set((buffer.sample(n)["rewards"][:, 0] // 10_000).astype(int)))
 
 
 def _live(path, tags, mwid=""):

@@ -114,3 +114,15 @@ def listed_files(directory: str) -> list[str]:
     return sorted(
         n for n in os.listdir(directory) if n.startswith("trajectory_") and not n.endswith(".json")
     )
+
+
+def reader(**kwargs):
+    """A read-only buffer over a directory (no persistence, whole-buffer sampling window)."""
+    from jaxbuf.trajectory import TrajectoryReplayBuffer
+
+    return TrajectoryReplayBuffer(save_trajectories=False, sample_window_size=0, **kwargs)
+
+
+def tags(buffer, n=400):
+    """The sorted trajectory tags (``row_codes`` // 10_000) seen in ``n`` sampled rows."""
+    return sorted(set((buffer.sample(n)["rewards"][:, 0] // 10_000).astype(int)))
