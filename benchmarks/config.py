@@ -22,6 +22,7 @@ class Config:
       episode_capacity: capacity of the prev/next and sequence workloads.
       stack_capacity: capacity of the frame-stacking and memory workloads.
       sequence_length: steps per window of the sequence workload.
+      seq_capacities: capacities of the sequences workload (64 windows of 80 steps).
       gae_shapes: ``[T, B]`` rollouts for GAE.
       sum_tree_capacities: capacities of the bare sum-tree workload.
       example_iterations: training iterations timed per repetition of the examples workload.
@@ -39,6 +40,7 @@ class Config:
     episode_capacity: int
     stack_capacity: int
     sequence_length: int
+    seq_capacities: tuple[int, ...]
     gae_shapes: tuple[tuple[int, int], ...]
     sum_tree_capacities: tuple[int, ...]
     example_iterations: int
@@ -62,6 +64,7 @@ CPU = Config(
     episode_capacity=2**20,
     stack_capacity=2**16,
     sequence_length=8,
+    seq_capacities=(2**20, 2**22),
     gae_shapes=((128, 64), (2048, 8)),
     sum_tree_capacities=(2**16, 2**20, 2**22),
     example_iterations=20,
@@ -78,6 +81,7 @@ CPU_QUICK = replace(
     prio_capacities=(2**14,),
     episode_capacity=2**14,
     stack_capacity=2**12,
+    seq_capacities=(2**14, 2**16),
     sum_tree_capacities=(2**12, 2**16),
     example_iterations=4,
 )
@@ -111,6 +115,7 @@ GPU_QUICK = replace(
     prio_capacities=(2**12, 2**14),
     episode_capacity=2**14,
     stack_capacity=2**12,  # flashbax needs capacity >= batch (4096)
+    seq_capacities=(2**14, 2**16),
     gae_shapes=((128, 64),),
     sum_tree_capacities=(2**12,),
     example_iterations=2,
@@ -124,6 +129,7 @@ def smallest(cfg: Config) -> Config:
         cfg,
         capacities=cfg.capacities[:1],
         prio_capacities=cfg.prio_capacities[:1],
+        seq_capacities=cfg.seq_capacities[:1],
         gae_shapes=cfg.gae_shapes[:1],
         sum_tree_capacities=cfg.sum_tree_capacities[:1],
         reps=1,

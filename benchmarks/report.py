@@ -190,6 +190,7 @@ def targets(results: list[Result], profile: str = "cpu") -> list[tuple[str, str,
                     "met" if x <= 1.3 else "NOT met",
                 )
             )
+    out += capacity_ratios(results, ("sequences/call", "sequences/scan"))
     ratio_check("prioritized/", "flashbax", 2.0, "speed")
     ratio_check("gae/", "rlax", 1.0, "speed")
     ratio_check("gae/", "rlax[+returns]", 1.0, "speed")
@@ -202,6 +203,36 @@ def targets(results: list[Result], profile: str = "cpu") -> list[tuple[str, str,
                     "memory: jaxbuf bytes per transition <= 1.1x payload",
                     f"{x:.3f}x ({r.value:,.0f} / {pay.value:,.0f} B)",
                     "met" if x <= 1.1 else "NOT met",
+                )
+            )
+    return out
+
+
+def capacity_ratios(results: list[Result], workloads: tuple[str, ...]) -> list[tuple]:
+    """``cost at the largest capacity / cost at the smallest`` for every library of each
+    workload (rows that differ only in ``capacity``); jaxbuf's are checked against 1.3,
+    the peers' are shown for comparison (verdict ``info``)."""
+    out = []
+    for w in workloads:
+        series: dict = defaultdict(dict)
+        for r in results:
+            if r.workload == w and r.value is not None and "capacity" in r.params:
+                rest = tuple(sorted((k, v) for k, v in r.params.items() if k != "capacity"))
+                series[(r.lib, rest)][r.params["capacity"]] = r
+        for (lib, rest), by_cap in series.items():
+            if len(by_cap) < 2:
+                continue
+            lo, hi = by_cap[min(by_cap)], by_cap[max(by_cap)]
+            x = hi.value / lo.value
+            cpu = f" (cpu {hi.cpu / lo.cpu:.2f})" if hi.cpu and lo.cpu else ""
+            own = lib.startswith(BASE)
+            verdict = ("met" if x <= 1.3 else "NOT met") if own else "info"
+            out.append(
+                (
+                    f"{lib} {w} {_params(dict(rest))}: cost at {max(by_cap)} / cost at "
+                    f"{min(by_cap)}{' <= 1.3' if own else ''}",
+                    f"{x:.2f}{cpu}",
+                    verdict,
                 )
             )
     return out

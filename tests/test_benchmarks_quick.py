@@ -82,3 +82,34 @@ def test_markdown_shows_ratios_skipped_peers_and_throughput():
     assert "100,000 steps/s" in md
     assert "| speed add/call capacity=8 vs flashbax >= 1.0x | 2.50x (cpu 2.00x) | met |" in md
     assert "vs tianshou" not in md  # no target row against a skipped peer
+
+
+def test_sequences_workload_times_both_libraries_and_reports_capacity_ratios(tmp_path):
+    pytest.importorskip("flashbax")
+    cfg = PROFILES[("cpu", True)]
+    assert cfg.seq_capacities == (2**14, 2**16)
+    argv = ["--quick", "--smallest", "--workload", "sequences", "--out", str(tmp_path)]
+    assert run.main(argv) == 0
+    doc = json.loads((tmp_path / "latest.json").read_text())
+    got = {(r["workload"], r["lib"], r["params"]["capacity"]) for r in doc["results"]}
+    assert got == {
+        (w, lib, 2**14)
+        for w in ("sequences/call", "sequences/scan")
+        for lib in ("jaxbuf", "jaxbuf[full_only]", "flashbax")
+    }
+    assert all(r["status"] == "ok" and r["value"] > 0 for r in doc["results"])
+    assert all(r["params"]["batch"] == 64 and r["params"]["length"] == 80 for r in doc["results"])
+
+
+def test_capacity_ratios_cover_every_library():
+    def row(lib, cap, value):
+        return Result("sequences/call", {"capacity": cap, "batch": 64}, lib, "us", value, cpu=value)
+
+    rows_ = [row("jaxbuf", 4, 1.0), row("jaxbuf", 16, 1.2), row("flashbax", 4, 1.0)]
+    rows_ += [row("flashbax", 16, 3.0), row("jaxbuf[full_only]", 4, 1.0)]
+    got = report.capacity_ratios(rows_, ("sequences/call",))
+    assert got == [
+        ("jaxbuf sequences/call batch=64: cost at 16 / cost at 4 <= 1.3", "1.20 (cpu 1.20)", "met"),
+        ("flashbax sequences/call batch=64: cost at 16 / cost at 4", "3.00 (cpu 3.00)", "info"),
+    ]
+    assert report.capacity_ratios(rows_[:1], ("sequences/call",)) == []

@@ -20,6 +20,7 @@ from benchmarks.workloads import (
     prioritized,
     sample,
     sequence,
+    sequences,
     sharding,
     sum_tree,
     threefry,
@@ -44,6 +45,9 @@ WORKLOADS: dict[str, Workload] = {
         episode.stacked_groups, "frame-stacked sample, uint8[84, 84] x 4", ("cpu", "gpu")
     ),
     "sequence": Workload(sequence.groups, "windows of 8 steps within episodes", ("gpu",)),
+    "sequences": Workload(
+        sequences.groups, "64 windows of 80 steps at 2^20 and 2^22 slots, with flashbax"
+    ),
     "prioritized": Workload(
         prioritized.groups, "prioritized sample + priority update", ("cpu", "gpu")
     ),
