@@ -166,3 +166,67 @@ def test_overrides_convert_to_the_field_type_and_reject_unknown_names(common):
         common.with_overrides(Cfg(), ["steps=1e3"])
     with pytest.raises(SystemExit, match="flag: expected true/false"):
         common.with_overrides(Cfg(), ["flag=maybe"])
+
+
+def test_r2d2_smoke_trains_a_recurrent_agent_from_sequences(tmp_path):
+    out = tmp_path / "r2d2.png"
+    proc = run_example("r2d2_cartpole.py", tmp_path, "--out", str(out))
+    curve = load_curve(out)
+    summary = curve["summary"]
+    cfg = summary["config"]
+    # SMOKE: 24 iterations of 4 envs, evaluations after iterations 12 and 24
+    assert summary["env_steps"] == cfg["iterations"] * cfg["num_envs"] == 96
+    assert curve["eval_steps"] == [48, 96]
+    assert cfg["hide_velocities"] and cfg["burn_in"] < cfg["length"]
+    assert 8 <= summary["final_eval_return"] <= 500
+    text = proc.stdout + proc.stderr
+    assert "compiling the training loop" in text and "R2D2 (LSTM) seed 0" in text
+
+
+def test_r2d2_targets_stop_at_terminated_and_bootstrap_elsewhere(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import jax.numpy as jnp
+    import r2d2_cartpole as r2
+
+    # one window of 5 steps: step 2 terminates the episode, steps 3-4 are masked
+    rew = jnp.array([[1.0, 2.0, 4.0, 0.0, 0.0]])
+    term = jnp.array([[False, False, True, False, False]])
+    mask = jnp.array([[True, True, True, False, False]])
+    boot = jnp.array([[10.0, 20.0, 30.0, 0.0, 0.0]])
+    y = np.asarray(r2.nstep_in_window(rew, term, mask, boot, 0.5, 2))[0]
+    # t=0: 1 + 0.5*2 + 0.25*boot[1]; t=1: 2 + 0.5*4 (terminated: no bootstrap); t=2: 4
+    np.testing.assert_allclose(y[:3], [1 + 1 + 0.25 * 20, 2 + 2, 4])
+    # a window cut by its end (mask false after step 1, not terminated) bootstraps there
+    mask2 = jnp.array([[True, True, False, False, False]])
+    y2 = np.asarray(r2.nstep_in_window(rew, term * False, mask2, boot, 0.5, 3))[0]
+    np.testing.assert_allclose(y2[:2], [1 + 0.5 * 2 + 0.25 * 20, 2 + 0.5 * 20])
+
+
+def test_r2d2_compare_figure_lists_every_run(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import r2d2_cartpole as r2
+
+    cfg = r2.SMOKE
+    curve = np.full(cfg.iterations, np.nan)
+    curve[[11, 23]] = [20.0, 40.0]
+    records = [
+        {
+            "agent": name,
+            "recurrent": rec,
+            "seed": seed,
+            "final_eval_return": 30.0,
+            "eval_curve": curve,
+            "times": {"train_wall_s": 1.0},
+        }
+        for name, rec in (("R2D2 (LSTM)", True), ("feed-forward", False))
+        for seed in (0, 1)
+    ]
+    out = tmp_path / "cmp.png"
+    r2.plot_compare(out, cfg, records, "python examples/r2d2_cartpole.py --compare")
+    doc = load_curve(out)
+    assert [(r["agent"], r["seed"]) for r in doc["runs"]] == [
+        (r["agent"], r["seed"]) for r in records
+    ]
+    assert doc["runs"][0]["eval_steps"] == [48, 96]
+    assert doc["runs"][0]["eval_return"] == [20.0, 40.0]
+    assert doc["command"].endswith("--compare")
