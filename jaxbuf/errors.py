@@ -14,7 +14,7 @@ Example:
     ...     jaxbuf.ReplayBuffer.create({"obs": 0.0}, 8)
     ... except jaxbuf.JaxbufError as err:
     ...     print(type(err).__name__, isinstance(err, ValueError))
-    InputError True
+    ConfigError True
 """
 
 from __future__ import annotations
