@@ -105,6 +105,26 @@ class ReplayBuffer(Buffer):
         ``ignore_obs_next``, ``save_only_last_obs``, ``sample_avail``, ``obs_stack_len``,
         ``lockstep``. ``obs_stack_len`` is the frame count of the incoming ``obs`` stacks with
         ``save_only_last_obs`` (an int), or ``(obs frames, obs_next frames)`` when they differ.
+
+    Example:
+      A three-step episode added inside ``lax.scan``; the last add reports the episode:
+
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxbuf import ReplayBuffer
+      >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+      ...           terminated=False, truncated=False)
+      >>> def step(buf, t):
+      ...     row = dict(obs=jnp.full(2, t, jnp.float32), act=t, rew=jnp.float32(1),
+      ...                terminated=t == 2, truncated=False)
+      ...     return buf.add(row)
+      >>> buf, res = jax.lax.scan(step, ReplayBuffer.create(ex, 4), jnp.arange(3))
+      >>> len(buf), res.episode_length[:, 0].tolist(), res.episode_return[:, 0].tolist()
+      (3, [0, 0, 3], [0.0, 0.0, 3.0])
+      >>> buf.next(jnp.arange(3)).tolist()  # the episode end points at itself
+      [1, 2, 2]
+      >>> batch, indices = buf.sample(jax.random.key(0), 2)
+      >>> batch["obs"].shape, indices.shape
+      ((2, 2), (2,))
     """
 
     storage: dict

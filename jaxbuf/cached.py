@@ -47,6 +47,27 @@ class CachedReplayBuffer(Buffer):
       main: core ``ReplayBuffer`` of ``main_size`` slots holding finished episodes.
       caches: core ``ReplayBuffer`` with one sub-buffer of ``max_episode_length``
         slots per env, each holding its env's unfinished episode from slot 0.
+
+    Example:
+      Two envs; env 0 ends a two-step episode, which moves to main in one piece:
+
+      >>> import jax.numpy as jnp
+      >>> from jaxbuf import CachedReplayBuffer
+      >>> ex = dict(obs=jnp.zeros(()), act=0, rew=jnp.float32(0), terminated=False,
+      ...           truncated=False)
+      >>> buf = CachedReplayBuffer.create(ex, main_size=8, cached_buffer_num=2,
+      ...                                 max_episode_length=4)
+      >>> def rows(t, ends):
+      ...     return dict(obs=jnp.full(2, t, jnp.float32), act=jnp.zeros(2, jnp.int32),
+      ...                 rew=jnp.ones(2), terminated=jnp.array(ends),
+      ...                 truncated=jnp.zeros(2, bool))
+      >>> ids = jnp.array([0, 1])
+      >>> buf, _ = buf.add(rows(0, [False, False]), buffer_ids=ids)
+      >>> buf, res = buf.add(rows(1, [True, False]), buffer_ids=ids)
+      >>> res.index.tolist(), res.episode_start.tolist(), res.episode_return.tolist()
+      ([1, 13], [0, 12], [2.0, 0.0])
+      >>> len(buf.main), len(buf.caches), buf.maxsize  # main 8 + 2 caches of 4
+      (2, 2, 16)
     """
 
     main: ReplayBuffer

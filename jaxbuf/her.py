@@ -92,6 +92,31 @@ class HERReplayBuffer(Wrapper):
       compute_reward_fn: static, ``(achieved_goal, desired_goal) -> rew`` on batches.
       horizon: static, the future step is at most ``horizon - 1`` steps ahead.
       future_k: static, relabelling probability ``1 - 1/future_k``.
+
+    Example:
+      A 1-D goal task (reward: minus the distance to the goal); one four-step episode
+      walks from 0 to 4 towards a goal at 9, and samples get goals achieved later on:
+
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxbuf import HERReplayBuffer
+      >>> def reward(achieved, desired):
+      ...     return -jnp.abs(achieved - desired).sum(-1)
+      >>> def obs(x):
+      ...     x = jnp.asarray(x, jnp.float32)[:, None]
+      ...     return dict(observation=x, achieved_goal=x, desired_goal=jnp.full_like(x, 9))
+      >>> t = jnp.arange(4)
+      >>> rows = dict(obs=obs(t), obs_next=obs(t + 1), act=t, rew=-(8.0 - t),
+      ...             terminated=t < 0, truncated=t == 3)
+      >>> ex = jax.tree.map(lambda x: x[0], rows)
+      >>> buf = HERReplayBuffer.create(ex, 8, reward, horizon=4, future_k=4)
+      >>> buf, _ = buf.extend(rows)
+      >>> batch, indices = buf.sample(jax.random.key(0), 4)
+      >>> relabelled = batch["obs"]["desired_goal"][:, 0] < 9
+      >>> bool(relabelled.any())
+      True
+      >>> bool(jnp.all(batch["rew"] == reward(batch["obs_next"]["achieved_goal"],
+      ...                                     batch["obs"]["desired_goal"])))
+      True
     """
 
     compute_reward_fn: Callable = struct.field(pytree_node=False)
@@ -216,7 +241,20 @@ class HERReplayBuffer(Wrapper):
 class HERVectorReplayBuffer(metaclass=VectorKind):
     """Tianshou's ``HERVectorReplayBuffer``: a :class:`HERReplayBuffer` with ``buffer_num``
     sub-buffers (one per env) and the same relabelling. ``isinstance(buf,
-    HERVectorReplayBuffer)`` is true for a HER buffer with more than one sub-buffer."""
+    HERVectorReplayBuffer)`` is true for a HER buffer with more than one sub-buffer.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxbuf import HERReplayBuffer, HERVectorReplayBuffer
+      >>> goal = jnp.zeros(2)
+      >>> obs = dict(observation=jnp.zeros(3), achieved_goal=goal, desired_goal=goal)
+      >>> ex = dict(obs=obs, obs_next=obs, act=0, rew=jnp.float32(0), terminated=False,
+      ...           truncated=False)
+      >>> reward = lambda achieved, desired: -jnp.abs(achieved - desired).sum(-1)
+      >>> buf = HERVectorReplayBuffer.create(ex, 8, 2, reward, horizon=4)
+      >>> type(buf) is HERReplayBuffer, isinstance(buf, HERVectorReplayBuffer), buf.buffer_num
+      (True, True, 2)
+    """
 
     kind = HERReplayBuffer
 

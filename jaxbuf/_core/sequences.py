@@ -51,6 +51,26 @@ class Sequences:
         ``period``, unless the buffer is empty).
       weight: float32[B], 1 for found rows and 0 for the others; prioritized buffers put the
         window's importance weight here.
+
+    Example:
+      One stored six-step episode; full windows of four steps, the first one burn-in:
+
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxbuf import ReplayBuffer
+      >>> ex = dict(obs=jnp.zeros(()), act=0, rew=jnp.float32(0), terminated=False,
+      ...           truncated=False)
+      >>> t = jnp.arange(6)
+      >>> rows = dict(obs=t.astype(jnp.float32), act=t, rew=jnp.ones(6),
+      ...             terminated=t == 5, truncated=t < 0)
+      >>> buf, _ = ReplayBuffer.create(ex, 8).extend(rows)
+      >>> seq = buf.sample_sequences(jax.random.key(0), 2, 4, burn_in=1, full_only=True)
+      >>> batch, indices, mask = seq
+      >>> batch["obs"].shape, bool(mask.all()), seq.found.tolist()
+      ((2, 4), True, [True, True])
+      >>> seq.burn_in[0].tolist()
+      [True, False, False, False]
+      >>> bool(jnp.all(jnp.diff(indices, axis=1) == 1))  # consecutive steps of one episode
+      True
     """
 
     batch: dict
@@ -74,6 +94,19 @@ class Episodes:
       mask: bool[B, max_length], true on the episode's steps, false on the padding.
       whole: bool[B], the row holds its whole stored episode (start to end); false when the
         episode is longer than ``max_length`` (see :func:`episodes`).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxbuf import ReplayBuffer
+      >>> ex = dict(obs=jnp.zeros(()), act=0, rew=jnp.float32(0), terminated=False,
+      ...           truncated=False)
+      >>> t = jnp.arange(6)
+      >>> rows = dict(obs=t.astype(jnp.float32), act=t, rew=jnp.ones(6),
+      ...             terminated=t == 5, truncated=t < 0)
+      >>> buf, _ = ReplayBuffer.create(ex, 8).extend(rows)
+      >>> ep = buf.sample_episodes(jax.random.key(1), 2, 8)
+      >>> ep.indices[0].tolist(), ep.mask[0].tolist()
+      ([0, 1, 2, 3, 4, 5, 5, 5], [True, True, True, True, True, True, False, False])
     """
 
     batch: dict

@@ -320,7 +320,8 @@ def as_dtype(value: Any, dtype: Any) -> Any:
 
 
 def check_same_layout(new: Any, current: Any) -> None:
-    """Raise :class:`~jaxbuf.errors.InputError` naming the field unless ``new`` matches ``current``'s layout."""
+    """Raise :class:`~jaxbuf.errors.InputError` naming the field unless ``new`` matches
+    ``current``'s layout."""
     new_flat = {key_path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(new)[0]}
     cur_flat = {key_path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(current)[0]}
     if sorted(new_flat) != sorted(cur_flat):

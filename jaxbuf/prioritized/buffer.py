@@ -74,6 +74,25 @@ class PrioritizedReplayBuffer(Wrapper):
       beta: float32 scalar, the importance-sampling exponent (a traced leaf).
       alpha: static float, the priority exponent.
       weight_norm: static bool, divide each read's weights by their maximum (Tianshou).
+
+    Example:
+      Four stored rows, one with five times the priority of the others (``alpha=1``): it is
+      drawn with probability 5/8 and gets the smallest importance weight,
+      ``(N P)^-beta`` divided by the largest: ``(4 * 5/8)^-0.5 / (4 * 1/8)^-0.5 = 0.447``.
+
+      >>> import jax, jax.numpy as jnp, numpy as np
+      >>> from jaxbuf import PrioritizedReplayBuffer
+      >>> ex = dict(obs=jnp.zeros(()), act=0, rew=jnp.float32(0), terminated=False,
+      ...           truncated=False)
+      >>> buf = PrioritizedReplayBuffer.create(ex, 4, alpha=1.0, beta=0.5)
+      >>> rows = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * 4), ex)
+      >>> buf, _ = buf.extend(rows)
+      >>> buf = buf.update_weight(jnp.arange(4), jnp.array([1.0, 1.0, 1.0, 5.0]))
+      >>> batch, indices = buf.sample(jax.random.key(0), 1000)
+      >>> sorted({round(float(w), 3) for w in batch["weight"]})
+      [0.447, 1.0]
+      >>> bool(abs((indices == 3).mean() - 5 / 8) < 0.05)
+      True
     """
 
     tree: PriorityTree
@@ -395,6 +414,15 @@ class PrioritizedVectorReplayBuffer(metaclass=VectorKind):
     Tianshou, :meth:`~PrioritizedReplayBuffer.set_beta` takes effect. ``isinstance(buf,
     PrioritizedVectorReplayBuffer)`` is true for a prioritized buffer with more than one
     sub-buffer.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxbuf import PrioritizedReplayBuffer, PrioritizedVectorReplayBuffer
+      >>> ex = dict(obs=jnp.zeros(()), act=0, rew=jnp.float32(0), terminated=False,
+      ...           truncated=False)
+      >>> buf = PrioritizedVectorReplayBuffer.create(ex, 8, 2, alpha=0.6, beta=0.4)
+      >>> type(buf) is PrioritizedReplayBuffer, buf.buffer_num, buf.maxsize
+      (True, 2, 8)
     """
 
     kind = PrioritizedReplayBuffer
