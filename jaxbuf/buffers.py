@@ -437,7 +437,7 @@ class ReplayBuffer(Buffer):
                 "jaxbuf: field 'done' disagrees with terminated | truncated",
             )
         elif not bool(jnp.all(done == derived)):
-            raise ValueError(
+            raise InputError(
                 "jaxbuf: field 'done' disagrees with terminated | truncated "
                 f"(done={np.asarray(done)}, derived={np.asarray(derived)}); "
                 "done is always derived, pass terminated and truncated"

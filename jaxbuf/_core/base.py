@@ -139,7 +139,7 @@ class Buffer(TianshouAPI, struct.PyTreeNode, repr=False):
         """Number of stored transitions (eager only; use ``buf.size`` under ``jit``)."""
         self._require_unstacked("len")
         if is_traced(self.lengths):
-            raise TypeError("jaxbuf: len(buf) is eager only; use buf.size inside jit")
+            raise InputError("jaxbuf: len(buf) is eager only; use buf.size inside jit")
         return int(np.sum(np.asarray(self.lengths)))
 
     @property

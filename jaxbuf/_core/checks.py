@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 
+from jaxbuf.errors import InputError
+
 _state = threading.local()
 
 
@@ -46,7 +48,7 @@ def global_index(index: Any, maxsize: int) -> jax.Array:
     """
     index = jnp.asarray(index)
     if not jnp.issubdtype(index.dtype, jnp.integer):
-        raise TypeError(f"jaxbuf: indices must be integers, got dtype {index.dtype}")
+        raise InputError(f"jaxbuf: indices must be integers, got dtype {index.dtype}")
     runtime_check(
         jnp.all((index >= 0) & (index < maxsize)),
         f"jaxbuf: index out of range [0, {maxsize})",
