@@ -51,7 +51,8 @@ def shard_update_weight(
       buf: a prioritized buffer in the sharded layout (``create_sharded`` / ``shard_buffer``).
       indices: int[K] global slots, e.g. from :func:`shard_sample`; ``K`` a multiple of ``S``.
       weights: real ``[K]`` (e.g. TD errors; the sign is dropped).
-      mesh, axis: as for the other functions.
+      mesh: the mesh the buffer is placed on.
+      axis: the mesh axis it is sharded over.
       mode: ``"global"`` (default, right for any indices, e.g. from
         ``shard_sample(mode="global")``): the ``K`` indices and weights are all-gathered
         (``2 K`` scalars) and each shard keeps its own. ``"local"``: block ``s`` of the
