@@ -20,6 +20,7 @@ from benchmarks.workloads import (
     prioritized,
     sample,
     sequence,
+    sharded_prioritized,
     sharding,
     sum_tree,
     threefry,
@@ -53,6 +54,9 @@ WORKLOADS: dict[str, Workload] = {
     "sum_tree": Workload(sum_tree.groups, "bare sum tree: sample + set"),
     "threefry": Workload(threefry.groups, "unrolled Threefry against jax.random"),
     "sharding": Workload(sharding.groups, "sharded add and sample over the process's devices"),
+    "sharded_prioritized": Workload(
+        sharded_prioritized.groups, "sharded prioritized sample + update, local and global"
+    ),
     "trajectory_io": Workload(trajectory_io.groups, "RLinf trajectory files: codecs, add, sample"),
     "checkpoint": Workload(checkpoint.groups, "save and restore of a full buffer"),
     "extend": Workload(
