@@ -1,10 +1,12 @@
-"""Fail when a public name of a documented module has no docstring.
+"""Fail when a public name of a documented module has no docstring or no example.
 
 The API reference renders every public name from its docstring, and mkdocstrings renders a
 name without one silently; this check makes that an error. Public: the names in a module's
 ``__all__`` (or, without one, those defined there without a leading underscore) and their
-public methods and properties. Run from the repository root:
-``python scripts/check_docstrings.py``.
+public methods and properties. Every public function and class (not each method) must also
+show a ``>>>`` example, which the test suite runs as a doctest (``pytest`` collects
+``jaxbuf`` with ``--doctest-modules``), so the reference cannot drift from the code. Run from
+the repository root: ``python scripts/check_docstrings.py``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ MODULES = (
     "jaxbuf.sharding",
     "jaxbuf.trajectory",
     "jaxbuf.compat.tianshou",
+    "jaxbuf.datasets",
+    "jaxbuf.concurrent",
     "jaxbuf.errors",
 )
 
@@ -32,6 +36,16 @@ def public_members(module: griffe.Module) -> list[griffe.Object | griffe.Alias]:
     return [module.members[str(n)] for n in names if str(n) in module.members]
 
 
+def _has_example(target) -> bool:
+    if ">>>" in target.docstring.value:
+        return True
+    # An exception class is shown by the example of the code that raises it (errors module).
+    return target.is_class and any(
+        getattr(b, "name", str(b)).endswith(("Error", "Exception", "Timeout"))
+        for b in target.bases
+    )
+
+
 def missing(obj, path: str, seen: set[str]) -> list[str]:
     try:
         target = obj.final_target if obj.is_alias else obj
@@ -41,6 +55,8 @@ def missing(obj, path: str, seen: set[str]) -> list[str]:
         return []
     seen.add(target.path)
     out = [] if target.docstring else [path]
+    if target.docstring and (target.is_class or target.is_function) and not _has_example(target):
+        out.append(f"{path} (no >>> example)")
     if target.is_class:
         for name, member in target.all_members.items():
             if name.startswith("_"):
@@ -66,8 +82,8 @@ def main() -> int:
         for member in public_members(module):
             problems += missing(member, f"{name}.{member.name}", seen)
     for p in problems:
-        print(f"missing docstring: {p}")
-    print(f"{len(problems)} public name(s) without a docstring")
+        print(f"missing: {p}")
+    print(f"{len(problems)} public name(s) without a docstring or an example")
     return 1 if problems else 0
 
 

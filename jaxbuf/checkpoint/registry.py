@@ -45,6 +45,7 @@ def canonical(name: str) -> str:
     """The current name of the class a checkpoint recorded as ``name``."""
     return ALIASES.get(name, name)
 
+
 _registered: dict[str, type] = {}
 
 

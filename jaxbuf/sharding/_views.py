@@ -25,7 +25,14 @@ SHARDABLE = (ReplayBuffer, PrioritizedReplayBuffer)
 
 
 def shard_count(mesh: Mesh, axis: str) -> int:
-    """Number of shards along ``axis`` of ``mesh`` (a ``ValueError`` names a missing axis)."""
+    """Number of shards along ``axis`` of ``mesh`` (a ``ValueError`` names a missing axis).
+
+    Example:
+      >>> import jax
+      >>> from jaxbuf import sharding as shd
+      >>> shd.shard_count(jax.make_mesh((1,), ("env",)), "env")
+      1
+    """
     if not isinstance(mesh, Mesh):
         raise TypeError(f"jaxbuf: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     if axis not in mesh.shape:
@@ -36,7 +43,14 @@ def shard_count(mesh: Mesh, axis: str) -> int:
 
 
 def local_count(buffer_num: int, mesh: Mesh, axis: str) -> int:
-    """Sub-buffers per shard, ``buffer_num / S``; a ``ValueError`` if it does not divide."""
+    """Sub-buffers per shard, ``buffer_num / S``; a ``ValueError`` if it does not divide.
+
+    Example:
+      >>> import jax
+      >>> from jaxbuf import sharding as shd
+      >>> shd.local_count(4, jax.make_mesh((1,), ("env",)), "env")
+      4
+    """
     shards = shard_count(mesh, axis)
     if buffer_num % shards:
         raise ValueError(

@@ -51,6 +51,19 @@ def shard_add(
       ``(buffer, AddResult)`` exactly as ``buf.add(batch, buffer_ids)`` on the unsharded
       buffer would return them (global slots), with every output sharded over ``axis``.
       The compiled program has no cross-device collective.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxbuf
+      >>> from jaxbuf import sharding as shd
+      >>> mesh = jax.make_mesh((1,), ("env",))
+      >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+      ...           terminated=False, truncated=False)
+      >>> rows = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * 2), ex)
+      >>> buf = shd.create_sharded(ex, 8, 2, mesh, "env")
+      >>> buf, res = shd.shard_add(buf, rows, mesh, "env")  # one row per sub-buffer
+      >>> res.index.tolist()
+      [0, 4]
     """
     check_buffer(buf)
     n_local = local_count(buf.buffer_num, mesh, axis)

@@ -36,7 +36,22 @@ def restore_sharded(
     the saved shard count is a multiple of this one, else replicated). Multi-host: collective,
     every process calls it with the same arguments.
 
-    Example: ``buf = shd.restore_sharded("/ckpt/buf", mesh4, "env")``.
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxbuf
+      >>> from jaxbuf import sharding as shd
+      >>> mesh = jax.make_mesh((1,), ("env",))
+      >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+      ...           terminated=False, truncated=False)
+      >>> rows = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * 2), ex)
+      >>> import tempfile
+      >>> buf = shd.create_sharded(ex, 8, 2, mesh, "env", alpha=0.6, beta=0.4)
+      >>> buf, _ = shd.shard_add(buf, rows, mesh, "env")
+      >>> path = tempfile.mkdtemp() + "/buf"
+      >>> _ = jaxbuf.save(path, buf)
+      >>> back = shd.restore_sharded(path, mesh, "env")
+      >>> type(back).__name__, back.tree.leaves.shape, len(shd.unshard(back))
+      ('PrioritizedReplayBuffer', (1, 8), 2)
     """
     with BufferCheckpointManager(directory, read_only=True) as mngr:
         step = mngr._check_step(step)

@@ -34,6 +34,17 @@ def partition_specs(buf: Any, axis: str) -> Any:
     in the sharded layout (its ``tree`` a stack of per-shard trees, leading axis ``S``): the
     tree's arrays get ``P(axis)``, ``max_prio`` and ``beta`` are replicated (``P()``). Same
     pytree structure as ``buf`` (a buffer or its abstract value).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxbuf
+      >>> from jaxbuf import sharding as shd
+      >>> mesh = jax.make_mesh((1,), ("env",))
+      >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+      ...           terminated=False, truncated=False)
+      >>> specs = shd.partition_specs(jaxbuf.VectorReplayBuffer.create(ex, 8, 2), "env")
+      >>> specs.storage["obs"], specs.counters
+      (P(None, 'env'), P('env',))
     """
     check_buffer(buf)
     c = core(buf)
@@ -65,6 +76,17 @@ def buffer_sharding(buf: Any, mesh: Mesh, axis: str) -> Any:
     ``buf`` is a buffer or its abstract value (``jax.eval_shape``); the result has the same
     pytree structure, usable as ``out_shardings``, for ``jax.device_put`` or as the target
     shardings of a checkpoint restore. Checks that ``buffer_num`` divides over the axis.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxbuf
+      >>> from jaxbuf import sharding as shd
+      >>> mesh = jax.make_mesh((1,), ("env",))
+      >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+      ...           terminated=False, truncated=False)
+      >>> s = shd.buffer_sharding(jaxbuf.VectorReplayBuffer.create(ex, 8, 2), mesh, "env")
+      >>> type(s.counters).__name__, s.counters.spec
+      ('NamedSharding', P('env',))
     """
     local_count(buf.buffer_num, mesh, axis)
     if is_prioritized(buf) and tree_shards(buf) != shard_count(mesh, axis):
@@ -94,6 +116,18 @@ def sharded_like(buf: Any, mesh: Mesh, axis: str) -> Any:
     A prioritized buffer's abstract value has one priority tree per shard of ``mesh``; to
     restore one saved on another device count use :func:`jaxbuf.sharding.restore_sharded`.
     Each leaf carries its ``NamedSharding``; orbax reads only the blocks each device needs.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxbuf
+      >>> from jaxbuf import sharding as shd
+      >>> mesh = jax.make_mesh((1,), ("env",))
+      >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+      ...           terminated=False, truncated=False)
+      >>> saved = jax.eval_shape(lambda: jaxbuf.VectorReplayBuffer.create(ex, 8, 2))
+      >>> like = shd.sharded_like(saved, mesh, "env")
+      >>> like.storage["obs"].shape, like.storage["obs"].sharding.spec
+      ((4, 2, 2), P(None, 'env'))
     """
     check_buffer(buf)
     buf = _relayout_abstract(buf, shard_count(mesh, axis))
@@ -147,6 +181,17 @@ def shard_buffer(buf: Any, mesh: Mesh, axis: str) -> Any:
     per shard from the priorities per slot (``O(maxsize)``, exact: the rebuilt trees equal
     trees written leaf by leaf). Multi-host: every process must pass the same (host-resident)
     buffer; each keeps the blocks of its own devices.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxbuf
+      >>> from jaxbuf import sharding as shd
+      >>> mesh = jax.make_mesh((1,), ("env",))
+      >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+      ...           terminated=False, truncated=False)
+      >>> buf = shd.shard_buffer(jaxbuf.VectorReplayBuffer.create(ex, 8, 2), mesh, "env")
+      >>> buf.storage["obs"].sharding.spec
+      P(None, 'env')
     """
     check_buffer(buf)
     shards = shard_count(mesh, axis)
@@ -167,6 +212,19 @@ def unshard(buf: Any) -> Any:
     method of the unsharded class works on the result (``sample``, ``update_weight``, reads
     with weights). The arrays go to the first local device; single-process only (multi-host,
     gather with ``global_apply`` or restore a checkpoint instead). ``O(maxsize)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxbuf
+      >>> from jaxbuf import sharding as shd
+      >>> mesh = jax.make_mesh((1,), ("env",))
+      >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+      ...           terminated=False, truncated=False)
+      >>> rows = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * 2), ex)
+      >>> buf = shd.create_sharded(ex, 8, 2, mesh, "env", alpha=0.6, beta=0.4)
+      >>> buf, _ = shd.shard_add(buf, rows, mesh, "env")
+      >>> buf.tree.leaves.shape, shd.unshard(buf).tree.leaves.shape  # per shard -> one tree
+      ((1, 8), (8,))
     """
     check_buffer(buf)
     one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -179,6 +237,12 @@ def process_subbuffers(buffer_num: int, mesh: Mesh, axis: str) -> np.ndarray:
 
     Multi-host, these are the envs this process steps; its rows for :func:`global_batch` come
     in this order. Single-process, every id ``0 .. buffer_num - 1``.
+
+    Example:
+      >>> import jax
+      >>> from jaxbuf import sharding as shd
+      >>> shd.process_subbuffers(4, jax.make_mesh((1,), ("env",)), "env").tolist()
+      [0, 1, 2, 3]
     """
     local_count(buffer_num, mesh, axis)
     index_map = NamedSharding(mesh, P(axis)).addressable_devices_indices_map((buffer_num,))
@@ -193,6 +257,19 @@ def global_batch(batch: Any, mesh: Mesh, axis: str) -> Any:
     :func:`process_subbuffers` in that order (``jax.make_array_from_process_local_data``);
     the global leading size is the sum over processes. Single-process, this is
     ``jax.device_put`` to ``P(axis)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxbuf
+      >>> from jaxbuf import sharding as shd
+      >>> mesh = jax.make_mesh((1,), ("env",))
+      >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+      ...           terminated=False, truncated=False)
+      >>> import numpy as np
+      >>> local = {"obs": np.zeros((2, 2), np.float32)}
+      >>> rows = shd.global_batch(local, mesh, "env")
+      >>> rows["obs"].shape, rows["obs"].sharding.spec
+      ((2, 2), P('env',))
     """
     sharding = NamedSharding(mesh, P(axis))
     return jax.tree_util.tree_map(
@@ -207,5 +284,10 @@ def process_rank() -> tuple[int, int]:
     ``load_checkpoint(path, is_distributed=True, local_rank=rank, world_size=world)``
     with ``rank, world = jaxbuf.sharding.process_rank()`` after
     ``jax.distributed.initialize``; single-process JAX gives ``(0, 1)``.
+
+    Example:
+      >>> from jaxbuf import sharding as shd
+      >>> shd.process_rank()  # single-process JAX
+      (0, 1)
     """
     return jax.process_index(), jax.process_count()

@@ -40,6 +40,18 @@ def collectives(fn: Callable, *args: Any) -> set[str]:
     Compiles ``fn`` for ``args`` and returns the names from :data:`COLLECTIVE_OPS` that occur
     as operations in the optimised HLO, e.g. ``set()`` for :func:`shard_add` and
     :func:`shard_sample` in local mode.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxbuf
+      >>> from jaxbuf import sharding as shd
+      >>> mesh = jax.make_mesh((1,), ("env",))
+      >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+      ...           terminated=False, truncated=False)
+      >>> rows = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * 2), ex)
+      >>> buf = shd.create_sharded(ex, 8, 2, mesh, "env")
+      >>> shd.collectives(lambda b, r: shd.shard_add(b, r, mesh, "env"), buf, rows)
+      set()
     """
     return set(_COLLECTIVE_RE.findall(_compiled_text(fn, *args)))
 
@@ -52,6 +64,22 @@ def collective_sizes(fn: Callable, *args: Any) -> list[tuple[str, int]]:
     about ``elements`` values per device. Use it to check that a program never ships the
     storage, e.g. that no collective of ``shard_sample(..., mode="global")`` is larger than
     the sampled batch.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxbuf
+      >>> from jaxbuf import sharding as shd
+      >>> mesh = jax.make_mesh((1,), ("env",))
+      >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+      ...           terminated=False, truncated=False)
+      >>> rows = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * 2), ex)
+      >>> buf = shd.create_sharded(ex, 8, 2, mesh, "env")
+      >>> buf, _ = shd.shard_add(buf, rows, mesh, "env")
+      >>> def draw(b, key):
+      ...     return shd.shard_sample(b, key, 4, mesh, "env", mode="global")
+      >>> sizes = shd.collective_sizes(draw, buf, jax.random.key(0))
+      >>> max(n for _, n in sizes) <= 4 * 2  # never more than the batch's rows
+      True
     """
     lines = _compiled_text(fn, *args).splitlines()
     shapes = {}
@@ -91,7 +119,20 @@ def global_apply(fn: Callable, buf: Any, *args: Any, mesh: Mesh, axis: str) -> A
     prioritized buffer is handed to ``fn`` with its one tree over all slots (rebuilt from the
     per-shard trees, ``O(maxsize)``), so its weights and reads are the unsharded ones.
 
-    Example: ``rows = global_apply(lambda b, i: b[i], buf, idx, mesh=mesh, axis="env")``.
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxbuf
+      >>> from jaxbuf import sharding as shd
+      >>> mesh = jax.make_mesh((1,), ("env",))
+      >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+      ...           terminated=False, truncated=False)
+      >>> rows = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * 2), ex)
+      >>> buf = shd.create_sharded(ex, 8, 2, mesh, "env")
+      >>> buf, _ = shd.shard_add(buf, rows, mesh, "env")
+      >>> nxt = shd.global_apply(lambda b, i: b.next(i), buf, jnp.array([0, 4]),
+      ...                        mesh=mesh, axis="env")
+      >>> nxt.tolist()
+      [0, 4]
     """
     check_buffer(buf)
     local_count(buf.buffer_num, mesh, axis)

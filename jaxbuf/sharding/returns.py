@@ -102,7 +102,25 @@ def shard_episodic_return(
     """:func:`jaxbuf.returns.episodic_return` (GAE) per shard: ``(returns, advantages)``
     float[K] for global slots ``indices`` laid out in shard blocks as for
     :func:`shard_nstep_targets`, with ``v_s_`` and ``v_s`` float[K] in the same order. The
-    recursion follows the ``next`` links inside each shard; no collective."""
+    recursion follows the ``next`` links inside each shard; no collective.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxbuf
+      >>> from jaxbuf import sharding as shd
+      >>> mesh = jax.make_mesh((1,), ("env",))
+      >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(1),
+      ...           terminated=False, truncated=False)
+      >>> two = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * 2), ex)
+      >>> buf = shd.create_sharded(ex, 8, 2, mesh, "env")
+      >>> for _ in range(2):
+      ...     buf, _ = shd.shard_add(buf, two, mesh, "env")
+      >>> zeros = jnp.zeros(2)
+      >>> ret, adv = shd.shard_episodic_return(buf, jnp.array([0, 4]), zeros, zeros, mesh,
+      ...                                      "env", gamma=0.5, gae_lambda=1.0)
+      >>> ret.tolist(), adv.tolist()  # r + gamma * v(s') - v(s), values zero here
+      ([1.0, 1.0], [1.0, 1.0])
+    """
 
     def fn(view, rel, off, vn, v):
         return returns.episodic_return(view, rel, vn, v, gamma, gae_lambda)
