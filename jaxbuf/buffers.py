@@ -104,8 +104,9 @@ class ReplayBuffer(Buffer):
       ep_return: float[buffer_num, *rew_shape], return of each unfinished episode.
       static configuration: ``subbuffer_size``, ``buffer_num``, ``stack_num``,
         ``ignore_obs_next``, ``save_only_last_obs``, ``sample_avail``, ``obs_stack_len``,
-        ``lockstep``, ``storage_memory_kind``. ``obs_stack_len`` is the frame count of the incoming ``obs`` stacks with
-        ``save_only_last_obs`` (an int), or ``(obs frames, obs_next frames)`` when they differ.
+        ``lockstep``, ``storage_memory_kind``. ``obs_stack_len`` is the frame count of the
+        incoming ``obs`` stacks with ``save_only_last_obs`` (an int), or ``(obs frames,
+        obs_next frames)`` when they differ.
     """
 
     storage: dict
