@@ -340,9 +340,7 @@ class ReplayBuffer(Buffer):
                 "jaxbuf: lockstep buffer whose sub-buffers are at different insertion slots",
             )
             new = self.replace(
-                storage=storage.write_block(
-                    self.storage, head[0], stored, self.storage_memory_kind
-                )
+                storage=storage.write_block(self.storage, head[0], stored, self.storage_memory_kind)
             )
         else:
             new = self.write(slots, stored, unique=ids is None)

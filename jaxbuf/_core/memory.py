@@ -115,6 +115,4 @@ def place_storage(tree: Any) -> Any:
             return node.replace(storage=to_host(node.storage))
         return node
 
-    return jax.tree_util.tree_map(
-        place, tree, is_leaf=lambda node: isinstance(node, ReplayBuffer)
-    )
+    return jax.tree_util.tree_map(place, tree, is_leaf=lambda node: isinstance(node, ReplayBuffer))
