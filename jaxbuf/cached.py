@@ -93,8 +93,8 @@ class CachedReplayBuffer(Buffer):
           max_episode_length: slots per cache (> 0); longer episodes lose their first steps
             and the add result says how many (``episode_dropped``).
           **core_options: ``stack_num``, ``ignore_obs_next``, ``save_only_last_obs``,
-            ``sample_avail`` (see :meth:`jaxbuf.ReplayBuffer.create`), applied to main and
-            caches alike.
+            ``sample_avail``, ``storage_memory_kind`` (see :meth:`jaxbuf.ReplayBuffer.create`),
+            applied to main and caches alike.
         """
         where = "CachedReplayBuffer.create"
         validate.int_option(where, "main_size", main_size, minimum=0)
@@ -151,6 +151,9 @@ class CachedReplayBuffer(Buffer):
         return jnp.concatenate([self.main.last_index, self.caches.last_index + self.main_size])
 
     stack_num = property(lambda self: self.caches.stack_num, doc="Frames per stacked read.")
+    storage_memory_kind = property(
+        lambda self: self.caches.storage_memory_kind, doc="Where the storage lives (``create``)."
+    )
     sample_avail = property(lambda self: self.caches.sample_avail, doc="See ``create``.")
     ignore_obs_next = property(lambda self: self.caches.ignore_obs_next, doc="See ``create``.")
 
@@ -237,7 +240,7 @@ class CachedReplayBuffer(Buffer):
             return moved.reshape((-1, *old.shape[2:]))
 
         def move(main):
-            from_caches = storage.gather(self.caches.storage, plan.src_cache)
+            from_caches = self.caches._gather(plan.src_cache)
             moved = jax.tree_util.tree_map(window, from_caches, stored)
             return main.write(plan.main_slots.reshape(-1), moved)
 

@@ -146,7 +146,8 @@ class HERReplayBuffer(Wrapper):
           horizon: >= 1; future goals come from at most ``horizon - 1`` steps ahead.
           future_k: >= 1; a sample is relabelled with probability ``1 - 1/future_k``.
           **core_options: options of :meth:`jaxbuf.ReplayBuffer.create` (``buffer_num``,
-            ``ignore_obs_next``, ``sample_avail``, ``lockstep``). ``stack_num`` must be 1
+            ``ignore_obs_next``, ``sample_avail``, ``lockstep``, ``storage_memory_kind``).
+            ``stack_num`` must be 1
             and ``save_only_last_obs`` False (goal dicts are not frame-stacked).
         """
         _check_config(

@@ -16,6 +16,7 @@ from benchmarks.workloads import (
     examples,
     extend,
     gae,
+    host_tier,
     memory,
     prioritized,
     sample,
@@ -49,6 +50,9 @@ WORKLOADS: dict[str, Workload] = {
         prioritized.groups, "prioritized sample + priority update", ("cpu", "gpu")
     ),
     "gae": Workload(gae.groups, "GAE over [T, B] rollouts (against rlax)", ("cpu", "gpu")),
+    "host_tier": Workload(
+        host_tier.groups, "storage in pinned host memory against device memory", ("gpu",)
+    ),
     "memory": Workload(memory.groups, "bytes per stored Atari transition", ("cpu",)),
     "examples": Workload(examples.groups, "PPO and DQN examples, env steps per second", ("gpu",)),
     "sum_tree": Workload(sum_tree.groups, "bare sum tree: sample + set"),

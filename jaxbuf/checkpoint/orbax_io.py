@@ -20,6 +20,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from jaxbuf._core.memory import place_storage
 from jaxbuf.checkpoint import migrate, schema
 from jaxbuf.checkpoint.consistency import check_restored
 from jaxbuf.errors import (
@@ -127,7 +128,7 @@ def _upgrade_onto(built: Any, like: Any, where: Any) -> Any:
     like_meta, like_leaves = schema.describe(like)
     _check_like(built_meta, like_meta, where)
     leaves = [jax.device_put(x, _target(t).sharding) for x, t in zip(built_leaves, like_leaves)]
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), leaves)
+    return place_storage(jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), leaves))
 
 
 def restore_buffer(
@@ -142,6 +143,11 @@ def restore_buffer(
         or abstract from ``jax.eval_shape``) whose leaves' shardings say where each restored
         array goes; leaves without a sharding go to the default device.
       name: the buffer's item name.
+
+    A buffer with ``storage_memory_kind`` gets its storage back in that (host) memory, with
+    or without ``like``; the memory kind is placement, like a sharding, so restoring onto a
+    ``like`` of another memory kind is allowed and follows ``like``.
+
     Raises:
       CheckpointMismatchError: ``like`` differs from the checkpoint (every difference is
         listed with its field path, what ``like`` expects and what the checkpoint has).
@@ -176,4 +182,4 @@ def restore_buffer(
     else:
         buf = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), leaves)
     check_restored(buf, where)
-    return buf
+    return place_storage(buf)

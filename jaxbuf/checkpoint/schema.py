@@ -44,6 +44,9 @@ SCHEMA_VERSION = 2
 """Version of the checkpoint layout described above; bump it on any incompatible change."""
 
 _KEY_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
+PLACEMENT_STATICS = ("storage_memory_kind",)
+"""Static fields that say where arrays live, not what they hold: a restore follows ``like``'s
+value, so :func:`differences` does not compare them."""
 _PYTHON_SCALARS = {"bool": bool, "int": int, "float": float}
 
 
@@ -314,6 +317,8 @@ def differences(saved: dict, like: dict) -> list[str]:
             return
         if a["type"] == "node":
             for name in sorted(set(a["static"]) | set(b["static"])):
+                if name in PLACEMENT_STATICS:
+                    continue
                 va, vb = a["static"].get(name), b["static"].get(name)
                 if _unserializable(va) or _unserializable(vb):
                     continue

@@ -121,7 +121,8 @@ class PrioritizedReplayBuffer(Wrapper):
           beta: importance-sampling exponent (>= 0); change it with :meth:`set_beta`.
           weight_norm: divide the weights of each read / sample by their maximum.
           **core_options: the options of :meth:`jaxbuf.ReplayBuffer.create` (``buffer_num``,
-            ``stack_num``, ``ignore_obs_next``, ``save_only_last_obs``, ``lockstep``).
+            ``stack_num``, ``ignore_obs_next``, ``save_only_last_obs``, ``lockstep``,
+            ``storage_memory_kind``).
             ``sample_avail`` with ``stack_num > 1`` is rejected: priority sampling cannot
             honour it (Tianshou silently ignores it).
 
