@@ -22,7 +22,14 @@ from jaxbuf.her import HERReplayBuffer as PureHERReplayBuffer
 from jaxbuf.prioritized import PrioritizedReplayBuffer as PurePrioritizedReplayBuffer
 
 KINDS = ("core", "prioritized", "her", "cached")
-CORE_KEYS = ("stack_num", "ignore_obs_next", "save_only_last_obs", "sample_avail", "lockstep")
+CORE_KEYS = (
+    "stack_num",
+    "ignore_obs_next",
+    "save_only_last_obs",
+    "sample_avail",
+    "lockstep",
+    "storage_memory_kind",
+)
 
 
 class HostReward:
