@@ -110,6 +110,20 @@ def episodic_return(
 
     Returns:
       ``(returns, advantages)``, float ``[I]`` (Tianshou's order); zero at padding.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxbuf
+      >>> from jaxbuf.returns import episodic_return
+      >>> ex = dict(obs=jnp.float32(0), act=jnp.int32(0), rew=jnp.float32(0),
+      ...           terminated=False, truncated=False)
+      >>> rows = dict(obs=jnp.arange(3.0), act=jnp.zeros(3, jnp.int32), rew=jnp.ones(3),
+      ...             terminated=jnp.array([False, True, False]), truncated=jnp.zeros(3, bool))
+      >>> buf, _ = jaxbuf.ReplayBuffer.create(ex, 4).extend(rows)  # slot 2: unfinished
+      >>> indices = buf.chronological_indices()
+      >>> ret, adv = episodic_return(buf, indices, gamma=0.5, gae_lambda=1.0)
+      >>> ret.tolist()
+      [1.5, 1.0, 1.0]
     """
     fn = "episodic_return"
     indices = _check_indices(fn, indices, rank_one=True)
@@ -206,6 +220,20 @@ def nstep_targets(
     Returns:
       ``(bootstrap_index, partial_return, bootstrap_discount)`` shaped like ``indices``
       (int32, float, float). Padding gets index 0, return 0 and discount 0.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxbuf
+      >>> from jaxbuf.returns import nstep_targets
+      >>> ex = dict(obs=jnp.float32(0), act=jnp.int32(0), rew=jnp.float32(0),
+      ...           terminated=False, truncated=False)
+      >>> rows = dict(obs=jnp.arange(3.0), act=jnp.zeros(3, jnp.int32), rew=jnp.ones(3),
+      ...             terminated=jnp.array([False, True, False]), truncated=jnp.zeros(3, bool))
+      >>> buf, _ = jaxbuf.ReplayBuffer.create(ex, 4).extend(rows)  # slot 2: unfinished
+      >>> indices = buf.chronological_indices()
+      >>> boot, partial, discount = nstep_targets(buf, indices, gamma=0.5, n_step=2)
+      >>> boot.tolist(), partial.tolist(), discount.tolist()
+      ([1, 1, 2], [1.5, 1.0, 1.0], [0.0, 0.0, 0.5])
     """
     fn = "nstep_targets"
     indices = _check_indices(fn, indices, rank_one=False)
@@ -256,6 +284,20 @@ def nstep_return(
 
     Returns:
       float targets shaped like ``target_q_fn``'s output.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxbuf
+      >>> from jaxbuf.returns import nstep_return
+      >>> ex = dict(obs=jnp.float32(0), act=jnp.int32(0), rew=jnp.float32(0),
+      ...           terminated=False, truncated=False)
+      >>> rows = dict(obs=jnp.arange(3.0), act=jnp.zeros(3, jnp.int32), rew=jnp.ones(3),
+      ...             terminated=jnp.array([False, True, False]), truncated=jnp.zeros(3, bool))
+      >>> buf, _ = jaxbuf.ReplayBuffer.create(ex, 4).extend(rows)  # slot 2: unfinished
+      >>> indices = buf.chronological_indices()
+      >>> q_next = lambda buf, boot: jnp.full(boot.shape, 4.0)  # a stand-in target critic
+      >>> nstep_return(buf, indices, q_next, gamma=0.5, n_step=2).tolist()
+      [1.5, 1.0, 3.0]
     """
     boot_index, partial, discount = nstep_targets(buf, indices, gamma, n_step)
     q = jnp.asarray(target_q_fn(buf, boot_index))
