@@ -27,21 +27,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbuf._core.segments import broadcast_rows
+from jaxbuf.errors import InputError
 
 
 def _check_indices(fn: str, indices: chex.Array, rank_one: bool) -> jax.Array:
     indices = jnp.asarray(indices)
     if not jnp.issubdtype(indices.dtype, jnp.integer):
-        raise TypeError(f"jaxbuf: {fn}: `indices` must be integers, got dtype {indices.dtype}")
+        raise InputError(f"jaxbuf: {fn}: `indices` must be integers, got dtype {indices.dtype}")
     if rank_one and indices.ndim != 1:
-        raise ValueError(f"jaxbuf: {fn}: `indices` must have shape [I], got {indices.shape}")
+        raise InputError(f"jaxbuf: {fn}: `indices` must have shape [I], got {indices.shape}")
     return indices.astype(jnp.int32)
 
 
 def _check_rewards(fn: str, buf: Any) -> None:
     shape = buf.input_spec()["rew"].shape
     if shape != ():
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: {fn}: needs scalar rewards (field 'rew' of shape ()), got {shape}"
         )
 
@@ -50,18 +51,18 @@ def _per_index_values(fn: str, name: str, value: chex.Array, count: int) -> jax.
     """Flattens a critic output (``[I]``, ``[I, 1]``, ...) to ``[I]``, like Tianshou."""
     value = jnp.asarray(value)
     if value.size != count:
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: {fn}: `{name}` must hold one value per index ({count}), got shape "
             f"{value.shape}"
         )
     if not jnp.issubdtype(value.dtype, jnp.floating):
-        raise TypeError(f"jaxbuf: {fn}: `{name}` must be floating, got dtype {value.dtype}")
+        raise InputError(f"jaxbuf: {fn}: `{name}` must be floating, got dtype {value.dtype}")
     return value.reshape(count)
 
 
 def _check_n_step(fn: str, n_step: int) -> None:
     if isinstance(n_step, bool) or not isinstance(n_step, int | np.integer) or n_step < 1:
-        raise ValueError(f"jaxbuf: {fn}: `n_step` must be a Python int >= 1, got {n_step!r}")
+        raise InputError(f"jaxbuf: {fn}: `n_step` must be a Python int >= 1, got {n_step!r}")
 
 
 def episodic_return(
@@ -131,7 +132,7 @@ def episodic_return(
     count = indices.shape[0]
     if v_s_ is None:
         if isinstance(gae_lambda, int | float) and gae_lambda != 1:
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: {fn}: without `v_s_` (no bootstrap) `gae_lambda` must be 1, got "
                 f"{gae_lambda}"
             )
@@ -302,7 +303,7 @@ def nstep_return(
     boot_index, partial, discount = nstep_targets(buf, indices, gamma, n_step)
     q = jnp.asarray(target_q_fn(buf, boot_index))
     if q.shape[: partial.ndim] != partial.shape:
-        raise ValueError(
+        raise InputError(
             "jaxbuf: nstep_return: `target_q_fn` must return a leading shape equal to `indices` "
             f"{partial.shape}, got {q.shape}"
         )
