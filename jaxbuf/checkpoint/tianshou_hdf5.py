@@ -41,7 +41,7 @@ import numpy as np
 from jaxbuf._core.episodes import Counters
 from jaxbuf.buffers import ReplayBuffer
 from jaxbuf.checkpoint import _safe_unpickle
-from jaxbuf.errors import CheckpointCorruptError
+from jaxbuf.errors import CheckpointCorruptError, MissingDependencyError
 from jaxbuf.prioritized import PrioritizedReplayBuffer
 
 _UNSUPPORTED = (
@@ -84,7 +84,7 @@ def _h5py():
     try:
         import h5py
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             "jaxbuf: from_tianshou_hdf5 needs h5py; install the extra: pip install 'jaxbuf[hdf5]'"
         ) from err
     return h5py
