@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxbuf.buffers import ReplayBuffer as PureReplayBuffer
 from jaxbuf.cached import CachedReplayBuffer as PureCachedReplayBuffer
-from jaxbuf.errors import InputError, message
+from jaxbuf.errors import ConfigError, InputError, message
 from jaxbuf.her import HERReplayBuffer as PureHERReplayBuffer
 from jaxbuf.prioritized import PrioritizedReplayBuffer as PurePrioritizedReplayBuffer
 
@@ -97,7 +97,7 @@ def create(kind: str, example: dict, options: dict) -> Any:
         return PureHERReplayBuffer.create(example, **options)
     if kind == "cached":
         return PureCachedReplayBuffer.create(example, **options)
-    raise ValueError(f"jaxbuf: unknown facade kind {kind!r}")
+    raise ConfigError(message("facade", f"unknown facade kind {kind!r}"))
 
 
 def _core_options(core: PureReplayBuffer) -> dict:

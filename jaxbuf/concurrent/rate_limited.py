@@ -76,6 +76,18 @@ class RateLimitedBuffer:
     own size keeps growing as a circular buffer's does, and a popped row stays in its slot
     until it is overwritten. The queue's ``max_size`` must fit the smallest sub-buffer, so a
     queued row is never overwritten before it is sampled.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxbuf
+      >>> from jaxbuf.concurrent import Queue, RateLimitedBuffer
+      >>> ex = {"obs": jnp.zeros(3), "act": jnp.int32(0), "rew": jnp.float32(0),
+      ...       "terminated": jnp.bool_(False), "truncated": jnp.bool_(False)}
+      >>> rb = RateLimitedBuffer(jaxbuf.ReplayBuffer.create(ex, 8), Queue(4))
+      >>> for _ in range(3):
+      ...     _ = rb.insert(ex)
+      >>> batch, idx = rb.sample(2, timeout=1.0)  # the two oldest rows, popped
+      >>> idx.tolist(), rb.limiter.size, rb.stats().sampled_rows
+      ([0, 1], 1, 2)
     """
 
     def __init__(self, buf: Any, limiter: Limiter, *, seed: int = 0) -> None:
