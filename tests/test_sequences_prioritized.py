@@ -157,3 +157,29 @@ def test_start_mode_has_no_capacity_sized_step():
 
     hlo = jax.jit(update, donate_argnums=0).lower(buf, seq).compile().as_text()
     assert capacity_sized_ops(hlo, size) == []
+
+
+@pytest.mark.parametrize("priority", ["sum", "start"])
+def test_no_full_window_stored_gives_empty_rows_and_checked_raises(priority):
+    buf = buffer()  # longest episode: 8 steps
+
+    def fn(b, k):
+        return b.sample_sequences(k, 8, 9, full_only=True, priority=priority)
+
+    seq = jax.jit(fn)(buf, jax.random.key(0))
+    assert not np.asarray(seq.found).any() and not np.asarray(seq.mask).any()
+    assert (np.asarray(seq.weight) == 0).all()
+    with pytest.raises(Exception, match="no window of length 9"):
+        jaxbuf.checked(fn)(buf, jax.random.key(0))
+
+
+def test_length_must_fit_one_sub_buffer():
+    """Two sub-buffers of 12 slots: 13 steps do not fit one, whatever the total size."""
+    buf = jaxbuf.PrioritizedVectorReplayBuffer.create(EXAMPLE, 24, 2, alpha=ALPHA, beta=BETA)
+    plain = jaxbuf.VectorReplayBuffer.create(EXAMPLE, 24, 2)
+    for b in (buf, plain):
+        with pytest.raises(InputError, match="length 13 does not fit a sub-buffer of 12"):
+            jax.jit(lambda b, k: b.sample_sequences(k, 4, 13))(b, jax.random.key(0))
+        with pytest.raises(InputError, match="burn_in must be < length"):
+            jax.jit(lambda b, k: b.sample_sequences(k, 4, 12, burn_in=12))(b, jax.random.key(0))
+        assert b.sample_sequences(jax.random.key(0), 2, 12, burn_in=11).mask.shape == (2, 12)
