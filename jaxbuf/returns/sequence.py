@@ -53,8 +53,8 @@ def sequence_nstep(
         shape of ``rewards``. With a recurrent network: unroll it over ``batch["obs_next"]``
         from the state after ``batch["obs"][:, 0]`` (inside an episode ``obs_next_t`` is
         ``obs_{t+1}``; at a truncated step it is the final observation).
-      terminated, truncated: bool/numeric, shape of ``rewards`` (``batch["terminated"]``,
-        ``batch["truncated"]``).
+      terminated: bool/numeric, shape of ``rewards`` (``batch["terminated"]``).
+      truncated: bool/numeric, shape of ``rewards`` (``batch["truncated"]``).
       mask: bool, shape of ``rewards`` (``seq.mask``).
       gamma: discount, scalar or broadcastable to ``rewards``.
       n: static int ``>= 1``.
