@@ -352,8 +352,9 @@ class Buffer(TianshouAPI, struct.PyTreeNode, repr=False):
         when no row of the batch found one). ``burn_in`` steps are the first of the
         ``length`` (marked by the ``burn_in`` mask). Cost ``O(batch_size * tries * length)``
         (``period > 1`` adds a walk back to the episode start), never ``O(maxsize)``. A
-        prioritized buffer draws windows in proportion to their summed step priority and
-        sets ``weight`` to their importance weight (see docs/sequences.md).
+        prioritized buffer draws windows by priority (its ``priority`` option: summed step
+        priorities, or the priority stored at the window's start) and sets ``weight`` to
+        their importance weight (see docs/sequences.md).
 
         Returns:
           a :class:`jaxbuf._core.sequences.Sequences`, which unpacks as
