@@ -295,7 +295,8 @@ def from_minari(
         ...            "terminations": np.array([False, False, True]),
         ...            "truncations": np.zeros(3, bool)}
         >>> buf = from_minari([episode])
-        >>> int(buf.size), buf[2]["obs_next"].tolist(), bool(buf[2]["terminated"])
+        >>> last = buf[2]
+        >>> int(buf.size), last["obs_next"].tolist(), bool(last["terminated"])
         (3, [3.0], True)
     """
     from jaxbuf.buffers import ReplayBuffer

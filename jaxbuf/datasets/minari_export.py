@@ -110,10 +110,12 @@ def buffer_episodes(buf: Any, unfinished: str = "drop") -> list[dict]:
         ...         "terminated": np.array([0, 0, 1, 0, 0], bool),
         ...         "truncated": np.zeros(5, bool), "obs_next": np.arange(1.0, 6.0)}
         >>> buf = buf.extend(rows)[0]
-        >>> [e["obs"].tolist() for e in buffer_episodes(buf)]
-        [[0.0, 1.0, 2.0]]
-        >>> [e["truncated"].tolist() for e in buffer_episodes(buf, "truncate")]
-        [[False, False, False], [False, True]]
+        >>> (only,) = buffer_episodes(buf)  # the tail (obs 3, 4) is unfinished
+        >>> only["obs"].tolist()
+        [0.0, 1.0, 2.0]
+        >>> first, tail = buffer_episodes(buf, "truncate")
+        >>> tail["obs"].tolist(), tail["truncated"].tolist()
+        ([3.0, 4.0], [False, True])
     """
     if unfinished not in ("drop", "truncate"):
         raise InputError(
@@ -163,9 +165,10 @@ def to_minari(
         created under ``MINARI_DATASETS_PATH`` (default ``~/.minari/datasets``).
       env: the Gymnasium environment (id, ``EnvSpec`` or ``gym.Env``) the data came from;
         it supplies the spaces and lets users recover the environment from the dataset.
-      observation_space, action_space: Gymnasium spaces; default the env's, else unbounded
-        ``Box`` spaces of the fields' shapes and dtypes (``Dict``/``Tuple`` when nested).
-        Values are cast to the spaces' dtypes (e.g. int32 actions to ``Discrete``'s int64).
+      observation_space: Gymnasium space of ``obs``; default the env's, else an unbounded
+        ``Box`` of the field's shape and dtype (``Dict``/``Tuple`` when nested). Values are
+        cast to the space's dtype.
+      action_space: the same for ``act`` (e.g. int32 actions become ``Discrete``'s int64).
       unfinished: what happens to each sub-buffer's unfinished tail: ``"drop"`` (default)
         leaves it out, ``"truncate"`` writes it with its last step truncated.
       metadata: passed to ``minari.create_dataset_from_buffers`` (``algorithm_name``,
