@@ -387,6 +387,10 @@ class ReplayBuffer(Buffer):
             done = None if done is None else jnp.asarray(done)[None]
         if done is not None:
             self._check_done(done, rows, k)
+        if is_traced(self, buffer_ids):
+            # add_rows then runs in the caller's trace, where host rows cannot be indexed by
+            # traced slots: make them JAX arrays (an eager add transfers them in its jit call).
+            rows = jax.tree_util.tree_map(jnp.asarray, rows)
         if buffer_ids is None:
             return rows, None
         if self.lockstep:
