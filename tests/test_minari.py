@@ -299,7 +299,9 @@ def test_unknown_dataset_and_bad_exports_are_clear_errors():
 
 def test_without_minari_the_error_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "minari", None)  # `import minari` now raises ImportError
-    with pytest.raises(ImportError, match=r"pip install 'jaxbuf\[minari\]'"):
+    with pytest.raises(
+        jaxbuf.errors.MissingDependencyError, match=r"pip install 'jaxbuf\[minari\]'"
+    ):
         from_minari("test/cartpole/random-v0")
     buf = from_minari([good()])  # plain episode dicts need no minari
     assert int(buf.size) == 3

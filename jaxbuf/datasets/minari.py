@@ -36,7 +36,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxbuf.errors import InputError, message
+from jaxbuf.errors import InputError, MissingDependencyError, message
 
 WHERE_IN = "from_minari"
 WHERE_OUT = "to_minari"
@@ -47,11 +47,11 @@ _MISSING = object()
 
 
 def require_minari(where: str = WHERE_IN) -> Any:
-    """The ``minari`` module, or an ImportError saying how to install it."""
+    """The ``minari`` module, or a :class:`MissingDependencyError` saying how to install it."""
     try:
         import minari
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             message(where, f"needs the optional dependency 'minari' (with gymnasium): {INSTALL}")
         ) from err
     return minari
