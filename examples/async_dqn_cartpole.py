@@ -6,8 +6,11 @@ pace, held to a fixed replay ratio by ``jaxbuf.concurrent``.
   ``insert`` each step's transitions into one shared
   :class:`jaxbuf.concurrent.RateLimitedBuffer` (a ``VectorReplayBuffer`` with one
   sub-buffer per environment, so episodes never interleave);
-* the learner thread ``sample``\\ s batches and makes double-DQN updates (1-step targets,
-  Huber loss) and evaluates the greedy policy every ``eval_every`` updates;
+* each actor inserts, for every step, its ``n_step``-step return, the observation to
+  bootstrap from and the discount (computed from the actor's last ``n_step`` steps, so the
+  learner needs no access to the buffer's episode links); the learner thread
+  ``sample``\\ s batches and makes double-DQN updates on those targets (Huber loss) and
+  evaluates the greedy policy every ``eval_every`` updates;
 * a ``SampleToInsertRatio`` limiter keeps ``samples_per_insert`` sampled rows per inserted
   row: when the learner falls behind the actors wait, when the actors fall behind the
   learner waits.
@@ -18,9 +21,9 @@ Two modes (``--set deterministic=false`` for the second):
   turns in a fixed order (actor 0's step ``j``, actor 1's step ``j``, ..., then step
   ``j + 1``), and turn ``t`` waits until every earlier turn is in and the learner has
   drawn every batch the limiter allows (``RateLimitedBuffer.wait_until``), so each sample
-  sees the same rows in every run. Actor step ``j`` acts on the parameters after exactly
-  the updates that the rows of steps ``< j - param_lag`` allow (waiting for them if the
-  learner is behind). Actors still step their environments while the learner trains;
+  sees the same rows in every run. An actor that has made ``i`` inserts acts on the
+  parameters after exactly the updates that the rows of the first ``i - param_lag`` turns
+  of every actor allow (waiting for them if the learner is behind). Actors still step their environments while the learner trains;
   what is fixed is the order in which their rows meet the learner's samples.
 * **free-running**: no turns; actors act on whatever parameters the learner published
   last (every ``publish_every`` updates). The replay ratio still holds (within the band),
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import sys
 import threading
 import time
@@ -69,8 +73,8 @@ class Config:
     min_size_to_sample: int = 1_000
     error_buffer: float = 0.0  # 0: the smallest band that never deadlocks
     gamma: float = 0.99
-    lr: float = 2.3e-3
-    lr_end: float = 2.3e-5
+    lr: float = 1e-3
+    lr_end: float = 1e-5
     target_every: int = 128
     publish_every: int = 8
     eps_start: float = 1.0
@@ -79,8 +83,9 @@ class Config:
     eval_every: int = 2_500
     eval_episodes: int = 32
     final_eval_episodes: int = 128
+    n_step: int = 3  # actors insert n-step returns (1: plain one-step targets)
     deterministic: bool = True
-    param_lag: int = 1  # deterministic: actor step j uses the updates of steps < j - lag
+    param_lag: int = 1  # deterministic: act on the updates of the turns before the last
 
     @property
     def num_envs(self) -> int:
@@ -194,10 +199,11 @@ def make_fns(cfg: Config, env: VecEnv):
         return rows, s.state, s.obs
 
     def loss_fn(params, target, batch):
+        """Double-DQN n-step target ``ret + discount * Q_target(obs_next, argmax Q)``."""
         q = jnp.take_along_axis(net.apply(params, batch["obs"]), batch["act"][:, None], -1)[:, 0]
         a_star = jnp.argmax(net.apply(params, batch["obs_next"]), -1)
         q_next = jnp.take_along_axis(net.apply(target, batch["obs_next"]), a_star[:, None], -1)
-        y = batch["rew"] + cfg.gamma * (1.0 - batch["terminated"]) * q_next[:, 0]
+        y = batch["ret"] + batch["discount"] * q_next[:, 0]
         return jnp.mean(optax.huber_loss(q - jax.lax.stop_gradient(y)))
 
     @jax.jit
@@ -213,6 +219,29 @@ def make_fns(cfg: Config, env: VecEnv):
     return net, tx, act_step, update, evaluate
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def nstep_row(window: list, gamma: float) -> dict:
+    """The row to insert for the oldest step of ``window`` (1 to n consecutive steps).
+
+    ``ret`` is the discounted reward sum up to the window's end or the step that ends the
+    episode; ``obs_next`` the observation to bootstrap from (that step's true successor) and
+    ``discount`` its factor: ``gamma ** m`` after ``m`` steps, 0 if the episode terminated
+    (a truncated episode, or an unfinished window, bootstraps). The other fields are the
+    oldest step's own, so the buffer's episode bookkeeping is unchanged.
+    """
+    first = window[0]
+    ret = jnp.zeros_like(first["rew"])
+    discount = jnp.ones_like(first["rew"])
+    boot = first["obs_next"]
+    alive = jnp.ones_like(first["terminated"])
+    for row in window:
+        ret = ret + jnp.where(alive, discount * row["rew"], 0.0)
+        boot = jnp.where(alive[:, None], row["obs_next"], boot)
+        discount = jnp.where(alive, jnp.where(row["terminated"], 0.0, discount * gamma), discount)
+        alive = alive & ~(row["terminated"] | row["truncated"])
+    return {**first, "obs_next": boot, "ret": ret, "discount": discount}
+
+
 def actor(cfg, env, act_step, rb, shared, a: int, key) -> None:
     """Step this actor's envs until its share of ``env_steps``; insert every step."""
     ids = np.arange(a * cfg.envs_per_actor, (a + 1) * cfg.envs_per_actor, dtype=np.int32)
@@ -220,27 +249,39 @@ def actor(cfg, env, act_step, rb, shared, a: int, key) -> None:
     obs, state = env.reset(k_reset, cfg.envs_per_actor)
     decay = max(1.0, cfg.eps_fraction * cfg.env_steps)
     start = rb.limiter
+    window: list[dict] = []  # the last n_step steps, oldest first
+    inserted = 0
+
+    def insert(row: dict) -> None:
+        nonlocal inserted
+        if cfg.deterministic:  # wait for this insert's turn
+            turn, b = (inserted * cfg.num_actors + a) * cfg.envs_per_actor, cfg.batch_size
+            rb.wait_until(lambda lim: lim.inserts >= turn and not lim.can_sample(b))
+        result = rb.insert(row, ids)
+        inserted += 1
+        ended = np.asarray(row["terminated"] | row["truncated"])
+        if ended.any():
+            steps = inserted * cfg.num_envs  # when the episode ended (this row's step)
+            with shared.lock:
+                for r in np.asarray(result.episode_return)[ended]:
+                    shared.episodes.append((steps, a, float(r)))
+
     for j in range(cfg.env_steps // cfg.num_envs):
         version = None
-        if cfg.deterministic:
-            lagged = max(0, j - cfg.param_lag) * cfg.num_envs
+        if cfg.deterministic:  # the updates that this actor's previous insert allowed
+            lagged = max(0, inserted - cfg.param_lag) * cfg.num_envs
             version = updates_allowed(start, lagged, cfg.batch_size)
         params = shared.get(a, version)
         eps = cfg.eps_start + min(1.0, j * cfg.num_envs / decay) * (cfg.eps_end - cfg.eps_start)
         key, k = jax.random.split(key)
         rows, state, obs = act_step(params, state, obs, k, jnp.float32(eps))
-        if cfg.deterministic:  # wait for this insert's turn
-            turn = (j * cfg.num_actors + a) * cfg.envs_per_actor
-            rb.wait_until(
-                lambda lim, t=turn: lim.inserts >= t and not lim.can_sample(cfg.batch_size)
-            )
-        result = rb.insert(rows, ids)
-        ended = np.asarray(rows["terminated"] | rows["truncated"])
-        if ended.any():
-            steps = (j + 1) * cfg.num_envs
-            with shared.lock:
-                for r in np.asarray(result.episode_return)[ended]:
-                    shared.episodes.append((steps, a, float(r)))
+        window.append(rows)
+        if len(window) == cfg.n_step:
+            insert(nstep_row(window, cfg.gamma))
+            window.pop(0)
+    while window:  # the last steps: shorter windows, bootstrapping where they end
+        insert(nstep_row(window, cfg.gamma))
+        window.pop(0)
 
 
 def learner(cfg, tx, update, evaluate, rb, shared, key) -> dict:
@@ -308,6 +349,8 @@ def main(argv: list[str] | None = None) -> dict:
         "terminated": jnp.zeros((), bool),
         "truncated": jnp.zeros((), bool),
         "obs_next": jnp.zeros(env.obs_shape, jnp.float32),
+        "ret": jnp.zeros((), jnp.float32),
+        "discount": jnp.zeros((), jnp.float32),
     }
     buf = jaxbuf.VectorReplayBuffer.create(example, cfg.buffer_size, cfg.num_envs)
     limiter = SampleToInsertRatio(cfg.samples_per_insert, cfg.min_size_to_sample, cfg.band)

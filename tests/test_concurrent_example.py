@@ -44,3 +44,5 @@ def test_async_dqn_smoke(tmp_path):
     target = (1280 - cfg["min_size_to_sample"]) * cfg["samples_per_insert"]
     assert abs(sampled - target) <= max((8 * 2 + 16) / 2, 7 * 2, 16)
     assert out.read_bytes().startswith(b"\x89PNG")
+    assert cfg["deterministic"]  # the default: fixed insert turns
+    assert "compiling the learner update" in proc.stdout  # says what it does while compiling
