@@ -4,13 +4,14 @@ pace, held to a fixed replay ratio by ``jaxbuf.concurrent``.
 * ``num_actors`` actor threads each step ``envs_per_actor`` vmapped environments with a
   compiled epsilon-greedy policy on a recent copy of the learner's parameters, and
   ``insert`` each step's transitions into one shared
-  :class:`jaxbuf.concurrent.RateLimitedBuffer` (a ``VectorReplayBuffer`` with one
-  sub-buffer per environment, so episodes never interleave);
+  :class:`jaxbuf.concurrent.RateLimitedBuffer` (a ``PrioritizedVectorReplayBuffer`` with
+  one sub-buffer per environment, so episodes never interleave);
 * each actor inserts, for every step, its ``n_step``-step return, the observation to
   bootstrap from and the discount (computed from the actor's last ``n_step`` steps, so the
   learner needs no access to the buffer's episode links); the learner thread
-  ``sample``\\ s batches and makes double-DQN updates on those targets (Huber loss) and
-  evaluates the greedy policy every ``eval_every`` updates;
+  ``sample``\\ s prioritized batches, makes double-DQN updates on those targets
+  (importance-weighted Huber loss), writes the new priorities back (``update_weight``,
+  absolute TD errors) and evaluates the greedy policy every ``eval_every`` updates;
 * a ``SampleToInsertRatio`` limiter keeps ``samples_per_insert`` sampled rows per inserted
   row: when the learner falls behind the actors wait, when the actors fall behind the
   learner waits.
@@ -20,11 +21,12 @@ Two modes (``--set deterministic=false`` for the second):
 * **deterministic** (default): the run is a function of the seed alone. The inserts take
   turns in a fixed order (actor 0's step ``j``, actor 1's step ``j``, ..., then step
   ``j + 1``), and turn ``t`` waits until every earlier turn is in and the learner has
-  drawn every batch the limiter allows (``RateLimitedBuffer.wait_until``), so each sample
-  sees the same rows in every run. An actor that has made ``i`` inserts acts on the
-  parameters after exactly the updates that the rows of the first ``i - param_lag`` turns
-  of every actor allow (waiting for them if the learner is behind). Actors still step their environments while the learner trains;
-  what is fixed is the order in which their rows meet the learner's samples.
+  drawn every batch the limiter allows and written its priorities back
+  (``RateLimitedBuffer.wait_until``), so each sample sees the same rows and priorities in
+  every run. An actor that has made ``i`` inserts acts on the parameters after exactly the
+  updates that the rows of the first ``i - param_lag`` turns of every actor allow (waiting
+  for them if the learner is behind). Actors still step their environments while the
+  learner trains; what is fixed is the order in which their rows meet its samples.
 * **free-running**: no turns; actors act on whatever parameters the learner published
   last (every ``publish_every`` updates). The replay ratio still holds (within the band),
   but which rows a sample sees and which parameters an actor holds follow thread timing,
@@ -84,6 +86,8 @@ class Config:
     eval_episodes: int = 32
     final_eval_episodes: int = 128
     n_step: int = 3  # actors insert n-step returns (1: plain one-step targets)
+    alpha: float = 0.6  # prioritized replay (0: uniform)
+    beta: float = 0.4
     deterministic: bool = True
     param_lag: int = 1  # deterministic: act on the updates of the turns before the last
 
@@ -131,6 +135,7 @@ class Shared:
         self.episodes: list[tuple[int, int, float]] = []  # (env steps, actor, return)
         self.evals: list[tuple[int, float]] = []  # (env steps, return)
         self.stopped = False
+        self.weighted = 0  # updates whose priorities the learner has written back
 
     def publish(self, n: int, params: Any) -> None:
         """The parameters after ``n`` updates; versions no actor can ask for are dropped."""
@@ -152,6 +157,19 @@ class Shared:
                     raise BufferClosedError("the run stopped before the parameters were published")
                 self.published.wait(1.0)
             return self.versions[n]
+
+    def mark_weighted(self, n: int) -> None:
+        with self.lock:
+            self.weighted = n
+            self.published.notify_all()
+
+    def wait_weighted(self, n: int) -> None:
+        """Wait until the priorities of the first ``n`` batches are written back."""
+        with self.lock:
+            while self.weighted < n:
+                if self.stopped:
+                    raise BufferClosedError("the run stopped before the priorities were written")
+                self.published.wait(1.0)
 
     def stop(self) -> None:
         with self.lock:
@@ -199,18 +217,20 @@ def make_fns(cfg: Config, env: VecEnv):
         return rows, s.state, s.obs
 
     def loss_fn(params, target, batch):
-        """Double-DQN n-step target ``ret + discount * Q_target(obs_next, argmax Q)``."""
+        """Importance-weighted Huber loss of the double-DQN n-step target
+        ``ret + discount * Q_target(obs_next, argmax Q)``; aux: the TD errors."""
         q = jnp.take_along_axis(net.apply(params, batch["obs"]), batch["act"][:, None], -1)[:, 0]
         a_star = jnp.argmax(net.apply(params, batch["obs_next"]), -1)
         q_next = jnp.take_along_axis(net.apply(target, batch["obs_next"]), a_star[:, None], -1)
         y = batch["ret"] + batch["discount"] * q_next[:, 0]
-        return jnp.mean(optax.huber_loss(q - jax.lax.stop_gradient(y)))
+        td = q - jax.lax.stop_gradient(y)
+        return jnp.mean(batch["weight"] * optax.huber_loss(td)), td
 
     @jax.jit
     def update(params, target, opt_state, batch):
-        grads = jax.grad(loss_fn)(params, target, batch)
+        grads, td = jax.grad(loss_fn, has_aux=True)(params, target, batch)
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
+        return optax.apply_updates(params, updates), opt_state, jnp.abs(td)
 
     @jax.jit
     def evaluate(params, key):
@@ -256,7 +276,8 @@ def actor(cfg, env, act_step, rb, shared, a: int, key) -> None:
         nonlocal inserted
         if cfg.deterministic:  # wait for this insert's turn
             turn, b = (inserted * cfg.num_actors + a) * cfg.envs_per_actor, cfg.batch_size
-            rb.wait_until(lambda lim: lim.inserts >= turn and not lim.can_sample(b))
+            lim = rb.wait_until(lambda lim: lim.inserts >= turn and not lim.can_sample(b))
+            shared.wait_weighted(lim.samples // b)  # the learner's last priorities are in
         result = rb.insert(row, ids)
         inserted += 1
         ended = np.asarray(row["terminated"] | row["truncated"])
@@ -292,11 +313,16 @@ def learner(cfg, tx, update, evaluate, rb, shared, key) -> dict:
     t0 = time.perf_counter()
     while True:
         try:
-            batch, _ = rb.sample(cfg.batch_size)
+            batch, idx = rb.sample(cfg.batch_size)
         except BufferClosedError:
             return {"params": params, "updates": n}
-        params, opt_state = update(params, target, opt_state, batch)
+        params, opt_state, td = update(params, target, opt_state, batch)
         n += 1
+        try:
+            rb.update_weight(idx, np.asarray(td))
+        except BufferClosedError:
+            return {"params": params, "updates": n}
+        shared.mark_weighted(n)
         if n % cfg.target_every == 0:
             target = params
         if cfg.deterministic or n % cfg.publish_every == 0:
@@ -352,7 +378,9 @@ def main(argv: list[str] | None = None) -> dict:
         "ret": jnp.zeros((), jnp.float32),
         "discount": jnp.zeros((), jnp.float32),
     }
-    buf = jaxbuf.VectorReplayBuffer.create(example, cfg.buffer_size, cfg.num_envs)
+    buf = jaxbuf.PrioritizedVectorReplayBuffer.create(
+        example, cfg.buffer_size, cfg.num_envs, alpha=cfg.alpha, beta=cfg.beta
+    )
     limiter = SampleToInsertRatio(cfg.samples_per_insert, cfg.min_size_to_sample, cfg.band)
     rb = RateLimitedBuffer(buf, limiter, seed=args.seed)
     params0 = net.init(k_net, jnp.zeros((1, *env.obs_shape)))
