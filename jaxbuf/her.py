@@ -112,11 +112,13 @@ class HERReplayBuffer(Wrapper):
       >>> buf = HERReplayBuffer.create(ex, 8, reward, horizon=4, future_k=4)
       >>> buf, _ = buf.extend(rows)
       >>> batch, indices = buf.sample(jax.random.key(0), 4)
-      >>> relabelled = batch["obs"]["desired_goal"][:, 0] < 9
+      >>> obs, obs_next = batch["obs"], batch["obs_next"]
+      >>> desired = obs["desired_goal"]
+      >>> relabelled = desired[:, 0] < 9
       >>> bool(relabelled.any())
       True
-      >>> bool(jnp.all(batch["rew"] == reward(batch["obs_next"]["achieved_goal"],
-      ...                                     batch["obs"]["desired_goal"])))
+      >>> achieved = obs_next["achieved_goal"]
+      >>> bool(jnp.all(batch["rew"] == reward(achieved, desired)))
       True
     """
 
