@@ -192,6 +192,11 @@ def targets(results: list[Result], profile: str = "cpu") -> list[tuple[str, str,
             )
     out += capacity_ratios(results, ("sequences/call", "sequences/scan"))
     ratio_check("prioritized/", "flashbax", 2.0, "speed")
+    # shard-local sampling against one flashbax buffer per device: both draw each device's
+    # share locally, so this is the like-for-like sharded comparison
+    ratio_check(
+        "sharded_prioritized/", "flashbax[per-device]", 2.0, "speed", base="jaxbuf[sharded]"
+    )
     ratio_check("gae/", "rlax", 1.0, "speed")
     ratio_check("gae/", "rlax[+returns]", 1.0, "speed")
     for r in results:

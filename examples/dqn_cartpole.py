@@ -68,8 +68,8 @@ class Config:
     batch_size: int = 64
     n_step: int = 3
     gamma: float = 0.99
-    lr: float = 2.3e-3
-    lr_end: float = 2.3e-5
+    lr: float = 1e-3
+    lr_end: float = 1e-5
     alpha: float = 0.6
     beta0: float = 0.4
     learning_starts: int = 64
@@ -364,6 +364,7 @@ def main(argv: list[str] | None = None) -> dict:
     clock = Stopwatch()
     progress = Progress(cfg.iterations, "DQN CartPole-v1")
     agent = make_agent(cfg, env, progress, ckpt.save)
+    print("compiling the initial state (networks, buffer, environments)...", flush=True)
     carry = agent.init(key)
     if args.resume:
         carry = ckpt.restore(carry)
@@ -372,7 +373,13 @@ def main(argv: list[str] | None = None) -> dict:
     stop = cfg.iterations if args.stop_after is None else min(args.stop_after, cfg.iterations)
     if stop > done:
         with clock.phase("compile"):
+            print(
+                f"compiling the training loop ({stop - done:,} iterations in one lax.scan; "
+                "about 10-20 s on a CPU)...",
+                flush=True,
+            )
             compiled = agent.run.lower(carry, stop - done).compile()
+        print(f"compiled in {clock.times['compile_wall_s']} s; training...", flush=True)
         with clock.phase("train"):
             carry = jax.block_until_ready(compiled(carry))
     progress.close()
@@ -381,6 +388,7 @@ def main(argv: list[str] | None = None) -> dict:
     ckpt.close()
 
     k_eval = jax.random.fold_in(key, 1)
+    print(f"final greedy evaluation ({cfg.final_eval_episodes} episodes, compiling)...", flush=True)
     final = float(agent.evaluate(carry.params, k_eval, cfg.final_eval_episodes))
     best = float(agent.evaluate(carry.best_params, k_eval, cfg.final_eval_episodes))
     n = int(carry.iteration)

@@ -18,9 +18,15 @@ The whole run -- rollouts, GAE, minibatch epochs, periodic greedy evaluation -- 
    ``buf.epoch_indices`` (every stored transition once per epoch, shuffled).
 
 Run ``python examples/ppo_cartpole.py`` (full run) or ``--smoke`` (a few iterations).
+Status lines (what is compiling, how long each phase took) go to stderr.
 """
 
+# ruff: noqa: E402  (say what is happening before the slow imports)
 from __future__ import annotations
+
+from _status import phase, say
+
+say("importing jax, flax, optax and gymnax (a few seconds)...")
 
 import dataclasses
 from pathlib import Path
@@ -269,12 +275,17 @@ def main(argv: list[str] | None = None) -> dict:
     train, evaluate = make_train(cfg, env, progress)
     key = jax.random.key(args.seed)
     clock = Stopwatch()
-    with clock.phase("compile"):
-        compiled = train.lower(key).compile()
-    with clock.phase("train"):
-        params, metrics = jax.block_until_ready(compiled(key))
-    progress.close()
-    final = float(evaluate(params, jax.random.fold_in(key, 1), cfg.final_eval_episodes))
+    loop = f"{cfg.iterations} iterations of {cfg.num_envs} envs x {cfg.num_steps} steps"
+    note = f"one jitted lax.scan of {loop}; about 10 s of CPU time"
+    with phase("compiling the training loop", note):
+        with clock.phase("compile"):
+            compiled = train.lower(key).compile()
+    with phase("training", loop):
+        with clock.phase("train"):
+            params, metrics = jax.block_until_ready(compiled(key))
+        progress.close()
+    with phase(f"final greedy evaluation of {cfg.final_eval_episodes} episodes", "compiles first"):
+        final = float(evaluate(params, jax.random.fold_in(key, 1), cfg.final_eval_episodes))
     return report(
         Path(__file__).name,
         "PPO",

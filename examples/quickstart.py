@@ -1,9 +1,17 @@
 """jaxbuf in five minutes, for a Tianshou user: the buffer tutorial, step by step, in JAX.
 
 Run: python examples/quickstart.py
+
+Status lines (what is compiling, how long each section took) go to stderr; the tutorial's
+output is on stdout.
 """
 
+# ruff: noqa: E402  (say what is happening before the slow imports)
 from __future__ import annotations
+
+from _status import Sections, say
+
+say("importing jax and jaxbuf (a few seconds)...")
 
 import pickle
 
@@ -12,9 +20,13 @@ import jax.numpy as jnp
 
 import jaxbuf
 
+SECTIONS = Sections()
+
 
 def section(title: str) -> None:
-    print(f"\n=== {title} " + "=" * max(0, 60 - len(title)))
+    """Print the section header; on stderr, the time the previous section took."""
+    SECTIONS.next(title)
+    print(f"\n=== {title} " + "=" * max(0, 60 - len(title)), flush=True)
 
 
 def transition(i, terminated=False, truncated=False):
@@ -31,6 +43,10 @@ def transition(i, terminated=False, truncated=False):
 
 
 def main() -> None:
+    say(
+        "each buffer operation compiles on its first call (jit), so most sections take a "
+        "second or two; the timings below include that compilation"
+    )
     section("Circular storage")
     # Storage shapes and dtypes come from one example transition; the buffer is a pytree.
     buf = jaxbuf.ReplayBuffer.create(transition(0), size=10)
@@ -108,6 +124,8 @@ def main() -> None:
     print("sequence obs:\n", seq["obs"], "\nmask:\n", mask)
     mb, mb_mask = jax.jit(lambda b, k: b.epoch_indices(k, 4))(traj, key)
     print("one epoch of minibatches (-1 = padding):\n", mb)
+    SECTIONS.end()
+    say(f"total {sum(SECTIONS.times.values()):.1f} s after the imports")
 
 
 if __name__ == "__main__":

@@ -16,9 +16,15 @@ The workflow of an RLinf-style off-policy learner with two actor ranks:
 
 Run ``python examples/rlinf_mode.py --smoke`` for a fast check, or without it for a longer
 run; ``--workdir`` keeps the files (default: a temporary directory that is removed).
+Status lines (what is compiling, how long each stage took) go to stderr.
 """
 
+# ruff: noqa: E402  (say what is happening before the slow imports)
 from __future__ import annotations
+
+from _status import Sections, phase, say
+
+say("importing jax and jaxbuf (a few seconds)...")
 
 import argparse
 import os
@@ -86,10 +92,22 @@ def produce(
 
 
 def train(
-    buffer: TrajectoryReplayBuffer, w: jax.Array, steps: int, batch_size: int, label: str
+    buffer: TrajectoryReplayBuffer,
+    w: jax.Array,
+    steps: int,
+    batch_size: int,
+    label: str,
+    compiles: bool = False,
 ) -> jax.Array:
+    """``steps`` SGD steps on batches sampled from ``buffer``; ``compiles``: the first step
+    compiles ``sgd_step`` (say so on stderr)."""
     for step in range(1, steps + 1):
-        w, loss = sgd_step(w, buffer.sample_jax(batch_size))
+        batch = buffer.sample_jax(batch_size)
+        if step == 1 and compiles:
+            with phase("compiling the jitted SGD step", "first call, about a second"):
+                w, loss = jax.block_until_ready(sgd_step(w, batch))
+        else:
+            w, loss = sgd_step(w, batch)
         if step == 1 or step % max(1, steps // 4) == 0:
             print(
                 f"[{label}] step {step:4d}  loss {float(loss):.4f}  "
@@ -106,7 +124,9 @@ def run(workdir: str, smoke: bool) -> dict:
     steps = 40 if smoke else 400
     batch_size = 32 if smoke else 256
     w_true = np.random.default_rng(0).normal(size=(OBS_DIM, CHUNK * ACT_DIM)).astype(np.float32)
+    stages = Sections()
 
+    stages.next("stage 1")
     print("== 1. producers add trajectories (persistence on) while rank 0 trains", flush=True)
     buffers = [
         TrajectoryReplayBuffer(
@@ -126,10 +146,12 @@ def run(workdir: str, smoke: bool) -> dict:
     ]
     for thread in producers:
         thread.start()
-    w = train(buffers[0], jnp.zeros((OBS_DIM, CHUNK * ACT_DIM)), steps // 2, batch_size, "run 1")
+    w0 = jnp.zeros((OBS_DIM, CHUNK * ACT_DIM))
+    w = train(buffers[0], w0, steps // 2, batch_size, "run 1", compiles=True)
     for thread in producers:
         thread.join()
 
+    stages.next("stage 2")
     print("== 2. checkpoint", flush=True)
     ckpt = os.path.join(workdir, "ckpt")
     for r, buffer in enumerate(buffers):
@@ -140,6 +162,7 @@ def run(workdir: str, smoke: bool) -> dict:
         buffer.close()
     print(f"saved {sum(len(b) for b in buffers)} trajectories to {ckpt}", flush=True)
 
+    stages.next("stage 3")
     print("== 3. restart: fresh buffers resume from the checkpoint", flush=True)
     resumed = []
     for r in range(ranks):
@@ -158,6 +181,7 @@ def run(workdir: str, smoke: bool) -> dict:
     print(f"resumed sampler continues the same sequence: {same}", flush=True)
     w = jnp.asarray(np.load(os.path.join(ckpt, "params.npy")))
 
+    stages.next("stage 4")
     print("== 4. merge the rank buffers into a demo buffer; load each rank's share", flush=True)
     merged = merge_buffers(os.path.join(ckpt, "replay_buffer"), os.path.join(workdir, "demo"))
     shares = []
@@ -173,6 +197,7 @@ def run(workdir: str, smoke: bool) -> dict:
             flush=True,
         )
 
+    stages.next("stage 5")
     print("== 5. continue training on the resumed buffer", flush=True)
     produce(resumed[0], seed=99, w_true=w_true, count=2, shape=shape)
     w = train(resumed[0], w, steps - steps // 2, batch_size, "run 2")
@@ -180,6 +205,7 @@ def run(workdir: str, smoke: bool) -> dict:
         buffer.close()
     error = float(jnp.max(jnp.abs(w - w_true)))
     print(f"max |W - W_true| = {error:.4f}", flush=True)
+    stages.end()
     return {"same_sequence": same, "shares": shares, "merged": merged.count, "w_error": error}
 
 

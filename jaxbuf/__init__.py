@@ -28,6 +28,7 @@ from jaxbuf.errors import (
 )
 from jaxbuf.her import HERReplayBuffer, HERVectorReplayBuffer
 from jaxbuf.mixing import mix, mix_counts
+from jaxbuf.prefetch import Prefetcher, double_buffered
 from jaxbuf.prioritized import (
     MinTree,
     PrioritizedReplayBuffer,
@@ -53,6 +54,7 @@ __all__ = [
     "InputError",
     "JaxbufError",
     "MinTree",
+    "Prefetcher",
     "PrioritizedReplayBuffer",
     "PrioritizedVectorReplayBuffer",
     "ReplayBuffer",
@@ -67,6 +69,7 @@ __all__ = [
     "checkpoint_manager",
     "concurrent",
     "datasets",
+    "double_buffered",
     "errors",
     "episodic_return",
     "from_tianshou_hdf5",

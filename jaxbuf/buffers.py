@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxbuf._core import episodes, storage, validate
+from jaxbuf._core import episodes, memory, storage, validate
 from jaxbuf._core.base import Buffer
 from jaxbuf._core.checks import is_traced, runtime_check
 from jaxbuf._core.dispatch import compiled_when_eager
@@ -57,6 +57,7 @@ CORE_OPTIONS = (
     "save_only_last_obs",
     "sample_avail",
     "lockstep",
+    "storage_memory_kind",
 )
 """The keyword options of :meth:`ReplayBuffer.create`, which every buffer kind accepts."""
 
@@ -103,8 +104,29 @@ class ReplayBuffer(Buffer):
       ep_return: float[buffer_num, *rew_shape], return of each unfinished episode.
       static configuration: ``subbuffer_size``, ``buffer_num``, ``stack_num``,
         ``ignore_obs_next``, ``save_only_last_obs``, ``sample_avail``, ``obs_stack_len``,
-        ``lockstep``. ``obs_stack_len`` is the frame count of the incoming ``obs`` stacks with
-        ``save_only_last_obs`` (an int), or ``(obs frames, obs_next frames)`` when they differ.
+        ``lockstep``, ``storage_memory_kind``. ``obs_stack_len`` is the frame count of the
+        incoming ``obs`` stacks with ``save_only_last_obs`` (an int), or ``(obs frames,
+        obs_next frames)`` when they differ.
+
+    Example:
+      A three-step episode added inside ``lax.scan``; the last add reports the episode:
+
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxbuf import ReplayBuffer
+      >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+      ...           terminated=False, truncated=False)
+      >>> def step(buf, t):
+      ...     row = dict(obs=jnp.full(2, t, jnp.float32), act=t, rew=jnp.float32(1),
+      ...                terminated=t == 2, truncated=False)
+      ...     return buf.add(row)
+      >>> buf, res = jax.lax.scan(step, ReplayBuffer.create(ex, 4), jnp.arange(3))
+      >>> len(buf), res.episode_length[:, 0].tolist(), res.episode_return[:, 0].tolist()
+      (3, [0, 0, 3], [0.0, 0.0, 3.0])
+      >>> buf.next(jnp.arange(3)).tolist()  # the episode end points at itself
+      [1, 2, 2]
+      >>> batch, indices = buf.sample(jax.random.key(0), 2)
+      >>> batch["obs"].shape, indices.shape
+      ((2, 2), (2,))
     """
 
     storage: dict
@@ -118,6 +140,7 @@ class ReplayBuffer(Buffer):
     sample_avail: bool = struct.field(pytree_node=False, default=False)
     obs_stack_len: int | tuple[int, int] = struct.field(pytree_node=False, default=0)
     lockstep: bool = struct.field(pytree_node=False, default=False)
+    storage_memory_kind: str | None = struct.field(pytree_node=False, default=None)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -132,6 +155,7 @@ class ReplayBuffer(Buffer):
         save_only_last_obs: bool = False,
         sample_avail: bool = False,
         lockstep: bool = False,
+        storage_memory_kind: str | None = None,
     ) -> ReplayBuffer:
         """An empty buffer of ``size`` slots for transitions shaped like ``example``.
 
@@ -157,6 +181,12 @@ class ReplayBuffer(Buffer):
             contiguous block (``dynamic_update_slice`` instead of a scatter). ``add`` with
             ``buffer_ids`` raises at trace time; a state whose insertion slots differ
             (possible only through ``with_counters``) is reported by :func:`jaxbuf.checked`.
+          storage_memory_kind: where the storage arrays live: ``None`` (or ``"device"``)
+            for device memory, ``"pinned_host"`` for the host memory of the device (where
+            the backend offers it; CPU and GPU do). Counters stay on the device; ``add``
+            moves only its new rows to the host and reads gather on the host and move only
+            the gathered rows to the device (docs/memory.md). Other kinds raise
+            :class:`~jaxbuf.errors.ConfigError` naming the usable ones.
 
         Example:
           >>> import jax.numpy as jnp
@@ -168,6 +198,7 @@ class ReplayBuffer(Buffer):
           (8, [0, 4, 8])
         """
         validate.check_config(size, buffer_num, stack_num, lockstep)
+        kind = memory.check_kind(f"{cls.__name__}.create", storage_memory_kind)
         example = validate.check_example(example)
         m = -(-size // buffer_num)
         spec = storage.input_spec(example, ignore_obs_next=ignore_obs_next)
@@ -178,7 +209,7 @@ class ReplayBuffer(Buffer):
             episodes.init_counters(buffer_num, rew.shape, rew.dtype)
         )
         return cls(
-            storage=storage.allocate(stored, m, buffer_num),
+            storage=storage.allocate(stored, m, buffer_num, kind),
             counters=counters,
             ep_return=ep_return,
             subbuffer_size=m,
@@ -189,6 +220,7 @@ class ReplayBuffer(Buffer):
             sample_avail=sample_avail,
             obs_stack_len=obs_stack_len,
             lockstep=bool(lockstep),
+            storage_memory_kind=kind,
         )
 
     # ------------------------------------------------------------------ layout
@@ -270,9 +302,10 @@ class ReplayBuffer(Buffer):
         """The storage as ``[maxsize, *field_shape]`` arrays in global-slot order (a copy).
 
         ``buf.global_storage()[key][g]`` is field ``key`` of global slot ``g`` (Tianshou's
-        ``buf._meta``); for inspection and export, jittable.
+        ``buf._meta``); for inspection and export, jittable. The copy is in the storage's
+        memory (host memory with ``storage_memory_kind``).
         """
-        return storage.to_global_order(self.storage)
+        return storage.to_global_order(self.storage, self.storage_memory_kind)
 
     def with_global_storage(self, arrays: dict) -> ReplayBuffer:
         """This buffer with its storage replaced by ``[maxsize, ...]`` arrays in slot order.
@@ -282,13 +315,15 @@ class ReplayBuffer(Buffer):
         """
         validate.check_same_layout(arrays, jax.eval_shape(self.global_storage))
         return self.replace(
-            storage=storage.from_global_order(arrays, self.subbuffer_size, self.buffer_num)
+            storage=storage.from_global_order(
+                arrays, self.subbuffer_size, self.buffer_num, self.storage_memory_kind
+            )
         )
 
     def _gather(self, index: jax.Array, keys: tuple[str, ...] | None = None) -> dict:
         """The stored fields ``keys`` (default: all) at in-range global slots ``index``."""
         fields = self.storage if keys is None else {k: self.storage[k] for k in keys}
-        return storage.gather(fields, index)
+        return storage.gather(fields, index, self.storage_memory_kind)
 
     def write(self, slots: chex.Array, rows: dict, *, unique: bool = False) -> ReplayBuffer:
         """This buffer with stored ``rows`` (leading axis k) written at global ``slots``.
@@ -297,7 +332,11 @@ class ReplayBuffer(Buffer):
         slot ``>= maxsize`` drops its row; ``rows`` are already in the stored form
         (``storage.to_stored``). ``unique`` promises distinct slots.
         """
-        return self.replace(storage=storage.write(self.storage, slots, rows, unique=unique))
+        return self.replace(
+            storage=storage.write(
+                self.storage, slots, rows, unique=unique, memory_kind=self.storage_memory_kind
+            )
+        )
 
     # ------------------------------------------------------------------ add
     @compiled_when_eager()
@@ -320,7 +359,9 @@ class ReplayBuffer(Buffer):
                 jnp.all(head == head[0]),
                 "jaxbuf: lockstep buffer whose sub-buffers are at different insertion slots",
             )
-            new = self.replace(storage=storage.write_block(self.storage, head[0], stored))
+            new = self.replace(
+                storage=storage.write_block(self.storage, head[0], stored, self.storage_memory_kind)
+            )
         else:
             new = self.write(slots, stored, unique=ids is None)
         return new.with_counters(counters), result
@@ -346,6 +387,10 @@ class ReplayBuffer(Buffer):
             done = None if done is None else jnp.asarray(done)[None]
         if done is not None:
             self._check_done(done, rows, k)
+        if is_traced(self, buffer_ids):
+            # add_rows then runs in the caller's trace, where host rows cannot be indexed by
+            # traced slots: make them JAX arrays (an eager add transfers them in its jit call).
+            rows = jax.tree_util.tree_map(jnp.asarray, rows)
         if buffer_ids is None:
             return rows, None
         if self.lockstep:
@@ -417,7 +462,7 @@ class ReplayBuffer(Buffer):
                 "jaxbuf: field 'done' disagrees with terminated | truncated",
             )
         elif not bool(jnp.all(done == derived)):
-            raise ValueError(
+            raise InputError(
                 "jaxbuf: field 'done' disagrees with terminated | truncated "
                 f"(done={np.asarray(done)}, derived={np.asarray(derived)}); "
                 "done is always derived, pass terminated and truncated"

@@ -47,6 +47,27 @@ class CachedReplayBuffer(Buffer):
       main: core ``ReplayBuffer`` of ``main_size`` slots holding finished episodes.
       caches: core ``ReplayBuffer`` with one sub-buffer of ``max_episode_length``
         slots per env, each holding its env's unfinished episode from slot 0.
+
+    Example:
+      Two envs; env 0 ends a two-step episode, which moves to main in one piece:
+
+      >>> import jax.numpy as jnp
+      >>> from jaxbuf import CachedReplayBuffer
+      >>> ex = dict(obs=jnp.zeros(()), act=0, rew=jnp.float32(0), terminated=False,
+      ...           truncated=False)
+      >>> buf = CachedReplayBuffer.create(ex, main_size=8, cached_buffer_num=2,
+      ...                                 max_episode_length=4)
+      >>> def rows(t, ends):
+      ...     return dict(obs=jnp.full(2, t, jnp.float32), act=jnp.zeros(2, jnp.int32),
+      ...                 rew=jnp.ones(2), terminated=jnp.array(ends),
+      ...                 truncated=jnp.zeros(2, bool))
+      >>> ids = jnp.array([0, 1])
+      >>> buf, _ = buf.add(rows(0, [False, False]), buffer_ids=ids)
+      >>> buf, res = buf.add(rows(1, [True, False]), buffer_ids=ids)
+      >>> res.index.tolist(), res.episode_start.tolist(), res.episode_return.tolist()
+      ([1, 13], [0, 12], [2.0, 0.0])
+      >>> len(buf.main), len(buf.caches), buf.maxsize  # main 8 + 2 caches of 4
+      (2, 2, 16)
     """
 
     main: ReplayBuffer
@@ -72,8 +93,8 @@ class CachedReplayBuffer(Buffer):
           max_episode_length: slots per cache (> 0); longer episodes lose their first steps
             and the add result says how many (``episode_dropped``).
           **core_options: ``stack_num``, ``ignore_obs_next``, ``save_only_last_obs``,
-            ``sample_avail`` (see :meth:`jaxbuf.ReplayBuffer.create`), applied to main and
-            caches alike.
+            ``sample_avail``, ``storage_memory_kind`` (see :meth:`jaxbuf.ReplayBuffer.create`),
+            applied to main and caches alike.
         """
         where = "CachedReplayBuffer.create"
         validate.int_option(where, "main_size", main_size, minimum=0)
@@ -130,6 +151,9 @@ class CachedReplayBuffer(Buffer):
         return jnp.concatenate([self.main.last_index, self.caches.last_index + self.main_size])
 
     stack_num = property(lambda self: self.caches.stack_num, doc="Frames per stacked read.")
+    storage_memory_kind = property(
+        lambda self: self.caches.storage_memory_kind, doc="Where the storage lives (``create``)."
+    )
     sample_avail = property(lambda self: self.caches.sample_avail, doc="See ``create``.")
     ignore_obs_next = property(lambda self: self.caches.ignore_obs_next, doc="See ``create``.")
 
@@ -216,7 +240,7 @@ class CachedReplayBuffer(Buffer):
             return moved.reshape((-1, *old.shape[2:]))
 
         def move(main):
-            from_caches = storage.gather(self.caches.storage, plan.src_cache)
+            from_caches = self.caches._gather(plan.src_cache)
             moved = jax.tree_util.tree_map(window, from_caches, stored)
             return main.write(plan.main_slots.reshape(-1), moved)
 

@@ -5,50 +5,86 @@
     jaxbuf inspect --load-path P [--num-chunks N] [--sample-window-size W] [--cache-size C]
                    [--enable-cache] [--seed S] [--skip-corrupt] [--quiet]
     jaxbuf merge --source-path S --save-path D [--copy | --move | --link] [--quiet]
-    jaxbuf split --source-path S --save-path D --split-count N [--copy | --move | --link]
+    jaxbuf split [--source-path S] --save-path D --split-count N [--copy | --move | --link]
 
 ``inspect`` loads a buffer directory without writing to it, samples once and prints the batch
-keys with shapes and dtypes. ``merge`` interleaves ``S/rank_*`` buffers (numeric rank order)
+keys with shapes and dtypes; a directory of ``rank_*`` buffers is refused with the ``merge``
+command to run first. ``merge`` interleaves ``S/rank_*`` buffers (numeric rank order)
 into ``D``; ``split`` writes the first N trajectories of ``S`` to ``D``. Files are copied unless
 ``--move`` (or ``--link``, hard links) is given. Progress goes to stderr; the exit status is 0
-on success and 1 on a failure, whose message goes to stderr.
+on success and 1 on a failure, whose message goes to stderr (2 for a usage error). Every
+option's default is shown in ``--help``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from collections.abc import Sequence
 
 __all__ = ["build_parser", "main"]
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with every option's default, also for options given no help text."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required or action.default is argparse.SUPPRESS or action.dest == "mode":
+            return text  # the --copy/--move/--link group names its default on --copy
+        if "%(default)" not in text and action.option_strings:
+            text += (" " if text else "") + "(default: %(default)s)"
+        return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``jaxbuf`` argument parser (subcommands ``inspect``, ``merge``, ``split``).
+
+    >>> build_parser().parse_args(["inspect", "--load-path", "/b"]).num_chunks
+    4
+    """
     parser = argparse.ArgumentParser(
-        prog="jaxbuf", description="Inspect, merge and split RLinf-format replay buffers."
+        prog="jaxbuf",
+        description="Inspect, merge and split RLinf-format replay buffers.",
+        formatter_class=_HelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    add_parser = lambda *a, **k: commands.add_parser(*a, formatter_class=_HelpFormatter, **k)
 
-    inspect = commands.add_parser("inspect", help="load a buffer, sample once, print the batch")
+    inspect = add_parser("inspect", help="load a buffer, sample once, print the batch")
     inspect.add_argument(
         "--load-path",
         required=True,
         help="directory holding metadata.json and trajectory_index.json",
     )
-    inspect.add_argument("--num-chunks", type=int, default=4)
+    inspect.add_argument(
+        "--num-chunks", type=_positive_int, default=4, help="transitions to sample (> 0)"
+    )
     inspect.add_argument(
         "--sample-window-size",
         type=int,
         default=10,
         help="sample from the last W trajectories (0: all)",
     )
-    inspect.add_argument("--cache-size", type=int, default=5)
+    inspect.add_argument("--cache-size", type=int, default=5, help="trajectories kept in memory")
     inspect.add_argument(
         "--enable-cache",
         action="store_true",
         help="accepted for RLinf compatibility; inspect always caches",
     )
-    inspect.add_argument("--seed", type=int, default=1234)
+    inspect.add_argument("--seed", type=int, default=1234, help="sampling seed")
     inspect.add_argument(
         "--skip-corrupt",
         action="store_true",
@@ -60,22 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
         ("merge", "interleave rank_* buffers into one"),
         ("split", "write the first N trajectories to a new buffer"),
     ):
-        sub = commands.add_parser(name, help=helptext)
-        sub.add_argument(
-            "--source-path",
-            default=".",
-            help="directory of rank_* buffers" if name == "merge" else "buffer directory",
-        )
+        sub = add_parser(name, help=helptext)
+        if name == "merge":
+            sub.add_argument("--source-path", required=True, help="directory of rank_* buffers")
+        else:
+            sub.add_argument("--source-path", default=".", help="buffer directory")
         sub.add_argument("--save-path", required=True, help="new (empty) buffer directory")
         if name == "split":
-            sub.add_argument("--split-count", type=int, required=True)
+            sub.add_argument("--split-count", type=int, required=True, help="trajectories to write")
         mode = sub.add_mutually_exclusive_group()
         mode.add_argument(
             "--copy",
             dest="mode",
             action="store_const",
             const="copy",
-            help="copy the trajectory files (default)",
+            help="copy the trajectory files (the default mode)",
         )
         mode.add_argument(
             "--move",
@@ -106,9 +141,31 @@ def _describe(batch: dict, prefix: str = "") -> list[tuple[str, tuple, str]]:
     return rows
 
 
+def _refuse_rank_dirs(path: str) -> None:
+    """A directory of ``rank_*`` buffers (and no buffer of its own) cannot be inspected."""
+    from jaxbuf.trajectory.listing import METADATA_FILE
+
+    if not os.path.isdir(path) or os.path.exists(os.path.join(path, METADATA_FILE)):
+        return
+    ranks = sorted(
+        (int(m.group(1)), name)
+        for name in os.listdir(path)
+        if (m := re.fullmatch(r"rank_(\d+)", name)) and os.path.isdir(os.path.join(path, name))
+    )
+    if ranks:
+        names = ", ".join(name for _, name in ranks[:4]) + (", ..." if len(ranks) > 4 else "")
+        raise ValueError(
+            f"{path} holds {len(ranks)} per-rank buffers ({names}), not one buffer; merge them "
+            f"first with `jaxbuf merge --source-path {path} --save-path MERGED`, then inspect "
+            "MERGED (or inspect one rank, e.g. --load-path "
+            f"{os.path.join(path, ranks[0][1])})"
+        )
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from jaxbuf.trajectory.buffer import TrajectoryReplayBuffer
 
+    _refuse_rank_dirs(args.load_path)
     buffer = TrajectoryReplayBuffer(
         seed=args.seed,
         save_trajectories=False,

@@ -2,7 +2,7 @@
 
 Each class also derives from the builtin exception that callers caught before it existed
 (``ValueError``, ``TypeError``, ``KeyError``, ``IndexError``, ``OSError``,
-``RuntimeError``), so ``except ValueError`` keeps working while ``except
+``RuntimeError``, ``ImportError``), so ``except ValueError`` keeps working while ``except
 jaxbuf.JaxbufError`` catches everything the library raises on purpose.
 
 Messages follow one style: ``"jaxbuf: <where>: <what>"``, naming the field, option or
@@ -14,7 +14,7 @@ Example:
     ...     jaxbuf.ReplayBuffer.create({"obs": 0.0}, 8)
     ... except jaxbuf.JaxbufError as err:
     ...     print(type(err).__name__, isinstance(err, ValueError))
-    InputError True
+    ConfigError True
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ __all__ = [
     "IndexRangeError",
     "InputError",
     "JaxbufError",
+    "MissingDependencyError",
     "NotIterableError",
     "SchemaVersionError",
     "TrajectoryFileError",
@@ -81,6 +82,12 @@ class NotIterableError(JaxbufError, TypeError, KeyError):
     A ``TypeError``, as for any object that is not iterable; also a ``KeyError``, which NumPy
     takes as "not a sequence", so ``np.array([buf], dtype=object)`` holds the buffer itself.
     """
+
+
+class MissingDependencyError(JaxbufError, ImportError):
+    """An optional dependency (``h5py``, ``torch``, ...) that the called function needs is not
+    installed; the message names the package and the ``pip install`` line (also an
+    ``ImportError``)."""
 
 
 class CheckpointError(JaxbufError, ValueError):

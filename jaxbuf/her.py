@@ -45,6 +45,7 @@ from jaxbuf._core.dispatch import compiled_when_eager
 from jaxbuf._core.kinds import VectorKind
 from jaxbuf._core.wrapper import Wrapper
 from jaxbuf.buffers import ReplayBuffer
+from jaxbuf.errors import ConfigError, InputError
 
 GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
 """Keys every HER ``obs`` dict must have."""
@@ -72,7 +73,7 @@ def relabel_batch(batch: dict, goal: Any, mask: jax.Array, compute_reward_fn: Ca
     rew = batch["rew"]
     new_rew = jnp.asarray(compute_reward_fn(batch["obs_next"]["achieved_goal"], goal))
     if new_rew.shape != rew.shape:
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: compute_reward_fn returned shape {new_rew.shape}, expected the reward "
             f"shape {rew.shape} (one reward per sample)"
         )
@@ -92,6 +93,33 @@ class HERReplayBuffer(Wrapper):
       compute_reward_fn: static, ``(achieved_goal, desired_goal) -> rew`` on batches.
       horizon: static, the future step is at most ``horizon - 1`` steps ahead.
       future_k: static, relabelling probability ``1 - 1/future_k``.
+
+    Example:
+      A 1-D goal task (reward: minus the distance to the goal); one four-step episode
+      walks from 0 to 4 towards a goal at 9, and samples get goals achieved later on:
+
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxbuf import HERReplayBuffer
+      >>> def reward(achieved, desired):
+      ...     return -jnp.abs(achieved - desired).sum(-1)
+      >>> def obs(x):
+      ...     x = jnp.asarray(x, jnp.float32)[:, None]
+      ...     return dict(observation=x, achieved_goal=x, desired_goal=jnp.full_like(x, 9))
+      >>> t = jnp.arange(4)
+      >>> rows = dict(obs=obs(t), obs_next=obs(t + 1), act=t, rew=-(8.0 - t),
+      ...             terminated=t < 0, truncated=t == 3)
+      >>> ex = jax.tree.map(lambda x: x[0], rows)
+      >>> buf = HERReplayBuffer.create(ex, 8, reward, horizon=4, future_k=4)
+      >>> buf, _ = buf.extend(rows)
+      >>> batch, indices = buf.sample(jax.random.key(0), 4)
+      >>> obs, obs_next = batch["obs"], batch["obs_next"]
+      >>> desired = obs["desired_goal"]
+      >>> relabelled = desired[:, 0] < 9
+      >>> bool(relabelled.any())
+      True
+      >>> achieved = obs_next["achieved_goal"]
+      >>> bool(jnp.all(batch["rew"] == reward(achieved, desired)))
+      True
     """
 
     compute_reward_fn: Callable = struct.field(pytree_node=False)
@@ -120,7 +148,8 @@ class HERReplayBuffer(Wrapper):
           horizon: >= 1; future goals come from at most ``horizon - 1`` steps ahead.
           future_k: >= 1; a sample is relabelled with probability ``1 - 1/future_k``.
           **core_options: options of :meth:`jaxbuf.ReplayBuffer.create` (``buffer_num``,
-            ``ignore_obs_next``, ``sample_avail``, ``lockstep``). ``stack_num`` must be 1
+            ``ignore_obs_next``, ``sample_avail``, ``lockstep``, ``storage_memory_kind``).
+            ``stack_num`` must be 1
             and ``save_only_last_obs`` False (goal dicts are not frame-stacked).
         """
         _check_config(
@@ -155,7 +184,7 @@ class HERReplayBuffer(Wrapper):
         """
         indices = jnp.asarray(indices)
         if indices.ndim != 1 or not jnp.issubdtype(indices.dtype, jnp.integer):
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: indices must be integers of shape (B,), got shape {indices.shape} "
                 f"dtype {indices.dtype}"
             )
@@ -216,7 +245,20 @@ class HERReplayBuffer(Wrapper):
 class HERVectorReplayBuffer(metaclass=VectorKind):
     """Tianshou's ``HERVectorReplayBuffer``: a :class:`HERReplayBuffer` with ``buffer_num``
     sub-buffers (one per env) and the same relabelling. ``isinstance(buf,
-    HERVectorReplayBuffer)`` is true for a HER buffer with more than one sub-buffer."""
+    HERVectorReplayBuffer)`` is true for a HER buffer with more than one sub-buffer.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxbuf import HERReplayBuffer, HERVectorReplayBuffer
+      >>> goal = jnp.zeros(2)
+      >>> obs = dict(observation=jnp.zeros(3), achieved_goal=goal, desired_goal=goal)
+      >>> ex = dict(obs=obs, obs_next=obs, act=0, rew=jnp.float32(0), terminated=False,
+      ...           truncated=False)
+      >>> reward = lambda achieved, desired: -jnp.abs(achieved - desired).sum(-1)
+      >>> buf = HERVectorReplayBuffer.create(ex, 8, 2, reward, horizon=4)
+      >>> type(buf) is HERReplayBuffer, isinstance(buf, HERVectorReplayBuffer), buf.buffer_num
+      (True, True, 2)
+    """
 
     kind = HERReplayBuffer
 
@@ -245,19 +287,19 @@ class HERVectorReplayBuffer(metaclass=VectorKind):
 def _goal_dict(example: Mapping, key: str) -> Mapping:
     obs = example.get(key)
     if not isinstance(obs, Mapping):
-        raise TypeError(
+        raise ConfigError(
             f"jaxbuf: HER needs '{key}' to be a dict with keys {list(GOAL_KEYS)}, "
             f"got {type(obs).__name__}"
         )
     missing = [k for k in GOAL_KEYS if k not in obs]
     if missing:
-        raise ValueError(f"jaxbuf: HER '{key}' lacks the key(s) {missing}; has {sorted(obs)}")
+        raise ConfigError(f"jaxbuf: HER '{key}' lacks the key(s) {missing}; has {sorted(obs)}")
     achieved, desired = (
         jax.ShapeDtypeStruct(np.shape(obs[k]), jnp.asarray(obs[k]).dtype)
         for k in ("achieved_goal", "desired_goal")
     )
     if achieved != desired:
-        raise ValueError(
+        raise ConfigError(
             f"jaxbuf: HER '{key}.achieved_goal' ({achieved.shape}, {achieved.dtype}) and "
             f"'{key}.desired_goal' ({desired.shape}, {desired.dtype}) must match"
         )
@@ -269,24 +311,24 @@ def _check_config(
 ) -> None:
     """Reject a HER configuration that cannot work, naming the argument."""
     if not isinstance(example, Mapping):
-        raise TypeError(f"jaxbuf: the example must be a dict, got {type(example).__name__}")
+        raise ConfigError(f"jaxbuf: the example must be a dict, got {type(example).__name__}")
     if not callable(compute_reward_fn):
-        raise TypeError(
+        raise ConfigError(
             f"jaxbuf: compute_reward_fn must be callable, got {type(compute_reward_fn).__name__}"
         )
     try:
         hash(compute_reward_fn)
     except TypeError as err:
-        raise TypeError(
+        raise ConfigError(
             "jaxbuf: compute_reward_fn must be hashable (it is a static field); "
             "pass a module-level function"
         ) from err
     if not isinstance(horizon, numbers.Integral) or isinstance(horizon, bool) or horizon < 1:
-        raise ValueError(f"jaxbuf: horizon must be an int >= 1, got {horizon!r}")
+        raise ConfigError(f"jaxbuf: horizon must be an int >= 1, got {horizon!r}")
     if not isinstance(future_k, numbers.Real) or not future_k >= 1:
-        raise ValueError(f"jaxbuf: future_k must be a number >= 1, got {future_k!r}")
+        raise ConfigError(f"jaxbuf: future_k must be a number >= 1, got {future_k!r}")
     if stack_num != 1 or save_only_last_obs:
-        raise ValueError(
+        raise ConfigError(
             "jaxbuf: HER buffers do not frame-stack goal dicts; need stack_num=1 and "
             f"save_only_last_obs=False, got stack_num={stack_num}, "
             f"save_only_last_obs={save_only_last_obs}"
@@ -294,7 +336,7 @@ def _check_config(
     obs = _goal_dict(example, "obs")
     if not ignore_obs_next:
         if "obs_next" not in example:
-            raise ValueError(
+            raise ConfigError(
                 "jaxbuf: HER reads the achieved goal after each step from 'obs_next'; add "
                 "'obs_next' to the example or pass ignore_obs_next=True"
             )
@@ -304,13 +346,13 @@ def _check_config(
     try:
         out = jax.eval_shape(compute_reward_fn, spec, spec)
     except Exception as err:  # any failure to trace is a configuration error
-        raise TypeError(
+        raise ConfigError(
             "jaxbuf: compute_reward_fn must be traceable with jax.numpy on batched goals "
             f"of shape (B, *{tuple(goal.shape)}); tracing failed: {err}"
         ) from err
     rew_shape = (1, *np.shape(example.get("rew", 0.0)))
     if getattr(out, "shape", None) != rew_shape:
-        raise ValueError(
+        raise ConfigError(
             f"jaxbuf: compute_reward_fn must return one reward per sample, shape "
             f"(B, *{rew_shape[1:]}); for B=1 it returned {getattr(out, 'shape', out)}"
         )

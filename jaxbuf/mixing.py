@@ -140,6 +140,21 @@ def mix(
     Raises:
       InputError: at trace time, naming the fields, when the sources' fields, shapes or
         dtypes differ, or on bad ``fractions``/``batch_size``.
+
+    Example:
+      A quarter of each batch from an online buffer, the rest from an offline one:
+
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxbuf
+      >>> ex = dict(obs=jnp.zeros(()), act=0, rew=jnp.float32(0), terminated=False,
+      ...           truncated=False)
+      >>> rows = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * 6), ex)
+      >>> online, _ = jaxbuf.ReplayBuffer.create(ex, 8).extend(rows)
+      >>> offline, _ = jaxbuf.PrioritizedReplayBuffer.create(ex, 8, 0.6, 0.4).extend(rows)
+      >>> batch, source, index = jaxbuf.mix(jax.random.key(0), [online, offline],
+      ...                                   [0.25, 0.75], 8)
+      >>> source.tolist(), batch["weight"].shape  # uniform rows get weight 1
+      ([0, 0, 1, 1, 1, 1, 1, 1], (8,))
     """
     sources = list(sources)
     if not sources:

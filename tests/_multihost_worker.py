@@ -16,6 +16,7 @@ import sys
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from jaxbuf import sharding as shd
 
@@ -74,18 +75,43 @@ def main() -> None:
         check_blocks(idx, want)
         check_blocks(batch["obs"], jax.jit(lambda b, i: b.get(i, "obs"))(ref, want))
 
-        # Global sampling crosses processes (gloo collectives).
+        # Global sampling crosses processes (gloo collectives): the rows at the drawn slots.
         batch, idx = shd.shard_sample(sb, key, B, mesh, "env", mode="global")
-        want_rows, want_idx = sample(ref, key, 4 * B)
-        check_blocks(idx, want_idx)
-        check_blocks(batch["obs"], want_rows["obs"])
+        every = np.asarray(multihost_utils.process_allgather(idx, tiled=True))
+        assert every.shape == (4 * B,) and ((every >= 0) & (every < SIZE)).all()
+        check_blocks(batch["obs"], jax.jit(lambda b, i: b.get(i, "obs"))(ref, every))
 
         # Checkpoint: a collective save, then a collective restore onto the global mesh.
         jaxbuf.save(CHECKPOINT_DIR, sb)
         restored = jaxbuf.restore(CHECKPOINT_DIR, like=shd.sharded_like(sb, mesh, "env"))
         for leaf, want in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(ref)):
             check_blocks(leaf, want)
+        prioritized(mesh, mine, ref)
     print(f"process {PROCESS_ID} ok", flush=True)
+
+
+def prioritized(mesh, mine, ref_plain) -> None:
+    """The prioritized buffer: host-local adds, global sample, update, collective save."""
+    from _sharding_data import EXAMPLE, rows
+
+    import jaxbuf
+
+    opts = {"alpha": 0.6, "beta": 0.4, "stack_num": 2}
+    sb = shd.create_sharded(EXAMPLE, SIZE, N_ENV, mesh, "env", **opts)
+    ref = jaxbuf.PrioritizedVectorReplayBuffer.create(EXAMPLE, SIZE, N_ENV, **opts)
+    for t in range(STEPS):
+        sb, _ = shd.shard_add(sb, shd.global_batch(rows(t, mine), mesh, "env"), mesh, "env")
+        ref, _ = ref.add(rows(t, np.arange(N_ENV)))
+    batch, idx = shd.shard_sample(sb, jax.random.key(3), B, mesh, "env", mode="global")
+    every = np.asarray(multihost_utils.process_allgather(idx, tiled=True))
+    check_blocks(batch["obs"], ref_plain.get(every, "obs"))
+    weights = np.linspace(0.5, 3.0, 4 * B).astype(np.float32)
+    sb = shd.shard_update_weight(sb, idx, weights, mesh, "env")
+    ref = ref.update_weight(every, weights)
+    want = np.asarray(ref.priorities()).reshape(4, -1)
+    check_blocks(sb.tree.leaves, np.pad(want, ((0, 0), (0, sb.tree.leaves.shape[1] - 20))))
+    assert float(sb.max_prio.addressable_shards[0].data) == float(ref.max_prio)
+    jaxbuf.save(CHECKPOINT_DIR + "_per", sb)
 
 
 if __name__ == "__main__":

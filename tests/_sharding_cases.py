@@ -193,15 +193,40 @@ def test_local_sample_typed_and_raw_keys_and_empty_shard():
 
 
 @pytest.mark.parametrize("kind", ["explicit", "auto"])
-def test_global_sample_equals_unsharded(kind):
+def test_global_sample_reads_the_unsharded_buffer(kind):
     mesh = make_mesh(kind)
     sb, ref = filled(mesh, "stack2")
-    key = jax.random.key(9)
-    batch, idx = shd.shard_sample(sb, key, 5, mesh, "env", mode="global")
-    want_rows, want_idx = ref_sample(ref, key, 40)
-    np.testing.assert_array_equal(np.asarray(idx), np.asarray(want_idx))
-    assert_trees_equal(batch, want_rows)
-    assert on_env(idx, mesh)
+    batch, idx = shd.shard_sample(sb, jax.random.key(9), 5, mesh, "env", mode="global")
+    assert idx.shape == (40,) and on_env(idx, mesh)
+    assert_trees_equal(batch, ref_read(ref, np.asarray(idx)))
+
+
+@pytest.mark.parametrize("config", ["stack2", "avail_no_next"])
+def test_global_sample_is_uniform_over_all_stored_transitions(config):
+    """Shards filled unevenly (ids routed to a few envs): chi-square over shards and slots."""
+    from scipy import stats
+
+    mesh = make_mesh("explicit")
+    sb = shd.create_sharded(EXAMPLE, SIZE, N_ENV, mesh, "env", **CONFIGS[config])
+    ref = jaxbuf.VectorReplayBuffer.create(EXAMPLE, SIZE, N_ENV, **CONFIGS[config])
+    for t in range(14):  # shard s gets rows only on steps t >= s: unequal sizes
+        ids = np.repeat(np.arange(8) * 2, 2).astype(np.int32) + np.tile([0, 1], 8)
+        ids = np.where(np.repeat(np.arange(8), 2) <= t, ids, -1).astype(np.int32)
+        batch = rows(t, np.arange(N_ENV))
+        sb, _ = shd.shard_add(sb, batch, mesh, "env", buffer_ids=ids)
+        ref, _ = ref_add_ids(ref, batch, ids)
+    want = np.asarray(jax.jit(lambda b: b.sample_indices(jax.random.key(0), 20000))(ref))
+    allowed = np.bincount(want, minlength=SIZE) > 0  # the slots the core draws from
+    sample = jax.jit(lambda b, k: shd.shard_sample(b, k, 250, mesh, "env", mode="global")[1])
+    counts = sum(
+        np.bincount(np.asarray(sample(sb, jax.random.key(c))), minlength=SIZE) for c in range(5)
+    )
+    assert (counts[~allowed] == 0).all()
+    p = allowed / allowed.sum()
+    for bins in (8, 16):
+        got, exp = counts.reshape(bins, -1).sum(1), p.reshape(bins, -1).sum(1) * counts.sum()
+        keep = exp > 0
+        assert stats.chisquare(got[keep], exp[keep]).pvalue > 1e-4
 
 
 def test_global_apply_equals_unsharded():
@@ -239,13 +264,16 @@ def test_shard_local_programs_have_no_collectives(kind):
     assert shd.collectives(lambda b, k: shd.shard_sample(b, k, 8, mesh, "env"), sb, key) == set()
 
 
-def test_global_sample_program_has_collectives():
+def test_global_sample_program_moves_only_scalars_and_sampled_rows():
     mesh = make_mesh("explicit")
     sb, _ = filled(mesh, "stack2", steps=3)
-    found = shd.collectives(
+    sizes = shd.collective_sizes(
         lambda b, k: shd.shard_sample(b, k, 8, mesh, "env", mode="global"), sb, jax.random.key(0)
     )
-    assert found and found <= set(shd.COLLECTIVE_OPS)
+    assert sizes and {op for op, _ in sizes} <= set(shd.COLLECTIVE_OPS)
+    # at most the batch (64 rows, obs of 2 frames x 3); the obs storage holds 160 x 3.
+    assert max(n for _, n in sizes) <= 64 * 6, sizes
+    assert ("all-gather", 8) in sizes  # one count per shard
     # The unsharded program on one device has none: the detector is not trivially positive.
     one = jaxbuf.VectorReplayBuffer.create(EXAMPLE, SIZE, N_ENV, stack_num=2)
     assert shd.collectives(lambda b, k: b.sample(k, 64), one, jax.random.key(0)) == set()

@@ -6,12 +6,23 @@ test parametrized over it checks one behaviour on every class.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import EXAMPLE, rows
 
 import jaxbuf
+
+# Doctests run over every module under the test paths; the helper scripts and workers here
+# are not test modules (some read sys.argv or need the recording-only extras), so skip them.
+_HERE = Path(__file__).parent
+collect_ignore = [
+    str(path.relative_to(_HERE))
+    for path in _HERE.rglob("*.py")
+    if not path.name.startswith("test_") and path.name != "conftest.py"
+]
 
 _GOAL_OBS = {
     "observation": np.zeros((), np.float32),

@@ -40,6 +40,29 @@ def test_gpu_profile_quick_add_writes_json_and_markdown(tmp_path, capsys):
     assert "== targets" in capsys.readouterr().out
 
 
+def test_sharded_prioritized_quick_times_flashbax_per_device(tmp_path, capsys):
+    pytest.importorskip("flashbax")
+    argv = ["--quick", "--smallest", "--workload", "sharded_prioritized", "--out", str(tmp_path)]
+    assert run.main(argv) == 0
+    doc = json.loads((tmp_path / "latest.json").read_text())
+    by_lib = {r["lib"]: r for r in doc["results"]}
+    libs = ("jaxbuf", "jaxbuf[sharded]", "jaxbuf[sharded-global]", "flashbax[per-device]")
+    assert set(by_lib) == set(libs)
+    for lib in libs:
+        r = by_lib[lib]
+        assert r["workload"] == "sharded_prioritized/sample_update"
+        assert r["status"] == "ok" and r["value"] > 0, (lib, r["status"])
+        assert r["params"] == {"devices": 1, "capacity": 16384}
+    md = (tmp_path / "latest.md").read_text()
+    row = next(line for line in md.splitlines() if "| flashbax[per-device] |" in line)
+    assert row.split(" | ")[6].endswith("x")  # its peer/jaxbuf ratio is shown
+    target = (
+        "speed jaxbuf[sharded] sharded_prioritized/sample_update devices=1 capacity=16384 "
+        "vs flashbax[per-device] >= 2.0x"
+    )
+    assert target in md and target in capsys.readouterr().out
+
+
 def test_list_names_every_workload_and_its_profiles(capsys):
     assert run.main(["--list"]) == 0
     out = capsys.readouterr().out

@@ -35,3 +35,9 @@ def test_rlinf_mode_example_smoke(tmp_path):
     assert float(re.search(r"max \|W - W_true\| = (\d+\.\d+)", out).group(1)) < 0.1
     assert os.path.isfile(tmp_path / "ckpt" / "replay_buffer" / "rank_1" / "metadata.json")
     assert out.rstrip().endswith("done")
+    status = done.stderr.splitlines()
+    assert status[0] == "importing jax and jaxbuf (a few seconds)..."
+    assert "compiling the jitted SGD step (first call, about a second)..." in status
+    assert [line.split(":")[0] for line in status if line.startswith("[stage")] == [
+        f"[stage {n}" for n in range(1, 6)
+    ]

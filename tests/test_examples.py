@@ -57,6 +57,22 @@ def test_ppo_smoke_writes_curve_and_reports_progress(tmp_path):
     assert all(8 <= r <= 500 for r in curve["eval_return"])
     assert "PPO CartPole-v1" in proc.stdout + proc.stderr  # progress output
     assert "greedy evaluation" in proc.stdout
+    # status lines on stderr: what compiles, before it does, then how long each phase took
+    status = proc.stderr.splitlines()
+    assert status[0] == "importing jax, flax, optax and gymnax (a few seconds)..."
+
+    def where(start: str) -> int:
+        return next(i for i, line in enumerate(status) if line.startswith(start))
+
+    assert (
+        where("compiling the training loop (one jitted lax.scan of 3 iterations of 16 envs")
+        < where("compiling the training loop: done in ")
+        < where("training (3 iterations of 16 envs x 16 steps)...")
+        < where("training: done in ")
+        < where("final greedy evaluation of 4 episodes (compiles first)...")
+        < where("final greedy evaluation of 4 episodes: done in ")
+    )
+    assert "compiling" not in proc.stdout
 
 
 def test_dqn_smoke_checkpoints_and_resumes_exactly(tmp_path):

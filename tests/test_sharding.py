@@ -30,7 +30,7 @@ from jaxbuf import sharding as shd
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-CASES = TESTS / "_sharding_cases.py"
+CASES = (TESTS / "_sharding_cases.py", TESTS / "_sharding_prioritized_cases.py")
 WORKER = TESTS / "_multihost_worker.py"
 
 
@@ -45,9 +45,11 @@ def _env(device_count: int) -> dict:
 
 
 def _case_names() -> list[str]:
-    tree = ast.parse(CASES.read_text())
     return [
-        n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")
+        n.name
+        for path in CASES
+        for n in ast.parse(path.read_text()).body
+        if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")
     ]
 
 
@@ -60,7 +62,7 @@ def eight_device_report(tmp_path_factory) -> tuple[dict, str]:
             sys.executable,
             "-m",
             "pytest",
-            str(CASES),
+            *map(str, CASES),
             "-q",
             "-p",
             "no:cacheprovider",
@@ -133,6 +135,15 @@ def test_two_processes_on_localhost(tmp_path):
     want = builder("stack2", 80, 8)(stacked_rows(np.arange(8)))
     assert isinstance(restored, jaxbuf.VectorReplayBuffer)
     assert_trees_equal(restored, want)
+    # The prioritized buffer saved with 4 per-shard trees, restored onto this one device.
+    mesh = jax.make_mesh((1,), ("env",), devices=jax.devices()[:1])
+    per = shd.restore_sharded(str(ckpt) + "_per", mesh, "env")
+    assert per.tree.leaves.shape[0] == 1
+    flat = shd.unshard(per)
+    assert_trees_equal(flat.buffer, want)
+    prio = np.asarray(flat.priorities())
+    assert (prio > 0).all() and float(per.max_prio) == 3.0
+    assert len(set(np.round(prio, 5))) > 1  # the updated priorities survived
 
 
 EXAMPLE = transition((2,))
@@ -173,6 +184,5 @@ def test_process_rank_and_subbuffers_single_process():
 
 def test_other_buffer_kinds_are_refused():
     mesh = jax.make_mesh((1,), ("env",), devices=jax.devices()[:1])
-    per = jaxbuf.PrioritizedVectorReplayBuffer.create(EXAMPLE, 8, 2, alpha=0.6, beta=0.4)
-    with pytest.raises(TypeError, match="expected a ReplayBuffer/VectorReplayBuffer, got Prio"):
-        shd.shard_buffer(per, mesh, "env")
+    with pytest.raises(TypeError, match="expected a ReplayBuffer/VectorReplayBuffer or a Prio"):
+        shd.shard_buffer({"obs": np.zeros(3)}, mesh, "env")

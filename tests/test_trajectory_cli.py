@@ -175,3 +175,63 @@ def test_text_progress_printer(monkeypatch):
     quiet = io.StringIO()
     assert list(progress(range(2), 2, "x", enabled=False, stream=quiet)) == [0, 1]
     assert quiet.getvalue() == ""
+
+
+def _subparsers():
+    from jaxbuf.cli import build_parser
+
+    action = next(a for a in build_parser()._actions if a.dest == "command")
+    return action.choices
+
+
+@pytest.mark.parametrize("command", ["inspect", "merge", "split"])
+def test_help_shows_every_default(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    sub = _subparsers()[command]
+    shown = 0
+    for action in sub._actions:
+        if action.required or action.dest in ("help", "mode"):
+            continue
+        flag = action.option_strings[-1]
+        after = text.split(f" {flag} ", 1)[1]
+        assert f"(default: {action.default})" in after.split(" --", 1)[0], (command, flag)
+        shown += 1
+    assert shown == {"inspect": 7, "merge": 1, "split": 2}[command]
+    if command != "inspect":
+        assert "copy the trajectory files (the default mode)" in text
+    if command == "inspect":
+        assert "(default: 4)" in text and "(default: 1234)" in text
+
+
+def test_merge_requires_source_path(tmp_path, capsys, monkeypatch):
+    _rank_buffers(tmp_path, {0: 1})
+    monkeypatch.chdir(tmp_path)  # rank_* here: the old default would have merged them
+    with pytest.raises(SystemExit) as exit_info:
+        main(["merge", "--save-path", str(tmp_path / "merged"), "--quiet"])
+    assert exit_info.value.code == 2
+    assert "the following arguments are required: --source-path" in capsys.readouterr().err
+    assert not (tmp_path / "merged").exists()
+
+
+def test_inspect_of_rank_directories_says_to_merge(tmp_path, capsys):
+    _rank_buffers(tmp_path, {0: 1, 1: 1, 10: 1})
+    assert main(["inspect", "--load-path", str(tmp_path), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"jaxbuf inspect: error: {tmp_path} holds 3 per-rank buffers" in err
+    assert "(rank_0, rank_1, rank_10)" in err
+    assert f"jaxbuf merge --source-path {tmp_path} --save-path MERGED" in err
+    # one rank is an ordinary buffer and inspects as before
+    assert main(["inspect", "--load-path", str(tmp_path / "rank_1"), "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_inspect_refuses_non_positive_num_chunks_before_loading(value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["inspect", "--load-path", str(tmp_path / "nowhere"), "--num-chunks", value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --num-chunks: expected a positive integer, got '{value}'" in err
+    assert "metadata" not in err  # refused before any loading was tried

@@ -16,11 +16,13 @@ from benchmarks.workloads import (
     examples,
     extend,
     gae,
+    host_tier,
     memory,
     prioritized,
     sample,
     sequence,
     sequences,
+    sharded_prioritized,
     sharding,
     sum_tree,
     threefry,
@@ -52,11 +54,17 @@ WORKLOADS: dict[str, Workload] = {
         prioritized.groups, "prioritized sample + priority update", ("cpu", "gpu")
     ),
     "gae": Workload(gae.groups, "GAE over [T, B] rollouts (against rlax)", ("cpu", "gpu")),
+    "host_tier": Workload(
+        host_tier.groups, "storage in pinned host memory against device memory", ("gpu",)
+    ),
     "memory": Workload(memory.groups, "bytes per stored Atari transition", ("cpu",)),
     "examples": Workload(examples.groups, "PPO and DQN examples, env steps per second", ("gpu",)),
     "sum_tree": Workload(sum_tree.groups, "bare sum tree: sample + set"),
     "threefry": Workload(threefry.groups, "unrolled Threefry against jax.random"),
     "sharding": Workload(sharding.groups, "sharded add and sample over the process's devices"),
+    "sharded_prioritized": Workload(
+        sharded_prioritized.groups, "sharded prioritized sample + update, local and global"
+    ),
     "trajectory_io": Workload(trajectory_io.groups, "RLinf trajectory files: codecs, add, sample"),
     "checkpoint": Workload(checkpoint.groups, "save and restore of a full buffer"),
     "extend": Workload(

@@ -70,6 +70,12 @@ def _jaxbuf(cfg, params) -> list:
     return _jax_cases("jaxbuf", prioritized_step(params["batch"]), buf, cfg, params)
 
 
+def flashbax_device() -> str:
+    """The ``device`` argument of flashbax's prioritised buffers for the backend in use (it
+    selects flashbax's tuned priority update)."""
+    return {"cpu": "cpu", "tpu": "tpu"}.get(jax.default_backend(), "gpu")
+
+
 def _flashbax(cfg, params) -> list:
     fbx, why = peers.module("flashbax")
     if fbx is None:
@@ -78,14 +84,13 @@ def _flashbax(cfg, params) -> list:
             for w in ("prioritized/scan", "prioritized/call")
         ]
     cap, bs = params["capacity"], params["batch"]
-    device = {"cpu": "cpu", "tpu": "tpu"}.get(jax.default_backend(), "gpu")  # its tuned path
     fb = fbx.make_prioritised_flat_buffer(
         max_length=cap,
         min_length=data.N_ENV,
         sample_batch_size=bs,
         add_batch_size=data.N_ENV,
         priority_exponent=ALPHA,
-        device=device,
+        device=flashbax_device(),
     )
 
     def op(state, key):

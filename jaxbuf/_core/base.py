@@ -139,7 +139,7 @@ class Buffer(TianshouAPI, struct.PyTreeNode, repr=False):
         """Number of stored transitions (eager only; use ``buf.size`` under ``jit``)."""
         self._require_unstacked("len")
         if is_traced(self.lengths):
-            raise TypeError("jaxbuf: len(buf) is eager only; use buf.size inside jit")
+            raise InputError("jaxbuf: len(buf) is eager only; use buf.size inside jit")
         return int(np.sum(np.asarray(self.lengths)))
 
     @property
@@ -352,8 +352,9 @@ class Buffer(TianshouAPI, struct.PyTreeNode, repr=False):
         when no row of the batch found one). ``burn_in`` steps are the first of the
         ``length`` (marked by the ``burn_in`` mask). Cost ``O(batch_size * tries * length)``
         (``period > 1`` adds a walk back to the episode start), never ``O(maxsize)``. A
-        prioritized buffer draws windows in proportion to their summed step priority and
-        sets ``weight`` to their importance weight (see docs/sequences.md).
+        prioritized buffer draws windows by priority (its ``priority`` option: summed step
+        priorities, or the priority stored at the window's start) and sets ``weight`` to
+        their importance weight (see docs/sequences.md).
 
         Returns:
           a :class:`jaxbuf._core.sequences.Sequences`, which unpacks as

@@ -51,6 +51,13 @@ class CachedAddResult(NamedTuple):
         did not reach main because the episode was longer than ``max_episode_length``
         (``episode_length - max_episode_length`` or 0; Tianshou drops them silently);
         0 for other rows.
+
+    Example:
+      :class:`jaxbuf.CachedReplayBuffer`'s example shows one from an add; its fields:
+
+      >>> import jaxbuf
+      >>> jaxbuf.CachedAddResult._fields
+      ('index', 'episode_return', 'episode_length', 'episode_start', 'episode_dropped')
     """
 
     index: jax.Array

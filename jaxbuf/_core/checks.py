@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 
+from jaxbuf.errors import InputError
+
 _state = threading.local()
 
 
@@ -46,7 +48,7 @@ def global_index(index: Any, maxsize: int) -> jax.Array:
     """
     index = jnp.asarray(index)
     if not jnp.issubdtype(index.dtype, jnp.integer):
-        raise TypeError(f"jaxbuf: indices must be integers, got dtype {index.dtype}")
+        raise InputError(f"jaxbuf: indices must be integers, got dtype {index.dtype}")
     runtime_check(
         jnp.all((index >= 0) & (index < maxsize)),
         f"jaxbuf: index out of range [0, {maxsize})",
@@ -59,10 +61,21 @@ def checked(fn: Callable) -> Callable:
 
     Pass the plain (un-jitted) function: the wrapper traces and jits it itself.
 
-    Example::
+    Example:
+      Under plain ``jit`` a row with an out-of-range buffer id is dropped; checked, it raises:
 
-        add = jaxbuf.checked(lambda buf, batch, ids: buf.add(batch, ids))
-        buf, res = add(buf, batch, ids)   # raises JaxRuntimeError if an id is out of range
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxbuf
+      >>> ex = dict(obs=jnp.zeros(()), act=0, rew=jnp.float32(0), terminated=False,
+      ...           truncated=False)
+      >>> buf = jaxbuf.ReplayBuffer.create(ex, 4, buffer_num=2)
+      >>> rows = jax.tree.map(lambda x: jnp.asarray(x)[None], ex)
+      >>> add = jaxbuf.checked(lambda b, r, ids: b.add(r, ids))
+      >>> try:
+      ...     add(buf, rows, jnp.array([2]))
+      ... except Exception as err:  # checkify's JaxRuntimeError
+      ...     print(type(err).__name__, str(err).splitlines()[0])
+      JaxRuntimeError jaxbuf: buffer_ids out of range [0, 2) ...
     """
 
     def traced(*args, **kwargs):

@@ -37,6 +37,16 @@ class AddResult(NamedTuple):
       episode_return: float[k, *rew_shape], the episode's return if the row ends it, else 0.
       episode_length: int32[k], the episode's length if the row ends it, else 0.
       episode_start: int32[k], global slot of the episode's first step that is still stored.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxbuf import ReplayBuffer
+      >>> ex = dict(obs=jnp.zeros(()), act=0, rew=jnp.float32(0), terminated=False,
+      ...           truncated=False)
+      >>> buf = ReplayBuffer.create(ex, 4)
+      >>> buf, res = buf.add(dict(ex, rew=jnp.float32(2), truncated=True))
+      >>> res.index.tolist(), res.episode_return.tolist(), res.episode_length.tolist()
+      ([0], [2.0], [1])
     """
 
     index: jax.Array

@@ -42,7 +42,7 @@ def core_of(buf: Any) -> Any:
         if inner is None:
             inner = getattr(seen, "buffer", None)
         if inner is None:
-            raise TypeError(f"jaxbuf: extend: {type(buf).__name__} holds no core buffer")
+            raise InputError(f"jaxbuf: extend: {type(buf).__name__} holds no core buffer")
         seen = inner
     return seen
 

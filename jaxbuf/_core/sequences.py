@@ -51,6 +51,26 @@ class Sequences:
         ``period``, unless the buffer is empty).
       weight: float32[B], 1 for found rows and 0 for the others; prioritized buffers put the
         window's importance weight here.
+
+    Example:
+      One stored six-step episode; full windows of four steps, the first one burn-in:
+
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxbuf import ReplayBuffer
+      >>> ex = dict(obs=jnp.zeros(()), act=0, rew=jnp.float32(0), terminated=False,
+      ...           truncated=False)
+      >>> t = jnp.arange(6)
+      >>> rows = dict(obs=t.astype(jnp.float32), act=t, rew=jnp.ones(6),
+      ...             terminated=t == 5, truncated=t < 0)
+      >>> buf, _ = ReplayBuffer.create(ex, 8).extend(rows)
+      >>> seq = buf.sample_sequences(jax.random.key(0), 2, 4, burn_in=1, full_only=True)
+      >>> batch, indices, mask = seq
+      >>> batch["obs"].shape, bool(mask.all()), seq.found.tolist()
+      ((2, 4), True, [True, True])
+      >>> seq.burn_in[0].tolist()
+      [True, False, False, False]
+      >>> bool(jnp.all(jnp.diff(indices, axis=1) == 1))  # consecutive steps of one episode
+      True
     """
 
     batch: dict
@@ -74,6 +94,19 @@ class Episodes:
       mask: bool[B, max_length], true on the episode's steps, false on the padding.
       whole: bool[B], the row holds its whole stored episode (start to end); false when the
         episode is longer than ``max_length`` (see :func:`episodes`).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxbuf import ReplayBuffer
+      >>> ex = dict(obs=jnp.zeros(()), act=0, rew=jnp.float32(0), terminated=False,
+      ...           truncated=False)
+      >>> t = jnp.arange(6)
+      >>> rows = dict(obs=t.astype(jnp.float32), act=t, rew=jnp.ones(6),
+      ...             terminated=t == 5, truncated=t < 0)
+      >>> buf, _ = ReplayBuffer.create(ex, 8).extend(rows)
+      >>> ep = buf.sample_episodes(jax.random.key(1), 2, 8)
+      >>> ep.indices[0].tolist(), ep.mask[0].tolist()
+      ([0, 1, 2, 3, 4, 5, 5, 5], [True, True, True, True, True, True, False, False])
     """
 
     batch: dict
@@ -285,10 +318,29 @@ def priority_starts(
     return first_qualifying(cand.reshape(batch_size, tries), ok.reshape(batch_size, tries))
 
 
+SEQUENCE_PRIORITIES = ("sum", "start")
+"""The window laws of a prioritized buffer's ``sample_sequences`` (``priority=...``)."""
+
+
+def start_priority_starts(
+    buf, key: chex.PRNGKey, batch_size: int, length: int, full_only: bool, period: int, tries: int
+) -> tuple[jax.Array, jax.Array]:
+    """``(start, found)`` with the start drawn proportionally to its own leaf.
+
+    Each try draws a slot ``s`` with probability ``leaf_s / total`` from ``buf.tree`` (the
+    leaf of ``s`` holding the priority of the window that starts at ``s``) and keeps the first
+    that meets ``full_only`` / ``period``. Given success the start has probability
+    ``leaf_s / sum_{q in Q} leaf_q`` over the qualifying stored starts ``Q``.
+    """
+    cand = buf.tree.sample(key, batch_size * tries, False)[0].astype(jnp.int32)
+    ok = qualifies(buf, cand, length, full_only, period)
+    return first_qualifying(cand.reshape(batch_size, tries), ok.reshape(batch_size, tries))
+
+
 def window_priority(td_error: jax.Array, mask: jax.Array, eta: float) -> jax.Array:
     """float32[B]: R2D2's ``eta * max + (1 - eta) * mean`` of ``|td_error|`` over ``mask``.
 
-    Rows with no valid step get 0.
+    ``td_error`` real ``[B, L]``, ``mask`` bool ``[B, L]``; rows with no valid step get 0.
     """
     err = jnp.where(mask, jnp.abs(td_error), 0.0).astype(jnp.float32)
     count = jnp.sum(mask, axis=1)
@@ -306,9 +358,12 @@ def sample_prioritized(
     period: int,
     tries,
     read,
+    priority: str = "sum",
 ) -> Sequences:
-    """Windows from :func:`priority_starts` (weights left at 1 / 0 for the caller to set)."""
+    """Windows from :func:`priority_starts` (``priority="sum"``) or
+    :func:`start_priority_starts` (``"start"``); weights left at 1 / 0 for the caller."""
     runtime_check(buf.size > 0, "jaxbuf: sampling from an empty buffer")
-    start, found = priority_starts(buf, key, batch_size, length, full_only, period, tries)
+    draw = start_priority_starts if priority == "start" else priority_starts
+    start, found = draw(buf, key, batch_size, length, full_only, period, tries)
     _check_found(found, length, full_only, period, tries)
     return assemble(buf, start, found, length, burn_in, read)

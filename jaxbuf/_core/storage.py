@@ -10,6 +10,11 @@ device still holds whole sub-buffers.
 
 Writes are scatters of the k new rows only, so under ``jit`` with the state donated, or
 carried through ``lax.scan``, an add costs O(k), not O(maxsize).
+
+Every function takes the storage's ``memory_kind`` (``None``: device memory). With a host
+kind (:mod:`jaxbuf._core.memory`) the operation runs on the host side: a write moves only
+the new rows (and their slots) to the host, a gather moves only the gathered rows to the
+device, and the storage never leaves host memory.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxbuf._core import memory
 from jaxbuf._core.validate import storage_dtype
 
 
@@ -46,9 +52,10 @@ def stored_spec(spec: dict, *, save_only_last_obs: bool) -> dict:
     return out
 
 
-def allocate(spec: dict, m: int, n: int) -> dict:
+def allocate(spec: dict, m: int, n: int, memory_kind: str | None = None) -> dict:
     """Zero-filled time-major storage ``[m, n, *shape]`` for every leaf of ``spec``."""
-    return jax.tree_util.tree_map(lambda s: jnp.zeros((m, n, *s.shape), s.dtype), spec)
+    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros((m, n, *s.shape), s.dtype), spec)
+    return zeros if memory_kind is None else memory.to_host(zeros)
 
 
 def coordinates(slots: jax.Array, m: int) -> tuple[jax.Array, jax.Array]:
@@ -67,7 +74,14 @@ def to_stored(rows: dict, *, save_only_last_obs: bool) -> dict:
     return out
 
 
-def write(storage: dict, slots: jax.Array, rows: dict, *, unique: bool = False) -> dict:
+def write(
+    storage: dict,
+    slots: jax.Array,
+    rows: dict,
+    *,
+    unique: bool = False,
+    memory_kind: str | None = None,
+) -> dict:
     """Scatter ``rows`` (leading axis k) to global ``slots`` (int32[k]).
 
     A slot ``>= maxsize`` (sub-buffer out of range) is dropped, which is how rows that are
@@ -76,45 +90,81 @@ def write(storage: dict, slots: jax.Array, rows: dict, *, unique: bool = False) 
     """
     m = jax.tree_util.tree_leaves(storage)[0].shape[0]
     local, sub = coordinates(slots, m)
-    return jax.tree_util.tree_map(
-        lambda store, new: store.at[local, sub].set(new, mode="drop", unique_indices=unique),
-        storage,
-        rows,
-    )
+
+    def scatter(storage, local, sub, rows):
+        return jax.tree_util.tree_map(
+            lambda store, new: store.at[local, sub].set(new, mode="drop", unique_indices=unique),
+            storage,
+            rows,
+        )
+
+    if memory_kind is None:
+        return scatter(storage, local, sub, rows)
+    return memory.on_host(scatter, storage, local, sub, rows)
 
 
-def write_block(storage: dict, local: jax.Array, rows: dict) -> dict:
+def write_block(
+    storage: dict, local: jax.Array, rows: dict, memory_kind: str | None = None
+) -> dict:
     """Write ``rows`` (leading axis n, row k to sub-buffer k) at the same ``local`` slot.
 
     One contiguous ``[1, n, ...]`` block of the time-major storage, written with
     ``dynamic_update_slice``: XLA fuses the producer of the rows (e.g. the slice of a scan's
     input) into it, which a scatter cannot absorb.
     """
-    return jax.tree_util.tree_map(
-        lambda store, new: jax.lax.dynamic_update_index_in_dim(store, new, local, 0),
-        storage,
-        rows,
-    )
+
+    def update(storage, local, rows):
+        return jax.tree_util.tree_map(
+            lambda store, new: jax.lax.dynamic_update_index_in_dim(store, new, local, 0),
+            storage,
+            rows,
+        )
+
+    if memory_kind is None:
+        return update(storage, local, rows)
+    return memory.on_host(update, storage, local, rows)
 
 
-def gather(tree: Any, index: jax.Array) -> Any:
-    """Every leaf at global slots ``index`` (an int array of any shape, in range)."""
+def gather(tree: Any, index: jax.Array, memory_kind: str | None = None) -> Any:
+    """Every leaf at global slots ``index`` (an int array of any shape, in range).
+
+    The result is in device memory (with a host ``memory_kind``, gathered on the host and
+    then moved: ``index.size`` rows per leaf cross, never the storage).
+    """
     leaves = jax.tree_util.tree_leaves(tree)
     if not leaves:
         return tree
     local, sub = coordinates(index, leaves[0].shape[0])
-    return jax.tree_util.tree_map(lambda x: x[local, sub], tree)
+
+    def take(tree, local, sub):
+        return jax.tree_util.tree_map(lambda x: x[local, sub], tree)
+
+    if memory_kind is None:
+        return take(tree, local, sub)
+    return memory.to_device(memory.on_host(take, tree, local, sub))
 
 
-def to_global_order(storage: dict) -> dict:
-    """The storage as ``[maxsize, *shape]`` arrays indexed by global slot (a copy)."""
-    return jax.tree_util.tree_map(
-        lambda x: jnp.swapaxes(x, 0, 1).reshape((-1, *x.shape[2:])), storage
-    )
+def to_global_order(storage: dict, memory_kind: str | None = None) -> dict:
+    """The storage as ``[maxsize, *shape]`` arrays indexed by global slot (a copy, in the
+    storage's memory: a host storage is reordered on the host and stays there)."""
+
+    def reorder(storage):
+        return jax.tree_util.tree_map(
+            lambda x: jnp.swapaxes(x, 0, 1).reshape((-1, *x.shape[2:])), storage
+        )
+
+    return reorder(storage) if memory_kind is None else memory.on_host(reorder, storage)
 
 
-def from_global_order(arrays: dict, m: int, n: int) -> dict:
-    """Inverse of :func:`to_global_order`: ``[n*m, *shape]`` arrays to ``[m, n, *shape]``."""
-    return jax.tree_util.tree_map(
-        lambda x: jnp.swapaxes(jnp.reshape(x, (n, m, *jnp.shape(x)[1:])), 0, 1), arrays
-    )
+def from_global_order(arrays: dict, m: int, n: int, memory_kind: str | None = None) -> dict:
+    """Inverse of :func:`to_global_order`: ``[n*m, *shape]`` arrays to ``[m, n, *shape]``
+    (placed in ``memory_kind``)."""
+
+    def reorder(arrays):
+        return jax.tree_util.tree_map(
+            lambda x: jnp.swapaxes(jnp.reshape(x, (n, m, *jnp.shape(x)[1:])), 0, 1), arrays
+        )
+
+    if memory_kind is None:
+        return reorder(arrays)
+    return memory.on_host(reorder, jax.tree_util.tree_map(jnp.asarray, arrays))

@@ -78,16 +78,16 @@ def check_config(size: int, buffer_num: int, stack_num: int, lockstep: bool = Fa
 def check_example(example: Any) -> dict:
     """Check the reserved keys of an example transition; return it as a plain dict."""
     if not isinstance(example, Mapping):
-        raise TypeError(
+        raise ConfigError(
             f"jaxbuf: the example transition must be a dict, got {type(example).__name__}"
         )
     example = {key: host_leaves(value) for key, value in example.items()}
     missing = [k for k in REQUIRED_KEYS if k not in example]
     if missing:
-        raise ValueError(f"jaxbuf: the example transition lacks the reserved key(s) {missing}")
+        raise ConfigError(f"jaxbuf: the example transition lacks the reserved key(s) {missing}")
     for key in FLAG_KEYS:
         if np.shape(example[key]) != ():
-            raise ValueError(
+            raise ConfigError(
                 f"jaxbuf: field '{key}' must be a scalar flag per transition, "
                 f"got shape {np.shape(example[key])}"
             )
@@ -282,7 +282,7 @@ def flatten_checked(batch: Any, expected: dict, leading: tuple) -> dict:
             parts.append(f"missing {missing}")
         if extra:
             parts.append(f"unexpected {extra}")
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: the batch's keys do not match the example's ({', '.join(parts)}); "
             f"expected exactly {sorted(want)}"
         )
@@ -320,18 +320,19 @@ def as_dtype(value: Any, dtype: Any) -> Any:
 
 
 def check_same_layout(new: Any, current: Any) -> None:
-    """Raise ``ValueError`` naming the field unless ``new`` matches ``current``'s layout."""
+    """Raise :class:`~jaxbuf.errors.InputError` naming the field unless ``new`` matches
+    ``current``'s layout."""
     new_flat = {key_path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(new)[0]}
     cur_flat = {key_path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(current)[0]}
     if sorted(new_flat) != sorted(cur_flat):
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: storage fields {sorted(new_flat)} do not match the buffer's "
             f"{sorted(cur_flat)}"
         )
     for name, want in cur_flat.items():
         got = new_flat[name]
         if jnp.shape(got) != want.shape or jnp.result_type(got) != want.dtype:
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: storage field '{name}' expected shape {want.shape} dtype {want.dtype}, "
                 f"got shape {jnp.shape(got)} dtype {jnp.result_type(got)}"
             )

@@ -38,6 +38,9 @@ class Wrapper(Buffer):
     subbuffer_size = property(lambda self: self.buffer.subbuffer_size, doc="Slots per part.")
     buffer_num = property(lambda self: self.buffer.buffer_num, doc="Number of sub-buffers.")
     storage = property(lambda self: self.buffer.storage, doc="The time-major storage dict.")
+    storage_memory_kind = property(
+        lambda self: self.buffer.storage_memory_kind, doc="Where the storage lives (``create``)."
+    )
 
     def _gather(self, index: jax.Array, keys: tuple[str, ...] | None = None) -> dict:
         return self.buffer._gather(index, keys)

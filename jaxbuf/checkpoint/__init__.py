@@ -2,13 +2,17 @@
 
 * :func:`save` / :func:`restore`: one buffer in one directory, atomic, self-describing.
 * :func:`checkpoint_manager`: the buffer beside model state at training steps, async.
-* :func:`save_args` / :func:`restore_buffer`: the same format inside your own orbax manager.
+* :class:`BufferSave` / :class:`BufferRestore`: the buffer as one orbax item, beside a
+  ``TrainState`` in your own ``ocp.args.Composite``, with the same checks on restore.
+* :func:`save_args` / :func:`restore_buffer`: the two-item format of :func:`save` inside your
+  own orbax manager.
 * :func:`register_buffer`: allow a new buffer class (see :mod:`jaxbuf.checkpoint.registry`).
 * :func:`from_tianshou_hdf5`: a buffer written by Tianshou's ``save_hdf5`` (needs h5py).
 
 See docs/checkpoints.md.
 """
 
+from jaxbuf.checkpoint.args import BufferCheckpointHandler, BufferRestore, BufferSave
 from jaxbuf.checkpoint.manager import (
     BufferCheckpointManager,
     Restored,
@@ -30,7 +34,10 @@ from jaxbuf.errors import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "BufferCheckpointHandler",
     "BufferCheckpointManager",
+    "BufferRestore",
+    "BufferSave",
     "CheckpointCorruptError",
     "CheckpointError",
     "CheckpointMismatchError",

@@ -30,8 +30,16 @@ from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
 from jaxbuf.checkpoint import orbax_io
-from jaxbuf.errors import CheckpointCorruptError, CheckpointNotFoundError
+from jaxbuf.errors import (
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointNotFoundError,
+    ConfigError,
+    InputError,
+    message,
+)
 
+_WHERE = "BufferCheckpointManager"
 _RESERVED = (orbax_io.BUFFER_ITEM, orbax_io.meta_item(orbax_io.BUFFER_ITEM))
 
 
@@ -81,9 +89,13 @@ class BufferCheckpointManager:
         read_only: bool = False,
     ) -> None:
         if max_to_keep is not None and max_to_keep < 1:
-            raise ValueError(f"jaxbuf: max_to_keep must be None or >= 1, got {max_to_keep}")
+            raise ConfigError(
+                message(_WHERE, f"max_to_keep must be None or >= 1, got {max_to_keep}")
+            )
         if save_interval_steps < 1:
-            raise ValueError(f"jaxbuf: save_interval_steps must be >= 1, got {save_interval_steps}")
+            raise ConfigError(
+                message(_WHERE, f"save_interval_steps must be >= 1, got {save_interval_steps}")
+            )
         self.directory = _path(directory)
         options = ocp.CheckpointManagerOptions(
             enable_async_checkpointing=async_save,
@@ -111,16 +123,22 @@ class BufferCheckpointManager:
           Whether a save was started (False for steps skipped by ``save_interval_steps``).
         """
         if self.read_only:
-            raise ValueError(f"jaxbuf: the manager of {self.directory} was opened read-only")
+            raise ConfigError(
+                message(f"{_WHERE}.save", f"the manager of {self.directory} was opened read-only")
+            )
         args = {}
         if buffer is not None:
             args.update(orbax_io.save_args(buffer))
         for name, tree in items.items():
             if name in _RESERVED:
-                raise ValueError(f"jaxbuf: item name '{name}' is reserved for the buffer")
+                raise InputError(
+                    message(f"{_WHERE}.save", f"item name '{name}' is reserved for the buffer")
+                )
             args[name] = ocp.args.StandardSave(tree)
         if not args:
-            raise ValueError("jaxbuf: save needs buffer= and/or named items to save")
+            raise InputError(
+                message(f"{_WHERE}.save", "needs buffer= and/or named items to save")
+            )
         started = self.orbax_manager.save(step, args=ocp.args.Composite(**args))
         if wait:
             self.wait()
@@ -265,8 +283,8 @@ def save(directory: str | os.PathLike, buf: Any) -> int:
         if latest is not None:
             others = sorted(set(mngr.item_names(latest)) - {orbax_io.BUFFER_ITEM})
             if others:
-                raise ValueError(
-                    f"jaxbuf: {path} holds a training checkpoint (items {others} at step "
+                raise CheckpointError(
+                    f"jaxbuf: save: {path} holds a training checkpoint (items {others} at step "
                     f"{latest}); jaxbuf.save would prune it. Use a separate directory or "
                     "jaxbuf.checkpoint_manager"
                 )

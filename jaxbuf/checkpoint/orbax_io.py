@@ -1,4 +1,5 @@
-"""A buffer as two orbax items, and back: the piece to drop into any ``CheckpointManager``.
+"""A buffer as two orbax items, and back: the piece to drop into any ``CheckpointManager``;
+and :func:`restore_from`, the one restore path that every checkpoint route shares.
 
 A buffer is saved as
 
@@ -14,12 +15,14 @@ saved on one device layout restores onto another.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from jaxbuf._core.memory import place_storage
 from jaxbuf.checkpoint import migrate, schema
 from jaxbuf.checkpoint.consistency import check_restored
 from jaxbuf.errors import (
@@ -32,6 +35,9 @@ from jaxbuf.errors import (
 BUFFER_ITEM = "buffer"
 """Default orbax item name of a buffer's leaves."""
 
+META_FILE = "jaxbuf_buffer.json"
+"""File of the JSON description inside an item saved with :class:`jaxbuf.checkpoint.BufferSave`."""
+
 
 def meta_item(name: str) -> str:
     """Orbax item name of the JSON description of the buffer saved as item ``name``."""
@@ -42,6 +48,12 @@ def _leaf_key(i: int) -> str:
     return f"leaf_{i:04d}"
 
 
+def leaf_items(leaves: list) -> dict[str, Any]:
+    """The leaves of :func:`jaxbuf.checkpoint.schema.describe` keyed as saved: ``leaf_0000``,
+    ``leaf_0001``, ... in ``jax.tree_util`` flatten order."""
+    return {_leaf_key(i): leaf for i, leaf in enumerate(leaves)}
+
+
 def save_args(buf: Any, name: str = BUFFER_ITEM) -> dict[str, ocp.args.CheckpointArgs]:
     """Orbax save arguments for ``buf``: ``{name: StandardSave, name + "_meta": JsonSave}``.
 
@@ -49,10 +61,14 @@ def save_args(buf: Any, name: str = BUFFER_ITEM) -> dict[str, ocp.args.Checkpoin
 
         mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
                                                 **jaxbuf.checkpoint.save_args(buf)))
+
+    :class:`jaxbuf.checkpoint.BufferSave` is the same as one orbax item.
     """
     meta, leaves = schema.describe(buf)
-    arrays = {_leaf_key(i): leaf for i, leaf in enumerate(leaves)}
-    return {name: ocp.args.StandardSave(arrays), meta_item(name): ocp.args.JsonSave(meta)}
+    return {
+        name: ocp.args.StandardSave(leaf_items(leaves)),
+        meta_item(name): ocp.args.JsonSave(meta),
+    }
 
 
 def step_path(manager: ocp.CheckpointManager, step: int) -> epath.Path:
@@ -83,6 +99,16 @@ def read_meta(manager: ocp.CheckpointManager, step: int, name: str = BUFFER_ITEM
         raise CheckpointCorruptError(
             f"jaxbuf: the buffer description at {where} is corrupt or unreadable: {brief(err)}"
         ) from err
+    return checked_meta(meta, where)
+
+
+def checked_meta(meta: Any, where: Any) -> dict:
+    """``meta`` if it is a jaxbuf buffer description of this schema version.
+
+    Raises:
+      CheckpointCorruptError: not jaxbuf's JSON (``where`` names the file).
+      SchemaVersionError: written with another checkpoint schema version.
+    """
     try:
         schema.check_header(meta, str(where))
     except CheckpointError:
@@ -127,48 +153,42 @@ def _upgrade_onto(built: Any, like: Any, where: Any) -> Any:
     like_meta, like_leaves = schema.describe(like)
     _check_like(built_meta, like_meta, where)
     leaves = [jax.device_put(x, _target(t).sharding) for x, t in zip(built_leaves, like_leaves)]
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), leaves)
+    return place_storage(jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), leaves))
 
 
-def restore_buffer(
-    manager: ocp.CheckpointManager, step: int, like: Any = None, name: str = BUFFER_ITEM
+def restore_from(
+    meta: dict, like: Any, where: Any, read_arrays: Callable[[dict], dict], arrays_at: Any
 ) -> Any:
-    """Restore the buffer saved as item ``name`` at ``step`` of an orbax ``manager``.
+    """The buffer described by the checked ``meta``, its arrays read by ``read_arrays``.
+
+    The one restore path of every route (:func:`restore_buffer`, ``jaxbuf.restore`` and
+    :class:`jaxbuf.checkpoint.BufferRestore`): compare with ``like`` field by field, restore
+    the leaves onto ``like``'s shardings (or rebuild the saved classes on the default device),
+    then run :func:`jaxbuf.checkpoint.consistency.check_restored`.
 
     Args:
-      manager: any ``ocp.CheckpointManager`` whose step was saved with :func:`save_args`.
-      step: the step to read.
-      like: ``None`` to rebuild the saved class on the default device, or a buffer (concrete,
-        or abstract from ``jax.eval_shape``) whose leaves' shardings say where each restored
-        array goes; leaves without a sharding go to the default device.
-      name: the buffer's item name.
-    Raises:
-      CheckpointMismatchError: ``like`` differs from the checkpoint (every difference is
-        listed with its field path, what ``like`` expects and what the checkpoint has).
-      CheckpointCorruptError: the array files cannot be read, or the restored static
-        configuration disagrees with the arrays (storage shapes, counter ranges; see
-        :mod:`jaxbuf.checkpoint.consistency`).
+      meta: the description, already through :func:`checked_meta`.
+      like: ``None`` or the target buffer (concrete or ``jax.eval_shape`` of one).
+      where: the checkpoint, for messages.
+      read_arrays: maps ``{"leaf_0000": jax.ShapeDtypeStruct, ...}`` to the restored arrays
+        under the same keys.
+      arrays_at: where the arrays are, for the message of an unreadable file.
     """
-    meta = read_meta(manager, step, name)
-    where = step_path(manager, step)
     if like is not None and migrate.needs_upgrade(meta):
-        return _upgrade_onto(restore_buffer(manager, step, None, name), like, where)
+        built = restore_from(meta, None, where, read_arrays, arrays_at)
+        return _upgrade_onto(built, like, where)
+    entries = meta["leaves"]
     if like is None:
-        entries = meta["leaves"]
         targets = [schema.leaf_abstract(e, _default_sharding()) for e in entries]
     else:
         like_meta, like_leaves = schema.describe(like)
         _check_like(meta, like_meta, where)
-        entries = meta["leaves"]
         targets = [_target(leaf) for leaf in like_leaves]
-    abstract = {_leaf_key(i): t for i, t in enumerate(targets)}
     try:
-        restored = manager.restore(
-            step, args=ocp.args.Composite(**{name: ocp.args.StandardRestore(abstract)})
-        )[name]
+        restored = read_arrays(leaf_items(targets))
     except Exception as err:  # tensorstore/orbax raise assorted types for damaged files
         raise CheckpointCorruptError(
-            f"jaxbuf: the buffer arrays at {where / name} are corrupt or unreadable: {brief(err)}"
+            f"jaxbuf: the buffer arrays at {arrays_at} are corrupt or unreadable: {brief(err)}"
         ) from err
     leaves = [schema.from_saved_leaf(e, restored[_leaf_key(i)]) for i, e in enumerate(entries)]
     if like is None:
@@ -176,4 +196,48 @@ def restore_buffer(
     else:
         buf = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), leaves)
     check_restored(buf, where)
-    return buf
+    return place_storage(buf)
+
+
+def restore_buffer(
+    manager: ocp.CheckpointManager, step: int, like: Any = None, name: str = BUFFER_ITEM
+) -> Any:
+    """Restore the buffer saved as item ``name`` at ``step`` of an orbax ``manager``.
+
+    Reads both layouts: the two items of :func:`save_args` (what ``jaxbuf.save`` and
+    ``jaxbuf.checkpoint_manager`` write) and the single item of
+    :class:`jaxbuf.checkpoint.BufferSave`.
+
+    Args:
+      manager: any ``ocp.CheckpointManager`` whose step was saved with :func:`save_args`
+        or :class:`jaxbuf.checkpoint.BufferSave`.
+      step: the step to read.
+      like: ``None`` to rebuild the saved class on the default device, or a buffer (concrete,
+        or abstract from ``jax.eval_shape``) whose leaves' shardings say where each restored
+        array goes; leaves without a sharding go to the default device.
+      name: the buffer's item name.
+
+    A buffer with ``storage_memory_kind`` gets its storage back in that (host) memory, with
+    or without ``like``; the memory kind is placement, like a sharding, so restoring onto a
+    ``like`` of another memory kind is allowed and follows ``like``.
+
+    Raises:
+      CheckpointMismatchError: ``like`` differs from the checkpoint (every difference is
+        listed with its field path, what ``like`` expects and what the checkpoint has).
+      CheckpointCorruptError: the array files cannot be read, or the restored static
+        configuration disagrees with the arrays (storage shapes, counter ranges; see
+        :mod:`jaxbuf.checkpoint.consistency`).
+    """
+    where = step_path(manager, step)
+    if (where / name / META_FILE).exists():  # saved with BufferSave
+        from jaxbuf.checkpoint.args import BufferRestore
+
+        args = ocp.args.Composite(**{name: BufferRestore(like)})
+        return manager.restore(step, args=args)[name]
+    meta = read_meta(manager, step, name)
+
+    def read_arrays(abstract: dict) -> dict:
+        args = ocp.args.Composite(**{name: ocp.args.StandardRestore(abstract)})
+        return manager.restore(step, args=args)[name]
+
+    return restore_from(meta, like, where, read_arrays, where / name)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 
-from jaxbuf.errors import CheckpointMismatchError
+from jaxbuf.errors import CheckpointMismatchError, InputError
 
 BUILTIN_CLASSES: tuple[str, ...] = (
     "jaxbuf.buffers:ReplayBuffer",
@@ -45,6 +45,7 @@ def canonical(name: str) -> str:
     """The current name of the class a checkpoint recorded as ``name``."""
     return ALIASES.get(name, name)
 
+
 _registered: dict[str, type] = {}
 
 
@@ -60,8 +61,8 @@ def register_buffer(cls: type) -> type:
     ``flax.struct.dataclass``) whose static fields are JSON-like values. Returns ``cls``.
     """
     if not isinstance(cls, type) or not dataclasses.is_dataclass(cls):
-        raise TypeError(
-            f"jaxbuf: register_buffer expects a dataclass pytree node class (flax.struct), got "
+        raise InputError(
+            f"jaxbuf: register_buffer: expects a dataclass pytree node class (flax.struct), got "
             f"{cls!r}"
         )
     _registered[class_name(cls)] = cls

@@ -37,13 +37,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbuf.checkpoint import migrate, registry
-from jaxbuf.errors import CheckpointMismatchError, SchemaVersionError
+from jaxbuf.errors import (
+    CheckpointCorruptError,
+    CheckpointMismatchError,
+    InputError,
+    SchemaVersionError,
+)
 
 FORMAT = "jaxbuf.buffer"
 SCHEMA_VERSION = 2
 """Version of the checkpoint layout described above; bump it on any incompatible change."""
 
 _KEY_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
+PLACEMENT_STATICS = ("storage_memory_kind",)
+"""Static fields that say where arrays live, not what they hold: a restore follows ``like``'s
+value, so :func:`differences` does not compare them."""
 _PYTHON_SCALARS = {"bool": bool, "int": int, "float": float}
 
 
@@ -98,7 +106,7 @@ def _key_impl(dtype) -> str:
     for name in _KEY_IMPLS:
         if jax.eval_shape(lambda n=name: jax.random.key(0, impl=n)).dtype == dtype:
             return name
-    raise TypeError(f"jaxbuf: unknown PRNG key dtype {dtype}")
+    raise InputError(f"jaxbuf: checkpoint: unknown PRNG key dtype {dtype}")
 
 
 def _is_leaf(obj: Any) -> bool:
@@ -149,7 +157,7 @@ def _describe(obj: Any, path: tuple, leaves: list, table: list) -> dict:
     if type(obj) is dict:
         bad = [k for k in obj if not isinstance(k, str)]
         if bad:
-            raise TypeError(
+            raise InputError(
                 f"jaxbuf: checkpoints need string dict keys; {path_str(path)} has key(s) {bad}"
             )
         return {
@@ -164,7 +172,7 @@ def _describe(obj: Any, path: tuple, leaves: list, table: list) -> dict:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         cls = type(obj)
         if not registry.is_registered(cls):
-            raise TypeError(
+            raise InputError(
                 f"jaxbuf: {path_str(path)} is a {registry.class_name(cls)}, which is not a "
                 "registered buffer class; decorate it with jaxbuf.checkpoint.register_buffer "
                 "(or list a jaxbuf class in jaxbuf.checkpoint.registry.BUILTIN_CLASSES)"
@@ -186,7 +194,7 @@ def _describe(obj: Any, path: tuple, leaves: list, table: list) -> dict:
         leaves.append(obj)
         table.append(_leaf_entry(obj, path))
         return {"type": "leaf", "index": len(leaves) - 1}
-    raise TypeError(
+    raise InputError(
         f"jaxbuf: cannot checkpoint {path_str(path)} of type {type(obj).__qualname__}; buffer "
         "pytrees may hold dicts, lists, tuples, None, arrays and registered dataclass nodes"
     )
@@ -204,7 +212,7 @@ def describe(tree: Any) -> tuple[dict, list]:
     node = _describe(tree, (), leaves, table)
     flat = jax.tree_util.tree_leaves(tree)
     if len(flat) != len(leaves) or any(a is not b for a, b in zip(flat, leaves)):
-        raise TypeError(
+        raise InputError(
             f"jaxbuf: the pytree flattening of {type(tree).__qualname__} does not follow its "
             "dataclass field order, so its leaves cannot be named; checkpointing needs "
             "flax.struct (or chex) dataclass nodes"
@@ -223,10 +231,13 @@ def check_header(meta: Any, where: str) -> None:
     """Raise unless ``meta`` is a jaxbuf buffer description of a readable schema version.
 
     Raises:
-      SchemaVersionError: another schema version; ``ValueError`` if it is not jaxbuf's JSON.
+      SchemaVersionError: another schema version.
+      CheckpointCorruptError: ``meta`` is not jaxbuf's JSON.
     """
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"jaxbuf: {where} is not a jaxbuf buffer description (format {FORMAT!r})")
+        raise CheckpointCorruptError(
+            f"jaxbuf: {where} is not a jaxbuf buffer description (format {FORMAT!r})"
+        )
     version = meta.get("schema_version")
     if version != SCHEMA_VERSION:
         newer = isinstance(version, int) and version > SCHEMA_VERSION
@@ -237,7 +248,7 @@ def check_header(meta: Any, where: str) -> None:
         )
     for key in ("tree", "leaves"):
         if key not in meta:
-            raise ValueError(f"jaxbuf: {where} lacks the '{key}' entry")
+            raise CheckpointCorruptError(f"jaxbuf: {where} lacks the '{key}' entry")
 
 
 # ---------------------------------------------------------------- rebuild
@@ -314,6 +325,8 @@ def differences(saved: dict, like: dict) -> list[str]:
             return
         if a["type"] == "node":
             for name in sorted(set(a["static"]) | set(b["static"])):
+                if name in PLACEMENT_STATICS:
+                    continue
                 va, vb = a["static"].get(name), b["static"].get(name)
                 if _unserializable(va) or _unserializable(vb):
                     continue

@@ -41,7 +41,13 @@ import numpy as np
 from jaxbuf._core.episodes import Counters
 from jaxbuf.buffers import ReplayBuffer
 from jaxbuf.checkpoint import _safe_unpickle
-from jaxbuf.errors import CheckpointCorruptError
+from jaxbuf.errors import (
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+    MissingDependencyError,
+)
 from jaxbuf.prioritized import PrioritizedReplayBuffer
 
 _UNSUPPORTED = (
@@ -84,7 +90,7 @@ def _h5py():
     try:
         import h5py
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             "jaxbuf: from_tianshou_hdf5 needs h5py; install the extra: pip install 'jaxbuf[hdf5]'"
         ) from err
     return h5py
@@ -100,7 +106,7 @@ def _read_group(group: Any, prefix: str, path: str) -> dict:
             continue
         kind = item.attrs.get("__data_type__")
         if kind not in ("ndarray", "Tensor"):
-            raise ValueError(
+            raise CheckpointError(
                 f"jaxbuf: {path}: field '{name}' was pickled by Tianshou ({kind}, e.g. an "
                 "object array with None entries); jaxbuf does not unpickle data columns"
             )
@@ -114,12 +120,16 @@ def _scalar(f: Any, key: str, path: str) -> Any:
         return np.asarray(f.attrs[key])
     if key in f:
         return np.asarray(f[key][()])
-    raise ValueError(f"jaxbuf: {path} lacks Tianshou's '{key}'; not a save_hdf5 buffer file")
+    raise CheckpointCorruptError(
+        f"jaxbuf: {path} lacks Tianshou's '{key}'; not a save_hdf5 buffer file"
+    )
 
 
 def _array(f: Any, key: str, path: str) -> np.ndarray:
     if key not in f or hasattr(f[key], "keys"):
-        raise ValueError(f"jaxbuf: {path} lacks Tianshou's '{key}' array; not a save_hdf5 file")
+        raise CheckpointCorruptError(
+            f"jaxbuf: {path} lacks Tianshou's '{key}' array; not a save_hdf5 file"
+        )
     return np.asarray(f[key][()])
 
 
@@ -138,7 +148,7 @@ def _priority(f: Any, path: str, maxsize: int) -> dict | None:
     ).__dict__
     bound, value = int(tree["_bound"]), np.asarray(tree["_value"], np.float64)
     if int(tree["_size"]) != maxsize or value.shape != (2 * bound,):
-        raise ValueError(
+        raise CheckpointCorruptError(
             f"jaxbuf: {path}: the priority tree has {tree['_size']} leaves (array "
             f"{value.shape}), the buffer {maxsize} slots"
         )
@@ -175,21 +185,22 @@ def read_tianshou_hdf5(path: str | os.PathLike) -> TianshouBuffer:
     """Read a Tianshou ``save_hdf5`` file into a :class:`TianshouBuffer` (NumPy only).
 
     Raises:
-      ImportError: h5py is not installed.
-      FileNotFoundError: ``path`` does not exist.
+      MissingDependencyError: h5py is not installed (an ``ImportError``).
+      CheckpointNotFoundError: ``path`` does not exist (a ``FileNotFoundError``).
       NotImplementedError: a cached or HER buffer, or unequal sub-buffer sizes.
-      ValueError: not a Tianshou buffer file, an empty buffer (no storage yet), pickled data
-        columns, or inconsistent counters; ``CheckpointCorruptError`` (a ValueError) naming
-        the file when its structure is damaged.
+      CheckpointMismatchError: not a Tianshou buffer file.
+      CheckpointError: an empty buffer (no storage yet) or pickled data columns.
+      CheckpointCorruptError: the file's structure is damaged or its counters disagree.
+      The checkpoint errors are ``ValueError`` subclasses and name the file.
     """
     h5py = _h5py()
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"jaxbuf: no Tianshou HDF5 file at {path}")
+        raise CheckpointNotFoundError(f"jaxbuf: no Tianshou HDF5 file at {path}")
     try:
         f = h5py.File(path, "r")
     except OSError as err:
-        raise ValueError(f"jaxbuf: {path} is not a readable HDF5 file: {err}") from err
+        raise CheckpointCorruptError(f"jaxbuf: {path} is not a readable HDF5 file: {err}") from err
     try:
         with f:
             for key, name in _UNSUPPORTED:
@@ -199,10 +210,12 @@ def read_tianshou_hdf5(path: str | os.PathLike) -> TianshouBuffer:
                         "plain, vector and prioritized (vector) replay buffers only"
                     )
             if "_meta" not in f or "options" not in f:
-                raise ValueError(f"jaxbuf: {path} is not a Tianshou save_hdf5 buffer (no _meta)")
+                raise CheckpointMismatchError(
+                    f"jaxbuf: {path} is not a Tianshou save_hdf5 buffer (no _meta)"
+                )
             storage = _read_group(f["_meta"], "", path)
             if not storage:
-                raise ValueError(
+                raise CheckpointError(
                     f"jaxbuf: {path} holds an empty Tianshou buffer (nothing added yet, so no "
                     "storage layout); create the jaxbuf buffer directly instead"
                 )
@@ -245,7 +258,7 @@ def read_tianshou_hdf5(path: str | os.PathLike) -> TianshouBuffer:
                     or np.any(child_len != lengths)
                     or np.any(child_last + offset != last_index)
                 ):
-                    raise ValueError(
+                    raise CheckpointCorruptError(
                         f"jaxbuf: {path}: the pickled children disagree with the manager (lengths "
                         f"{child_len.tolist()} vs {lengths.tolist()}, last_index "
                         f"{(child_last + offset).tolist()} vs {last_index.tolist()})"
@@ -271,7 +284,9 @@ def read_tianshou_hdf5(path: str | os.PathLike) -> TianshouBuffer:
         np.asarray(done, bool),
         np.asarray(storage["terminated"], bool) | np.asarray(storage["truncated"], bool),
     ):
-        raise ValueError(f"jaxbuf: {path}: the stored 'done' is not terminated | truncated")
+        raise CheckpointCorruptError(
+            f"jaxbuf: {path}: the stored 'done' is not terminated | truncated"
+        )
     layout = dict(subbuffer_size=m, buffer_num=n, lengths=lengths, last_index=last_index)
     return TianshouBuffer(kind, storage, options, priority=priority, **layout, **counters)
 
@@ -280,14 +295,14 @@ def _narrow(name: str, value: np.ndarray, dtype: np.dtype, path: str) -> jax.Arr
     """``value`` as ``dtype``; raise if the conversion would change a value's magnitude."""
     out = np.asarray(value).astype(dtype)
     if np.issubdtype(dtype, np.integer) and not np.array_equal(out, value):
-        raise ValueError(
+        raise CheckpointMismatchError(
             f"jaxbuf: {path}: field '{name}' has values outside {np.dtype(dtype)}; enable "
             "jax_enable_x64 to import it as int64"
         )
     if np.issubdtype(dtype, np.floating) and not np.array_equal(
         np.isfinite(out), np.isfinite(value)
     ):
-        raise ValueError(
+        raise CheckpointMismatchError(
             f"jaxbuf: {path}: field '{name}' overflows {np.dtype(dtype)}; enable "
             "jax_enable_x64 to import it as float64"
         )
@@ -324,7 +339,8 @@ def from_tianshou_hdf5(
       obs_stack_len: with ``save_only_last_obs``, the number of frames in the ``obs`` stacks
         that ``add`` will receive (Tianshou does not record it); default ``stack_num``.
     Raises:
-      See :func:`read_tianshou_hdf5`; also ``ValueError`` for values a JAX dtype cannot hold.
+      See :func:`read_tianshou_hdf5`; also ``CheckpointMismatchError`` for values a JAX dtype
+      cannot hold (without ``jax_enable_x64``).
     """
     src = read_tianshou_hdf5(path)
     path = os.fspath(path)

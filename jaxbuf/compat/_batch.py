@@ -27,6 +27,13 @@ class BatchDict(dict):
     What the facade returns from reads and samples. ``len(b)`` is the number of keys (a
     Tianshou ``Batch`` gives the batch size: use ``len(b.act)``). Not a JAX pytree node:
     convert with ``dict(b)`` (nested values are ``BatchDict`` too) before ``jax.tree.map``.
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxbuf.compat.tianshou import BatchDict
+      >>> b = BatchDict(obs=np.zeros(3), act=np.arange(3))
+      >>> b.obs is b["obs"], len(b), len(b.act)
+      (True, 2, 3)
     """
 
     def __getattr__(self, name: str) -> Any:

@@ -17,12 +17,19 @@ import numpy as np
 
 from jaxbuf.buffers import ReplayBuffer as PureReplayBuffer
 from jaxbuf.cached import CachedReplayBuffer as PureCachedReplayBuffer
-from jaxbuf.errors import InputError, message
+from jaxbuf.errors import ConfigError, InputError, message
 from jaxbuf.her import HERReplayBuffer as PureHERReplayBuffer
 from jaxbuf.prioritized import PrioritizedReplayBuffer as PurePrioritizedReplayBuffer
 
 KINDS = ("core", "prioritized", "her", "cached")
-CORE_KEYS = ("stack_num", "ignore_obs_next", "save_only_last_obs", "sample_avail", "lockstep")
+CORE_KEYS = (
+    "stack_num",
+    "ignore_obs_next",
+    "save_only_last_obs",
+    "sample_avail",
+    "lockstep",
+    "storage_memory_kind",
+)
 
 
 class HostReward:
@@ -90,7 +97,7 @@ def create(kind: str, example: dict, options: dict) -> Any:
         return PureHERReplayBuffer.create(example, **options)
     if kind == "cached":
         return PureCachedReplayBuffer.create(example, **options)
-    raise ValueError(f"jaxbuf: unknown facade kind {kind!r}")
+    raise ConfigError(message("facade", f"unknown facade kind {kind!r}"))
 
 
 def _core_options(core: PureReplayBuffer) -> dict:

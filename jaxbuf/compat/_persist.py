@@ -24,7 +24,12 @@ from jaxbuf.checkpoint import schema
 from jaxbuf.checkpoint.tianshou_hdf5 import from_tianshou_hdf5
 from jaxbuf.compat import _kinds
 from jaxbuf.compat._facade import Facade
-from jaxbuf.errors import CheckpointError, CheckpointMismatchError, message
+from jaxbuf.errors import (
+    CheckpointError,
+    CheckpointMismatchError,
+    MissingDependencyError,
+    message,
+)
 
 FORMAT = "jaxbuf.compat.tianshou"
 VERSION = 1
@@ -34,7 +39,9 @@ def _h5py():
     try:
         import h5py
     except ImportError as err:  # pragma: no cover - h5py is an optional dependency
-        raise ImportError("jaxbuf: save_hdf5/load_hdf5 need h5py (pip install h5py)") from err
+        raise MissingDependencyError(
+            message("save_hdf5/load_hdf5", "need h5py (pip install h5py)")
+        ) from err
     return h5py
 
 

@@ -52,6 +52,21 @@ def _core(stack_num, ignore_obs_next, save_only_last_obs, sample_avail) -> dict:
 class ReplayBuffer(Persistence, Facade):
     """Tianshou's ``ReplayBuffer(size, stack_num=1, ignore_obs_next=False,
     save_only_last_obs=False, sample_avail=False)``; every other facade class derives from it.
+
+    Example:
+      >>> import numpy as np
+      >>> def step(i, done=False):
+      ...     return dict(obs=np.float32(i), act=np.int32(0), rew=np.float32(1), terminated=done,
+      ...                 truncated=False, obs_next=np.float32(i + 1))
+      >>> from jaxbuf.compat.tianshou import ReplayBuffer
+      >>> buf = ReplayBuffer(size=4)
+      >>> for i in range(3):
+      ...     ptr, ep_rew, ep_len, ep_idx = buf.add(step(i, done=i == 1))
+      >>> len(buf), buf[:].obs.tolist(), buf.next(np.arange(3)).tolist()
+      (3, [0.0, 1.0, 2.0], [1, 1, 2])
+      >>> batch, indices = buf.sample(2)
+      >>> batch.obs.shape, indices.shape
+      ((2,), (2,))
     """
 
     def __init__(
@@ -80,7 +95,21 @@ class ReplayBuffer(Persistence, Facade):
 
 class VectorReplayBuffer(ReplayBuffer):
     """Tianshou's ``VectorReplayBuffer(total_size, buffer_num, **kwargs)``: ``buffer_num``
-    sub-buffers of ``ceil(total_size / buffer_num)`` slots, one per environment."""
+    sub-buffers of ``ceil(total_size / buffer_num)`` slots, one per environment.
+
+    Example:
+      >>> import numpy as np
+      >>> rows = dict(obs=np.zeros(2, np.float32), act=np.zeros(2, np.int32),
+      ...             rew=np.ones(2, np.float32), terminated=np.array([False, True]),
+      ...             truncated=np.zeros(2, bool), obs_next=np.ones(2, np.float32))
+      >>> from jaxbuf.compat.tianshou import VectorReplayBuffer
+      >>> buf = VectorReplayBuffer(total_size=8, buffer_num=2)
+      >>> ptr, ep_rew, ep_len, ep_idx = buf.add(rows)  # one row per environment
+      >>> ptr.tolist(), ep_rew.tolist(), buf.subbuffer_edges.tolist()
+      ([0, 4], [0.0, 1.0], [0, 4, 8])
+      >>> buf.unfinished_index().tolist()  # env 0's episode is still open
+      [0]
+    """
 
     def __init__(self, total_size: int, buffer_num: int, **kwargs: Any) -> None:
         _configure(self, "core", {"size": total_size, "buffer_num": buffer_num}, kwargs)
@@ -151,7 +180,21 @@ class _Priorities:
 
 
 class PrioritizedReplayBuffer(_Priorities, ReplayBuffer):
-    """Tianshou's ``PrioritizedReplayBuffer(size, alpha, beta, weight_norm=True, **kwargs)``."""
+    """Tianshou's ``PrioritizedReplayBuffer(size, alpha, beta, weight_norm=True, **kwargs)``.
+
+    Example:
+      >>> import numpy as np
+      >>> def step(i, done=False):
+      ...     return dict(obs=np.float32(i), act=np.int32(0), rew=np.float32(1), terminated=done,
+      ...                 truncated=False, obs_next=np.float32(i + 1))
+      >>> from jaxbuf.compat.tianshou import PrioritizedReplayBuffer
+      >>> buf = PrioritizedReplayBuffer(4, alpha=1.0, beta=1.0)
+      >>> for i in range(2):
+      ...     _ = buf.add(step(i))
+      >>> buf.update_weight(np.array([0, 1]), np.array([2.0, 0.5]))
+      >>> [round(float(w), 2) for w in buf.get_weight(np.arange(2))]  # (p / min p) ** -beta
+      [0.25, 1.0]
+    """
 
     def __init__(
         self, size: int, alpha: float, beta: float, weight_norm: bool = True, **kwargs: Any
@@ -162,7 +205,19 @@ class PrioritizedReplayBuffer(_Priorities, ReplayBuffer):
 
 class PrioritizedVectorReplayBuffer(PrioritizedReplayBuffer):
     """Tianshou's ``PrioritizedVectorReplayBuffer(total_size, buffer_num, alpha, beta, ...)``:
-    one priority tree over every sub-buffer."""
+    one priority tree over every sub-buffer.
+
+    Example:
+      >>> import numpy as np
+      >>> rows = dict(obs=np.zeros(2, np.float32), act=np.zeros(2, np.int32),
+      ...             rew=np.ones(2, np.float32), terminated=np.array([False, True]),
+      ...             truncated=np.zeros(2, bool), obs_next=np.ones(2, np.float32))
+      >>> from jaxbuf.compat.tianshou import PrioritizedVectorReplayBuffer
+      >>> buf = PrioritizedVectorReplayBuffer(8, 2, alpha=0.6, beta=0.4)
+      >>> _ = buf.add(rows)
+      >>> len(buf), buf.get_weight(np.array([0, 4])).tolist()  # equal priorities
+      (2, [1.0, 1.0])
+    """
 
     def __init__(
         self,
@@ -183,6 +238,22 @@ class HERReplayBuffer(ReplayBuffer):
 
     ``compute_reward_fn(achieved_goal, desired_goal)`` gets batched goals; a ``jax.numpy``
     function runs compiled, a NumPy one on the host (``jax.pure_callback``).
+
+    Example:
+      >>> import numpy as np
+      >>> def reward(achieved, desired):  # 0 at the goal, -1 elsewhere
+      ...     return -(np.abs(achieved - desired).sum(-1) > 0.1).astype(np.float32)
+      >>> def obs(i):
+      ...     return dict(observation=np.float32([i]), achieved_goal=np.float32([i]),
+      ...                 desired_goal=np.float32([9]))
+      >>> from jaxbuf.compat.tianshou import HERReplayBuffer
+      >>> buf = HERReplayBuffer(8, reward, horizon=3, future_k=4.0)
+      >>> for i in range(3):
+      ...     _ = buf.add(dict(obs=obs(i), act=np.int32(0), rew=np.float32(-1), terminated=i == 2,
+      ...                      truncated=False, obs_next=obs(i + 1)))
+      >>> batch, indices = buf.sample(4)  # relabelled goals and rewards
+      >>> batch.obs.desired_goal.shape, set(batch.rew.tolist()) <= {0.0, -1.0}
+      ((4, 1), True)
     """
 
     def __init__(
@@ -205,7 +276,24 @@ class HERReplayBuffer(ReplayBuffer):
 
 class HERVectorReplayBuffer(HERReplayBuffer):
     """Tianshou's ``HERVectorReplayBuffer(total_size, buffer_num, compute_reward_fn, horizon,
-    future_k=8.0, **kwargs)``."""
+    future_k=8.0, **kwargs)``.
+
+    Example:
+      >>> import numpy as np
+      >>> def reward(achieved, desired):  # 0 at the goal, -1 elsewhere
+      ...     return -(np.abs(achieved - desired).sum(-1) > 0.1).astype(np.float32)
+      >>> def obs(i):
+      ...     return dict(observation=np.float32([i]), achieved_goal=np.float32([i]),
+      ...                 desired_goal=np.float32([9]))
+      >>> from jaxbuf.compat.tianshou import HERVectorReplayBuffer
+      >>> buf = HERVectorReplayBuffer(8, 2, reward, horizon=3)
+      >>> row = dict(obs=obs(0), act=np.int32(0), rew=np.float32(-1), terminated=False,
+      ...            truncated=False, obs_next=obs(1))
+      >>> import jax
+      >>> ptr, *_ = buf.add(jax.tree.map(lambda x: np.stack([x, x]), row))  # a row per env
+      >>> ptr.tolist(), buf.maxsize
+      ([0, 4], 8)
+    """
 
     def __init__(
         self,
@@ -226,6 +314,17 @@ class CachedReplayBuffer(ReplayBuffer):
 
     ``main_buffer`` (a facade :class:`ReplayBuffer`) gives the main size and the options; its
     stored data, if any, is copied in (later adds do not reach ``main_buffer`` itself).
+
+    Example:
+      >>> import numpy as np
+      >>> rows = dict(obs=np.zeros(2, np.float32), act=np.zeros(2, np.int32),
+      ...             rew=np.ones(2, np.float32), terminated=np.array([False, True]),
+      ...             truncated=np.zeros(2, bool), obs_next=np.ones(2, np.float32))
+      >>> from jaxbuf.compat.tianshou import CachedReplayBuffer, ReplayBuffer
+      >>> buf = CachedReplayBuffer(ReplayBuffer(8), cached_buffer_num=2, max_episode_length=4)
+      >>> ptr, ep_rew, *_ = buf.add(rows)  # row 1 ends its episode: moved to the main buffer
+      >>> ptr.tolist(), ep_rew.tolist(), len(buf), buf.maxsize
+      ([8, 0], [0.0, 1.0], 2, 16)
     """
 
     def __init__(

@@ -50,6 +50,15 @@ class Limiter:
       min_size_to_sample: no sample proceeds before the buffer holds this many rows.
       min_diff, max_diff: the band of ``inserts * samples_per_insert - samples``.
       inserts, samples, deletes: the counters.
+
+    Example:
+      >>> from jaxbuf.concurrent import Limiter
+      >>> lim = Limiter(1.0, min_size_to_sample=2, min_diff=-1.0, max_diff=3.0)
+      >>> lim.can_sample(1), lim.can_insert(2)
+      (False, True)
+      >>> lim = lim.on_insert(2)
+      >>> lim.size, lim.diff, lim.can_sample(3), lim.can_sample(4)
+      (2, 2.0, True, False)
     """
 
     samples_per_insert: float
@@ -156,6 +165,12 @@ def MinSize(min_size_to_sample: int) -> Limiter:  # noqa: N802 (a constructor, a
     """Samples wait until the buffer holds ``min_size_to_sample`` rows; then nothing blocks.
 
     Inserts never block.
+
+    Example:
+      >>> from jaxbuf.concurrent import MinSize
+      >>> lim = MinSize(2)
+      >>> lim.can_sample(1), lim.on_insert(2).can_sample(1), lim.can_insert(1000)
+      (False, True, True)
     """
     n = _int_option("MinSize", "min_size_to_sample", min_size_to_sample, 1)
     return Limiter(1.0, n, -math.inf, math.inf)
@@ -183,6 +198,15 @@ def SampleToInsertRatio(  # noqa: N802 (a constructor, as in Reverb)
         ``error_buffer >= (k - 1) * samples_per_insert``
         (:meth:`Limiter.always_progresses`; the buffer raises on requests that could
         deadlock).
+
+    Example:
+      >>> from jaxbuf.concurrent import SampleToInsertRatio
+      >>> lim = SampleToInsertRatio(2.0, min_size_to_sample=1, error_buffer=2.0)
+      >>> lim.min_diff, lim.max_diff
+      (0.0, 4.0)
+      >>> lim = lim.on_insert(1)  # D = 1 * 2.0 - 0 = 2
+      >>> lim.can_sample(2), lim.can_sample(3), lim.can_insert(1), lim.can_insert(2)
+      (True, False, True, False)
     """
     where = "SampleToInsertRatio"
     spi = _real_option(where, "samples_per_insert", samples_per_insert, positive=True)
@@ -208,6 +232,15 @@ def Queue(max_size: int) -> Limiter:  # noqa: N802 (a constructor, as in Reverb)
 
     An insert waits while the queue would hold more than ``max_size`` rows; a sample of
     ``n`` waits until ``n`` rows are queued, and removes them (``pops_on_sample``).
+
+    Example:
+      >>> from jaxbuf.concurrent import Queue
+      >>> q = Queue(2)
+      >>> q.can_insert(2), q.can_insert(3)
+      (True, False)
+      >>> q = q.on_insert(2)
+      >>> q.can_sample(2), q.on_sample(2).size
+      (True, 0)
     """
     n = _int_option("Queue", "max_size", max_size, 1)
     return _QueueLimiter(1.0, 1, 0.0, float(n))

@@ -13,7 +13,10 @@ Python process:
   progress, its ``timeout`` runs out (:class:`RateLimiterTimeout`) or :meth:`close` runs
   (:class:`BufferClosedError`);
 * :attr:`RateLimitedBuffer.state` is a consistent copy of the state, for checkpoints
-  (``jaxbuf.save``) while the threads run.
+  (``jaxbuf.save``) while the threads run;
+* :meth:`RateLimitedBuffer.wait_until` blocks until the limiter's counters satisfy a
+  condition, which is how a program fixes the order of its inserts and samples (and so
+  makes an asynchronous run reproducible; see the method).
 """
 
 from __future__ import annotations
@@ -76,6 +79,18 @@ class RateLimitedBuffer:
     own size keeps growing as a circular buffer's does, and a popped row stays in its slot
     until it is overwritten. The queue's ``max_size`` must fit the smallest sub-buffer, so a
     queued row is never overwritten before it is sampled.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxbuf
+      >>> from jaxbuf.concurrent import Queue, RateLimitedBuffer
+      >>> ex = {"obs": jnp.zeros(3), "act": jnp.int32(0), "rew": jnp.float32(0),
+      ...       "terminated": jnp.bool_(False), "truncated": jnp.bool_(False)}
+      >>> rb = RateLimitedBuffer(jaxbuf.ReplayBuffer.create(ex, 8), Queue(4))
+      >>> for _ in range(3):
+      ...     _ = rb.insert(ex)
+      >>> batch, idx = rb.sample(2, timeout=1.0)  # the two oldest rows, popped
+      >>> idx.tolist(), rb.limiter.size, rb.stats().sampled_rows
+      ([0, 1], 1, 2)
     """
 
     def __init__(self, buf: Any, limiter: Limiter, *, seed: int = 0) -> None:
@@ -116,6 +131,7 @@ class RateLimitedBuffer:
         self._lock = threading.Lock()
         self._insert_ready = threading.Condition(self._lock)
         self._sample_ready = threading.Condition(self._lock)
+        self._progress = threading.Condition(self._lock)  # any insert, sample or close
         self._closed = False
         self._largest_insert = 0
         self._largest_sample = 0
@@ -172,6 +188,7 @@ class RateLimitedBuffer:
             self._counts["inserted_rows"] += accepted
             self._counts["insert_calls"] += 1
             self._sample_ready.notify_all()
+            self._progress.notify_all()
         return result
 
     def sample(self, batch_size: int, timeout: float | None = None) -> tuple[dict, jax.Array]:
@@ -209,6 +226,7 @@ class RateLimitedBuffer:
             self._counts["sampled_rows"] += b
             self._counts["sample_calls"] += 1
             self._insert_ready.notify_all()
+            self._progress.notify_all()
         return batch, indices
 
     def update_weight(self, indices: Any, weights: Any) -> None:
@@ -255,6 +273,60 @@ class RateLimitedBuffer:
                 self._state, jnp.asarray(idx, jnp.int32), jnp.asarray(w, jnp.float32)
             )
 
+    def wait_until(
+        self, predicate: Callable[[Limiter], bool], timeout: float | None = None
+    ) -> Limiter:
+        """Block until ``predicate(limiter)`` holds; return the limiter state that satisfied it.
+
+        ``predicate`` receives the current immutable :class:`~jaxbuf.concurrent.Limiter`
+        (counters ``inserts``, ``samples``, ``deletes``; ``can_insert(n)``,
+        ``can_sample(n)``) and is evaluated under the buffer's lock now and after every
+        insert, sample and :meth:`close`, so it must be cheap and must not call this buffer.
+
+        **Fixed interleavings.** Which rows a sample sees normally depends on thread timing.
+        A program that gives every insert a *turn* ``t = 0, 1, ...`` of ``k`` rows and makes
+        turn ``t`` wait for ``lim.inserts >= t * k and not lim.can_sample(b)`` (every
+        earlier turn done, and the learner has drawn every batch of ``b`` rows the limiter
+        allows) fixes the order of all inserts and samples by the limiter's counts alone:
+        with one seed, every sample returns the same rows in every run, however the threads
+        are scheduled. This needs a limiter on which one side can always proceed
+        (:meth:`~jaxbuf.concurrent.Limiter.always_progresses`), which the buffer enforces.
+
+        Args:
+          predicate: ``Limiter -> bool``.
+          timeout: seconds to wait; None waits for ever, 0 does not wait.
+        Returns:
+          The limiter state for which ``predicate`` returned true.
+        Raises:
+          RateLimiterTimeout: the predicate is still false after ``timeout`` seconds.
+          BufferClosedError: the buffer is or gets closed before the predicate holds.
+
+        Example:
+            >>> import jax.numpy as jnp, jaxbuf
+            >>> from jaxbuf.concurrent import MinSize, RateLimitedBuffer
+            >>> ex = {"obs": jnp.zeros(2), "act": jnp.int32(0), "rew": jnp.float32(0),
+            ...       "terminated": jnp.bool_(False), "truncated": jnp.bool_(False)}
+            >>> rb = RateLimitedBuffer(jaxbuf.ReplayBuffer.create(ex, 8), MinSize(1))
+            >>> _ = rb.insert(ex)
+            >>> rb.wait_until(lambda lim: lim.inserts >= 1, timeout=1.0).inserts
+            1
+        """
+        where = f"{_NAME}.wait_until"
+        if not callable(predicate):
+            raise InputError(message(where, f"predicate must be callable, got {predicate!r}"))
+        deadline = _deadline(where, timeout)
+        with self._lock:
+            while True:
+                if predicate(self._limiter):
+                    return self._limiter
+                self._raise_if_closed(where)
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise RateLimiterTimeout(
+                        message(where, f"the predicate is still false; {self._limiter}")
+                    )
+                self._progress.wait(remaining)
+
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
         """Close the buffer: every waiting and later ``insert``/``sample``/``update_weight``
@@ -264,6 +336,7 @@ class RateLimitedBuffer:
             self._closed = True
             self._insert_ready.notify_all()
             self._sample_ready.notify_all()
+            self._progress.notify_all()
 
     @property
     def closed(self) -> bool:

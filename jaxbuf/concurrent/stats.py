@@ -22,6 +22,19 @@ class Stats:
       diff: ``inserted_rows * samples_per_insert - sampled_rows``, the quantity the limiter
         keeps inside its band.
       closed: whether :meth:`~jaxbuf.concurrent.RateLimitedBuffer.close` ran.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxbuf
+      >>> from jaxbuf.concurrent import MinSize, RateLimitedBuffer
+      >>> ex = {"obs": jnp.zeros(3), "act": jnp.int32(0), "rew": jnp.float32(0),
+      ...       "terminated": jnp.bool_(False), "truncated": jnp.bool_(False)}
+      >>> rb = RateLimitedBuffer(jaxbuf.ReplayBuffer.create(ex, 8), MinSize(2))
+      >>> for _ in range(4):
+      ...     _ = rb.insert(ex)
+      >>> _ = rb.sample(2, timeout=1.0)
+      >>> s = rb.stats()
+      >>> s.inserted_rows, s.sampled_rows, s.size, s.samples_per_insert
+      (4, 2, 4, 0.5)
     """
 
     inserted_rows: int

@@ -76,6 +76,20 @@ def d4rl_transitions(data: Mapping[str, Any]) -> dict:
     Raises:
       InputError: naming the field, for a missing field, a non-numeric dtype, lengths that
         differ, a flag that is not 0/1, or a non-finite reward (naming the episode too).
+
+    Example:
+      Rows 3 (timed out) and 4 (last, not terminal) have no known next observation and are
+      dropped; row 2 then ends its episode as truncated.
+
+      >>> import numpy as np
+      >>> data = dict(observations=np.arange(5.0, dtype=np.float32),
+      ...             actions=np.zeros(5, np.int32), rewards=np.ones(5, np.float32),
+      ...             terminals=np.array([0, 1, 0, 0, 0], bool),  # episode 1 ends at row 1
+      ...             timeouts=np.array([0, 0, 0, 1, 0], bool))   # episode 2 cut at row 3
+      >>> from jaxbuf.datasets import d4rl_transitions
+      >>> rows = d4rl_transitions(data)
+      >>> rows["obs_next"].tolist(), rows["terminated"].tolist(), rows["truncated"].tolist()
+      ([1.0, 1.0, 3.0], [False, True, False], [False, False, True])
     """
     if not isinstance(data, Mapping):
         raise InputError(message(WHERE, f"data must be a dict, got {type(data).__name__}"))
@@ -167,6 +181,20 @@ def from_d4rl(
       size: slots of the buffer; default the number of transitions.
     Returns:
       The filled buffer (one ``extend``).
+
+    Example:
+      >>> import numpy as np
+      >>> data = dict(observations=np.arange(5.0, dtype=np.float32),
+      ...             actions=np.zeros(5, np.int32), rewards=np.ones(5, np.float32),
+      ...             terminals=np.array([0, 1, 0, 0, 0], bool),  # episode 1 ends at row 1
+      ...             timeouts=np.array([0, 0, 0, 1, 0], bool))   # episode 2 cut at row 3
+      >>> from jaxbuf.datasets import from_d4rl
+      >>> buf = from_d4rl(data)
+      >>> len(buf), buf.maxsize
+      (3, 3)
+      >>> buf = from_d4rl(data, size=8, buffer_num=2)  # options go to ``create``
+      >>> len(buf), buf.maxsize, buf.buffer_num
+      (3, 8, 2)
     """
     from jaxbuf.buffers import ReplayBuffer
 

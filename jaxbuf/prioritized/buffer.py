@@ -47,6 +47,7 @@ from jaxbuf._core.episodes import AddResult
 from jaxbuf._core.kinds import VectorKind
 from jaxbuf._core.wrapper import Wrapper
 from jaxbuf.buffers import CORE_OPTIONS, ReplayBuffer
+from jaxbuf.errors import InputError, message
 from jaxbuf.prioritized.priorities import (
     UpdateChecks,
     check_alpha_beta,
@@ -74,6 +75,25 @@ class PrioritizedReplayBuffer(Wrapper):
       beta: float32 scalar, the importance-sampling exponent (a traced leaf).
       alpha: static float, the priority exponent.
       weight_norm: static bool, divide each read's weights by their maximum (Tianshou).
+
+    Example:
+      Four stored rows, one with five times the priority of the others (``alpha=1``): it is
+      drawn with probability 5/8 and gets the smallest importance weight,
+      ``(N P)^-beta`` divided by the largest: ``(4 * 5/8)^-0.5 / (4 * 1/8)^-0.5 = 0.447``.
+
+      >>> import jax, jax.numpy as jnp, numpy as np
+      >>> from jaxbuf import PrioritizedReplayBuffer
+      >>> ex = dict(obs=jnp.zeros(()), act=0, rew=jnp.float32(0), terminated=False,
+      ...           truncated=False)
+      >>> buf = PrioritizedReplayBuffer.create(ex, 4, alpha=1.0, beta=0.5)
+      >>> rows = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * 4), ex)
+      >>> buf, _ = buf.extend(rows)
+      >>> buf = buf.update_weight(jnp.arange(4), jnp.array([1.0, 1.0, 1.0, 5.0]))
+      >>> batch, indices = buf.sample(jax.random.key(0), 1000)
+      >>> sorted({round(float(w), 3) for w in batch["weight"]})
+      [0.447, 1.0]
+      >>> bool(abs((indices == 3).mean() - 5 / 8) < 0.05)
+      True
     """
 
     tree: PriorityTree
@@ -102,7 +122,8 @@ class PrioritizedReplayBuffer(Wrapper):
           beta: importance-sampling exponent (>= 0); change it with :meth:`set_beta`.
           weight_norm: divide the weights of each read / sample by their maximum.
           **core_options: the options of :meth:`jaxbuf.ReplayBuffer.create` (``buffer_num``,
-            ``stack_num``, ``ignore_obs_next``, ``save_only_last_obs``, ``lockstep``).
+            ``stack_num``, ``ignore_obs_next``, ``save_only_last_obs``, ``lockstep``,
+            ``storage_memory_kind``).
             ``sample_avail`` with ``stack_num > 1`` is rejected: priority sampling cannot
             honour it (Tianshou silently ignores it).
 
@@ -327,63 +348,134 @@ class PrioritizedReplayBuffer(Wrapper):
         return out, indices
 
     # ------------------------------------------------------------------ sequences
-    @compiled_when_eager(("batch_size", "length", "burn_in", "full_only", "period", "tries"))
-    def _sample_sequences(
-        self, key, batch_size, length, burn_in, full_only, period, tries
+    def sample_sequences(
+        self,
+        key: chex.PRNGKey,
+        batch_size: int,
+        length: int,
+        *,
+        burn_in: int = 0,
+        full_only: bool = False,
+        period: int = 1,
+        tries: int = seqs.DEFAULT_TRIES,
+        priority: str = "sum",
     ) -> seqs.Sequences:
-        """:meth:`sample_sequences` by priority: each try draws a step ``j`` proportionally to
-        ``p_j ** alpha`` and a start uniformly among the ``length`` starts whose window would
-        hold ``j``, rejected when it crosses ``j``'s episode start or fails ``full_only`` /
-        ``period``. Given success, a window ``W`` is drawn with probability proportional to
-        ``S(W) = sum_{j in W} p_j ** alpha`` (for full windows, to the mean: R2D2's sequence
-        priority with ``eta = 0``). ``weight`` is the importance weight
-        ``(S(W) / (length * p_min ** alpha)) ** -beta`` (at most 1), divided by its maximum
-        over the batch with ``weight_norm``; 0 for rows not found. To spread R2D2's
-        ``eta * max + (1 - eta) * mean`` over the windows, see :meth:`update_sequence_weight`.
+        """Windows as :meth:`jaxbuf.ReplayBuffer.sample_sequences`, drawn by priority.
+
+        ``priority="sum"`` (default): window ``W`` with probability proportional to
+        ``S(W) = sum_{j in W} leaf_j`` (``leaf = p ** alpha`` per step), weight
+        ``(S(W) / (length * p_min)) ** -beta``. Pair it with
+        ``update_sequence_weight(..., on="steps")`` (or per-step :meth:`update_weight`).
+
+        ``priority="start"``: the leaf of slot ``s`` is the priority of the window starting
+        at ``s`` (new slots get ``max_prio ** alpha``, as every add); the start is drawn with
+        probability ``leaf_s / total`` and, given success with ``full_only`` / ``period``,
+        ``leaf_s / sum_{q in Q} leaf_q`` over the qualifying stored starts ``Q``. Weight
+        ``(leaf_s / p_min) ** -beta``. Pair it with ``update_sequence_weight(..., on="start")``:
+        windows are then drawn exactly proportionally to R2D2's priority to the power alpha.
+
+        In both, ``p_min`` is the smallest stored leaf, weights are divided by their batch
+        maximum with ``weight_norm`` and rows not found get weight 0. Cost
+        ``O(batch_size * tries * (length + log N))``.
+
+        Example:
+          >>> import jax, jax.numpy as jnp
+          >>> from jaxbuf import PrioritizedReplayBuffer
+          >>> ex = dict(obs=jnp.float32(0), act=jnp.int32(0), rew=jnp.float32(0),
+          ...           terminated=False, truncated=False)
+          >>> buf = PrioritizedReplayBuffer.create(ex, 16, alpha=0.6, beta=0.4)
+          >>> rows = jax.tree.map(lambda x: jnp.stack([x] * 12), ex)
+          >>> buf, _ = buf.add(rows, buffer_ids=jnp.zeros(12, jnp.int32))
+          >>> seq = buf.sample_sequences(jax.random.key(0), 4, 5, full_only=True,
+          ...                            priority="start")
+          >>> td = jnp.ones((4, 5))
+          >>> buf = buf.update_sequence_weight(seq.indices, seq.mask, td, on="start")
+          >>> seq.weight.shape, seq.batch["obs"].shape
+          ((4,), (4, 5))
         """
-        out = seqs.sample_prioritized(
-            self, key, batch_size, length, burn_in, full_only, period, tries, super()._read
-        )
-        mean = jnp.sum(jnp.where(out.mask, self.tree.get(out.indices), 0.0), axis=1) / length
-        weight = jnp.where(out.found, mean, 0.0)
-        return out.replace(
-            weight=importance_weights(
-                weight, self.tree.min(), self.beta, batch_norm=self.weight_norm
+        seqs.check_args(self, "sample_sequences", batch_size, length, burn_in, period, tries)
+        if priority not in seqs.SEQUENCE_PRIORITIES:
+            raise InputError(
+                message(
+                    "sample_sequences",
+                    f"priority must be one of {seqs.SEQUENCE_PRIORITIES}, got {priority!r}",
+                )
             )
+        return self._sample_sequences(
+            key, batch_size, length, burn_in, bool(full_only), period, tries, priority
         )
+
+    @compiled_when_eager(
+        ("batch_size", "length", "burn_in", "full_only", "period", "tries", "priority")
+    )
+    def _sample_sequences(
+        self, key, batch_size, length, burn_in, full_only, period, tries, priority="sum"
+    ) -> seqs.Sequences:
+        """The draw of :meth:`sample_sequences` (arguments checked); see there for the laws."""
+        sizes = (batch_size, length, burn_in, full_only, period, tries)
+        out = seqs.sample_prioritized(self, key, *sizes, super()._read, priority)
+        if priority == "start":
+            leaf = self.tree.get(out.indices[:, 0])
+        else:
+            leaf = jnp.sum(jnp.where(out.mask, self.tree.get(out.indices), 0.0), axis=1) / length
+        leaf = jnp.where(out.found, leaf, 0.0)
+        weight = importance_weights(leaf, self.tree.min(), self.beta, batch_norm=self.weight_norm)
+        return out.replace(weight=weight)
 
     def update_sequence_weight(
-        self, indices: chex.Array, mask: chex.Array, td_error: chex.Array, eta: float = 0.9
+        self,
+        indices: chex.Array,
+        mask: chex.Array,
+        td_error: chex.Array,
+        eta: float = 0.9,
+        *,
+        on: str = "steps",
     ) -> PrioritizedReplayBuffer:
-        """Give every valid step of each window R2D2's window priority.
+        """Set R2D2's window priority ``P = eta * max|td| + (1 - eta) * mean|td|``.
 
-        ``P = eta * max|td| + (1 - eta) * mean|td|`` over the window's ``mask``; each step
-        with ``mask`` true gets priority ``P`` (as :meth:`update_weight`), so a window whose
-        steps were all last set this way is drawn proportionally to ``P ** alpha`` (exact for
-        disjoint windows, ``period=length``; overlapping windows share their steps and the
-        latest update wins). ``indices``/``mask`` are ``[B, L]`` from
-        :meth:`sample_sequences`, ``td_error`` real ``[B, L]``, ``eta`` in ``[0, 1]``. To
-        update only the starts: ``update_weight(indices[:, 0], P)``, ``P`` from
-        :func:`jaxbuf._core.sequences.window_priority`.
+        The max and mean run over each row's ``mask``; each ``P`` becomes a priority as in
+        :meth:`update_weight` (leaf ``(P + eps) ** alpha``). ``on="steps"`` (default): every
+        step with ``mask`` true gets ``P`` (steps shared by overlapping windows keep the
+        latest update; with disjoint windows, ``period=length``, ``priority="sum"`` then
+        draws each window proportionally to ``P ** alpha``). ``on="start"``: only the
+        window's first slot ``indices[:, 0]`` gets ``P``, for rows with any ``mask`` true
+        (so ``mask`` may leave out the burn-in); with ``priority="start"`` sampling that is
+        the exact R2D2 law. Duplicated slots: the last row wins.
+
+        Args:
+          indices: int ``[B, L]`` from :meth:`sample_sequences` (``seq.indices``).
+          mask: bool ``[B, L]``, the steps the TD errors count on (e.g.
+            ``seq.mask & ~seq.burn_in``).
+          td_error: real ``[B, L]``.
+          eta: in ``[0, 1]``.
+          on: ``"steps"`` or ``"start"``.
+        Raises:
+          ValueError: bad ``eta``/``on``/shapes, or (eagerly) a slot that holds no
+            transition or a non-finite priority, as :meth:`update_weight`.
         """
         name = f"{type(self).__name__}.update_sequence_weight"
         if isinstance(eta, bool) or not isinstance(eta, int | float) or not 0 <= eta <= 1:
             raise ValueError(f"jaxbuf: {name}: eta must be a number in [0, 1], got {eta!r}")
+        if on not in ("steps", "start"):
+            raise ValueError(f"jaxbuf: {name}: on must be 'steps' or 'start', got {on!r}")
         idx, mask, err = jnp.asarray(indices), jnp.asarray(mask, bool), jnp.asarray(td_error)
         if idx.ndim != 2 or mask.shape != idx.shape or err.shape != idx.shape:
             raise ValueError(
                 f"jaxbuf: {name}: indices, mask and td_error must share one [B, L] shape, got "
                 f"{idx.shape}, {mask.shape}, {err.shape}"
             )
-        prio = jnp.broadcast_to(seqs.window_priority(err, mask, float(eta))[:, None], idx.shape)
-        flat, keep = jnp.where(mask, idx, -1).reshape(-1), mask.reshape(-1)
-        new, checks = self._apply_update(flat, prio.reshape(-1))
+        prio = seqs.window_priority(err, mask, float(eta))
+        if on == "start":
+            keep = jnp.any(mask, axis=1)
+            flat = jnp.where(keep, idx[:, 0], -1)
+        else:
+            prio = jnp.broadcast_to(prio[:, None], idx.shape).reshape(-1)
+            flat, keep = jnp.where(mask, idx, -1).reshape(-1), mask.reshape(-1)
+        new, checks = self._apply_update(flat, prio)
         if not is_traced(checks.ok, keep):
             keep = np.asarray(keep)
             sub = UpdateChecks(*(np.asarray(c)[keep] for c in checks))
-            self._raise_bad_update(
-                name, np.asarray(flat)[keep], np.asarray(prio).reshape(-1)[keep], sub
-            )
+            self._raise_bad_update(name, np.asarray(flat)[keep], np.asarray(prio)[keep], sub)
         return new
 
 
@@ -395,6 +487,15 @@ class PrioritizedVectorReplayBuffer(metaclass=VectorKind):
     Tianshou, :meth:`~PrioritizedReplayBuffer.set_beta` takes effect. ``isinstance(buf,
     PrioritizedVectorReplayBuffer)`` is true for a prioritized buffer with more than one
     sub-buffer.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxbuf import PrioritizedReplayBuffer, PrioritizedVectorReplayBuffer
+      >>> ex = dict(obs=jnp.zeros(()), act=0, rew=jnp.float32(0), terminated=False,
+      ...           truncated=False)
+      >>> buf = PrioritizedVectorReplayBuffer.create(ex, 8, 2, alpha=0.6, beta=0.4)
+      >>> type(buf) is PrioritizedReplayBuffer, buf.buffer_num, buf.maxsize
+      (True, 2, 8)
     """
 
     kind = PrioritizedReplayBuffer

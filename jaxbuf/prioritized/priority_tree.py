@@ -36,6 +36,15 @@ class PriorityTree(struct.PyTreeNode):
 
     All methods are pure, work under ``jit`` and ``vmap`` and touch ``O(B log N)`` entries
     for ``B`` leaves or queries.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxbuf.prioritized import PriorityTree
+      >>> tree = PriorityTree.create(5).set(jnp.array([0, 3]), jnp.array([1.0, 2.0]))
+      >>> float(tree.total()), float(tree.min())  # the min skips empty (zero) leaves
+      (3.0, 1.0)
+      >>> tree.find_prefix_sum(jnp.array([0.5, 2.5])).tolist()
+      [0, 3]
     """
 
     leaves: chex.Array

@@ -129,12 +129,14 @@ class SumTree(_TreeView):
     trees with ``jax.tree.map(jnp.stack, ...)`` and call the methods through ``jax.vmap``),
     and never touch more than ``O(B log N)`` entries for a batch of ``B`` leaves.
 
-    Example::
-
-        tree = SumTree.create(5).set(jnp.array([0, 3]), jnp.array([1.0, 2.0]))
-        tree.total()                                  # 3.0
-        tree.reduce(1, 4)                             # 2.0
-        tree.find_prefix_sum(jnp.array([0.5, 1.0, 1.5]))  # [0, 0, 3]
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxbuf import SumTree
+      >>> tree = SumTree.create(5).set(jnp.array([0, 3]), jnp.array([1.0, 2.0]))
+      >>> float(tree.total()), float(tree.reduce(1, 4))
+      (3.0, 2.0)
+      >>> tree.find_prefix_sum(jnp.array([0.5, 1.0, 1.5])).tolist()
+      [0, 0, 3]
     """
 
     _KIND = "sum"
@@ -191,6 +193,15 @@ class MinTree(_TreeView):
     Same layout, costs and update rules as :class:`SumTree`. A minimum that is exact after
     overwrites (a running minimum, as in Tianshou, only ever decreases); the prioritized
     buffers get theirs from the combined :class:`~jaxbuf.prioritized.PriorityTree`.
+
+    Example:
+      The minimum follows overwrites up as well as down:
+
+      >>> import jax.numpy as jnp
+      >>> from jaxbuf import MinTree
+      >>> tree = MinTree.create(5).set(jnp.array([0, 3]), jnp.array([1.0, 2.0]))
+      >>> float(tree.min()), float(tree.set(jnp.array([0]), jnp.array([4.0])).min())
+      (1.0, 2.0)
     """
 
     _KIND = "min"

@@ -2,7 +2,8 @@
 
 Over rollout arrays (``[T, B]`` / ``[B, T]`` / ``[T]``, rlax conventions plus explicit
 ``terminated`` and ``truncated``): :func:`gae`, :func:`nstep`, :func:`lambda_returns`,
-:func:`discounted_returns`.
+:func:`discounted_returns`; over sampled sequence windows (``[B, L]`` with a mask):
+:func:`sequence_nstep`.
 
 Over buffer indices (Tianshou's ``compute_episodic_return`` / ``compute_nstep_return``,
 following the buffer's episode links): :func:`episodic_return`, :func:`nstep_targets`,
@@ -11,6 +12,7 @@ following the buffer's episode links): :func:`episodic_return`, :func:`nstep_tar
 
 from jaxbuf.returns.buffer import episodic_return, nstep_return, nstep_targets
 from jaxbuf.returns.rollout import discounted_returns, gae, lambda_returns, nstep
+from jaxbuf.returns.sequence import sequence_nstep
 
 __all__ = [
     "discounted_returns",
@@ -20,4 +22,5 @@ __all__ = [
     "nstep",
     "nstep_return",
     "nstep_targets",
+    "sequence_nstep",
 ]

@@ -1,8 +1,9 @@
 """Trace-time checks and layout handling for the rollout-array return functions.
 
 All checks look only at static shapes and dtypes, so they run once per trace and cost nothing
-inside ``jit``. Failures raise ``AssertionError`` (from chex) or ``ValueError`` with a message
-that names the function, the argument, what was expected and what was given.
+inside ``jit``. Failures raise ``AssertionError`` (from chex) or :class:`jaxbuf.InputError` (a
+``ValueError``) with a message that names the function, the argument, what was expected and what
+was given.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Mapping
 import chex
 import jax.numpy as jnp
 import numpy as np
+
+from jaxbuf.errors import InputError
 
 
 def _layout(time_major: bool) -> str:
@@ -45,13 +48,13 @@ def check_rollout(
     )
     time_axis = 0 if time_major or jnp.ndim(ref) == 1 else 1
     if jnp.shape(ref)[time_axis] < 1:
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: {fn}: `{ref_name}` needs at least one time step, got shape {jnp.shape(ref)} "
             f"with layout {_layout(time_major)}"
         )
     for name, value in {**floats, **flags}.items():
         if jnp.shape(value) != jnp.shape(ref):
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: {fn}: `{name}` must have the shape of `{ref_name}` {jnp.shape(ref)}, "
                 f"got {jnp.shape(value)}"
             )
@@ -68,7 +71,7 @@ def check_rollout(
             or jnp.issubdtype(dtype, jnp.integer)
             or jnp.issubdtype(dtype, jnp.floating)
         ):
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: {fn}: `{name}` must be boolean or numeric, got dtype {dtype}"
             )
 
@@ -81,7 +84,7 @@ def check_coefficient(fn: str, name: str, value: chex.Numeric, shape: tuple[int,
     except ValueError:
         broadcast = None
     if broadcast != shape:
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: {fn}: `{name}` must be a scalar or broadcast to the rollout shape {shape}, "
             f"got shape {value_shape}"
         )
@@ -90,7 +93,7 @@ def check_coefficient(fn: str, name: str, value: chex.Numeric, shape: tuple[int,
 def check_n_step(fn: str, n: int) -> None:
     """Checks the static window length of n-step returns."""
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"jaxbuf: {fn}: `n` must be a Python int >= 1, got {n!r}")
+        raise InputError(f"jaxbuf: {fn}: `n` must be a Python int >= 1, got {n!r}")
 
 
 def to_time_major(x: chex.Array, time_major: bool) -> chex.Array:

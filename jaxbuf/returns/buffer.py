@@ -27,21 +27,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbuf._core.segments import broadcast_rows
+from jaxbuf.errors import InputError
 
 
 def _check_indices(fn: str, indices: chex.Array, rank_one: bool) -> jax.Array:
     indices = jnp.asarray(indices)
     if not jnp.issubdtype(indices.dtype, jnp.integer):
-        raise TypeError(f"jaxbuf: {fn}: `indices` must be integers, got dtype {indices.dtype}")
+        raise InputError(f"jaxbuf: {fn}: `indices` must be integers, got dtype {indices.dtype}")
     if rank_one and indices.ndim != 1:
-        raise ValueError(f"jaxbuf: {fn}: `indices` must have shape [I], got {indices.shape}")
+        raise InputError(f"jaxbuf: {fn}: `indices` must have shape [I], got {indices.shape}")
     return indices.astype(jnp.int32)
 
 
 def _check_rewards(fn: str, buf: Any) -> None:
     shape = buf.input_spec()["rew"].shape
     if shape != ():
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: {fn}: needs scalar rewards (field 'rew' of shape ()), got {shape}"
         )
 
@@ -50,18 +51,18 @@ def _per_index_values(fn: str, name: str, value: chex.Array, count: int) -> jax.
     """Flattens a critic output (``[I]``, ``[I, 1]``, ...) to ``[I]``, like Tianshou."""
     value = jnp.asarray(value)
     if value.size != count:
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: {fn}: `{name}` must hold one value per index ({count}), got shape "
             f"{value.shape}"
         )
     if not jnp.issubdtype(value.dtype, jnp.floating):
-        raise TypeError(f"jaxbuf: {fn}: `{name}` must be floating, got dtype {value.dtype}")
+        raise InputError(f"jaxbuf: {fn}: `{name}` must be floating, got dtype {value.dtype}")
     return value.reshape(count)
 
 
 def _check_n_step(fn: str, n_step: int) -> None:
     if isinstance(n_step, bool) or not isinstance(n_step, int | np.integer) or n_step < 1:
-        raise ValueError(f"jaxbuf: {fn}: `n_step` must be a Python int >= 1, got {n_step!r}")
+        raise InputError(f"jaxbuf: {fn}: `n_step` must be a Python int >= 1, got {n_step!r}")
 
 
 def episodic_return(
@@ -110,6 +111,20 @@ def episodic_return(
 
     Returns:
       ``(returns, advantages)``, float ``[I]`` (Tianshou's order); zero at padding.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxbuf
+      >>> from jaxbuf.returns import episodic_return
+      >>> ex = dict(obs=jnp.float32(0), act=jnp.int32(0), rew=jnp.float32(0),
+      ...           terminated=False, truncated=False)
+      >>> rows = dict(obs=jnp.arange(3.0), act=jnp.zeros(3, jnp.int32), rew=jnp.ones(3),
+      ...             terminated=jnp.array([False, True, False]), truncated=jnp.zeros(3, bool))
+      >>> buf, _ = jaxbuf.ReplayBuffer.create(ex, 4).extend(rows)  # slot 2: unfinished
+      >>> indices = buf.chronological_indices()
+      >>> ret, adv = episodic_return(buf, indices, gamma=0.5, gae_lambda=1.0)
+      >>> ret.tolist()
+      [1.5, 1.0, 1.0]
     """
     fn = "episodic_return"
     indices = _check_indices(fn, indices, rank_one=True)
@@ -117,7 +132,7 @@ def episodic_return(
     count = indices.shape[0]
     if v_s_ is None:
         if isinstance(gae_lambda, int | float) and gae_lambda != 1:
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: {fn}: without `v_s_` (no bootstrap) `gae_lambda` must be 1, got "
                 f"{gae_lambda}"
             )
@@ -206,6 +221,20 @@ def nstep_targets(
     Returns:
       ``(bootstrap_index, partial_return, bootstrap_discount)`` shaped like ``indices``
       (int32, float, float). Padding gets index 0, return 0 and discount 0.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxbuf
+      >>> from jaxbuf.returns import nstep_targets
+      >>> ex = dict(obs=jnp.float32(0), act=jnp.int32(0), rew=jnp.float32(0),
+      ...           terminated=False, truncated=False)
+      >>> rows = dict(obs=jnp.arange(3.0), act=jnp.zeros(3, jnp.int32), rew=jnp.ones(3),
+      ...             terminated=jnp.array([False, True, False]), truncated=jnp.zeros(3, bool))
+      >>> buf, _ = jaxbuf.ReplayBuffer.create(ex, 4).extend(rows)  # slot 2: unfinished
+      >>> indices = buf.chronological_indices()
+      >>> boot, partial, discount = nstep_targets(buf, indices, gamma=0.5, n_step=2)
+      >>> boot.tolist(), partial.tolist(), discount.tolist()
+      ([1, 1, 2], [1.5, 1.0, 1.0], [0.0, 0.0, 0.5])
     """
     fn = "nstep_targets"
     indices = _check_indices(fn, indices, rank_one=False)
@@ -256,11 +285,25 @@ def nstep_return(
 
     Returns:
       float targets shaped like ``target_q_fn``'s output.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import jaxbuf
+      >>> from jaxbuf.returns import nstep_return
+      >>> ex = dict(obs=jnp.float32(0), act=jnp.int32(0), rew=jnp.float32(0),
+      ...           terminated=False, truncated=False)
+      >>> rows = dict(obs=jnp.arange(3.0), act=jnp.zeros(3, jnp.int32), rew=jnp.ones(3),
+      ...             terminated=jnp.array([False, True, False]), truncated=jnp.zeros(3, bool))
+      >>> buf, _ = jaxbuf.ReplayBuffer.create(ex, 4).extend(rows)  # slot 2: unfinished
+      >>> indices = buf.chronological_indices()
+      >>> q_next = lambda buf, boot: jnp.full(boot.shape, 4.0)  # a stand-in target critic
+      >>> nstep_return(buf, indices, q_next, gamma=0.5, n_step=2).tolist()
+      [1.5, 1.0, 3.0]
     """
     boot_index, partial, discount = nstep_targets(buf, indices, gamma, n_step)
     q = jnp.asarray(target_q_fn(buf, boot_index))
     if q.shape[: partial.ndim] != partial.shape:
-        raise ValueError(
+        raise InputError(
             "jaxbuf: nstep_return: `target_q_fn` must return a leading shape equal to `indices` "
             f"{partial.shape}, got {q.shape}"
         )

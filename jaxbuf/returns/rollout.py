@@ -137,6 +137,17 @@ def gae(
     Returns:
       ``(advantages, returns)``, both shaped like ``rewards``, in the common float dtype of
       ``rewards``, ``values`` and ``next_values``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxbuf.returns import gae
+      >>> rew = jnp.array([1.0, 1.0, 1.0, 1.0])
+      >>> next_v = jnp.full(4, 2.0)
+      >>> term = jnp.array([False, True, False, False])  # step 1 ends its episode
+      >>> trunc = jnp.zeros(4, bool)
+      >>> adv, ret = gae(rew, jnp.ones(4), next_v, term, trunc, gamma=0.5, gae_lambda=0.5)
+      >>> adv.tolist(), ret.tolist()
+      ([1.0, 0.0, 1.25, 1.0], [2.0, 1.0, 2.25, 2.0])
     """
     steps, consts = _prepare(
         "gae",
@@ -202,6 +213,16 @@ def lambda_returns(
 
     Returns:
       ``G``, shaped like ``rewards``, in the common float dtype of the float inputs.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxbuf.returns import lambda_returns
+      >>> rew = jnp.array([1.0, 1.0, 1.0, 1.0])
+      >>> next_v = jnp.full(4, 2.0)
+      >>> term = jnp.array([False, True, False, False])  # step 1 ends its episode
+      >>> trunc = jnp.zeros(4, bool)
+      >>> lambda_returns(rew, next_v, term, trunc, gamma=0.5, lambda_=0.5).tolist()
+      [1.75, 1.0, 2.0, 2.0]
     """
     coefficients = {"gamma": gamma, "lambda_": lambda_}
     return _lambda_returns(
@@ -262,6 +283,16 @@ def discounted_returns(
 
     Returns:
       ``G``, shaped like ``rewards``, in the common float dtype of the float inputs.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxbuf.returns import discounted_returns
+      >>> rew = jnp.array([1.0, 1.0, 1.0, 1.0])
+      >>> next_v = jnp.full(4, 2.0)
+      >>> term = jnp.array([False, True, False, False])  # step 1 ends its episode
+      >>> trunc = jnp.zeros(4, bool)
+      >>> discounted_returns(rew, next_v, term, trunc, gamma=0.5).tolist()
+      [1.5, 1.0, 2.0, 2.0]
     """
     return _lambda_returns(
         "discounted_returns",
@@ -306,6 +337,16 @@ def nstep(
 
     Returns:
       ``G^(n)``, shaped like ``rewards``, in the common float dtype of the float inputs.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxbuf.returns import nstep
+      >>> rew = jnp.array([1.0, 1.0, 1.0, 1.0])
+      >>> next_v = jnp.full(4, 2.0)
+      >>> term = jnp.array([False, True, False, False])  # step 1 ends its episode
+      >>> trunc = jnp.zeros(4, bool)
+      >>> nstep(rew, next_v, term, trunc, gamma=0.5, n=2).tolist()
+      [1.5, 1.0, 2.0, 2.0]
     """
     check_n_step("nstep", n)
     steps, consts = _prepare(

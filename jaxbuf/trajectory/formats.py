@@ -32,7 +32,7 @@ from typing import IO, Any
 import ml_dtypes
 import numpy as np
 
-from jaxbuf.errors import TrajectoryFileError
+from jaxbuf.errors import MissingDependencyError, TrajectoryFileError
 from jaxbuf.trajectory.atomic import atomic_write
 from jaxbuf.trajectory.torchfile import TorchFileError, dump_pt, load_pt
 
@@ -69,7 +69,7 @@ def _import_torch(why: str):
     try:
         import torch
     except ImportError as exc:
-        raise ImportError(
+        raise MissingDependencyError(
             f"jaxbuf: {why} needs PyTorch, which is not installed; {_TORCH_HINT}"
         ) from exc
     return torch
@@ -84,7 +84,7 @@ def torch_version(torch) -> tuple[int, int]:
 def _torch_for_reading(path: str):
     torch = _import_torch(f"reading the .pkl trajectory file {path}")
     if torch_version(torch) < SAFE_TORCH:
-        raise ImportError(
+        raise MissingDependencyError(
             f"jaxbuf: reading the .pkl trajectory file {path} needs torch >= "
             f"{SAFE_TORCH[0]}.{SAFE_TORCH[1]}, found {getattr(torch, '__version__', '?')}: "
             "older torch.load(weights_only=True) can run code from a crafted file "
