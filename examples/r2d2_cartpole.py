@@ -11,16 +11,19 @@ the whole run; an iteration
    the usual fields every step stores ``lstm``, the recurrent state the actor held *before*
    that step, ``f32[2, hidden]`` (the LSTM's ``c`` and ``h``);
 2. makes ``updates_per_iteration`` updates, each on ``batch_size`` windows of ``length``
-   steps drawn with ``buf.sample_sequences(key, B, length, burn_in=burn_in)``: windows are
-   drawn in proportion to their steps' priorities and never cross an episode end. Online
+   steps drawn with ``buf.sample_sequences(key, B, length, burn_in=burn_in,
+   priority="start")``: a window is drawn in proportion to the priority stored at its
+   first step and never crosses an episode end (it is cut there, ``seq.mask``). Online
    and target networks start from the stored state of each window's first step, unroll the
    ``burn_in`` steps without gradient (the state is refreshed, not learnt from), then the
-   rest. Targets are double-Q ``n_step`` returns inside the window: ``terminated`` stops
-   without bootstrap, ``truncated`` (the 500-step limit) or the window's end bootstraps
-   from the stored ``obs_next`` with the state carried so far. The Huber loss is weighted
-   by the window's importance weight (``seq.weight``) and the new priorities are R2D2's
-   ``eta * max + (1 - eta) * mean`` of each window's absolute TD errors
-   (``buf.update_sequence_weight``);
+   rest. Targets are double-Q ``n_step`` returns inside the window
+   (``jaxbuf.returns.sequence_nstep``): ``terminated`` stops without bootstrap,
+   ``truncated`` (the 500-step limit) or the window's end bootstraps from the value of the
+   stored ``obs_next`` with the state carried so far. The Huber loss is weighted by the
+   window's importance weight (``seq.weight``) and the window's new priority is R2D2's
+   ``eta * max + (1 - eta) * mean`` of its absolute TD errors after the burn-in, written to
+   its start (``buf.update_sequence_weight(..., on="start")``: together, R2D2's sampling
+   law); a window with no step after its burn-in gets priority 0;
 3. copies the online parameters to the target network every ``target_every`` iterations
    and evaluates the greedy policy every ``eval_every`` iterations.
 
@@ -55,6 +58,7 @@ from _common import (  # the examples/ folder
 )
 
 import jaxbuf
+from jaxbuf.returns import sequence_nstep
 
 VISIBLE = (0, 2)
 """CartPole observation entries the agent sees: cart position and pole angle."""
@@ -167,32 +171,22 @@ def visible(cfg: Config):
     return lambda obs: obs[..., jnp.array(VISIBLE)]
 
 
-def shift(x: jax.Array, k: int, fill: Any = 0) -> jax.Array:
-    """``x[:, t + k]`` along axis 1, padded with ``fill`` past the end."""
-    if k == 0:
-        return x
-    pad = jnp.full((x.shape[0], k, *x.shape[2:]), fill, x.dtype)
-    return jnp.concatenate([x[:, k:], pad], axis=1)
+def update_priorities(buf, seq, train: jax.Array, td: jax.Array, eta: float):
+    """R2D2's window priority ``eta * max|td| + (1 - eta) * mean|td|`` over ``train`` (the
+    steps after the burn-in), written to each window's start.
 
-
-def nstep_in_window(rew, terminated, mask, boot, gamma: float, n: int) -> jax.Array:
-    """Targets ``[B, L]``: up to ``n`` rewards of the window, then a discounted bootstrap.
-
-    Step ``t`` sums ``gamma**k * rew[t + k]`` until ``k = n - 1`` or the last valid step of
-    the window (``mask[t + k + 1]`` false: the episode ended or the window did), then adds
-    ``gamma**(k + 1) * boot[t + k]`` unless that step is ``terminated``. ``boot[s]`` is the
-    value of ``obs_next`` of step ``s``.
+    A window that starts in the last ``burn_in`` steps of its episode has no such step:
+    its start gets priority 0 (leaf ``eps ** alpha``) instead of keeping ``max_prio``,
+    which would draw it again and again for nothing. Rows not found change nothing.
     """
-    more = shift(mask, 1, False)  # the step after t is inside the window
-    ret = jnp.zeros_like(rew)
-    alive = jnp.ones_like(mask)
-    for k in range(n):
-        stop = (k == n - 1) | ~shift(more, k, False)
-        ret = ret + alive * gamma**k * shift(rew, k)
-        tail = gamma ** (k + 1) * jnp.where(shift(terminated, k, True), 0.0, shift(boot, k))
-        ret = ret + (alive & stop) * tail
-        alive = alive & ~stop
-    return ret
+    idle = ~jnp.any(train, axis=1, keepdims=True)
+    return buf.update_sequence_weight(
+        seq.indices,
+        jnp.where(idle, seq.mask, train),
+        jnp.where(idle, 0.0, td),
+        eta=eta,
+        on="start",
+    )
 
 
 def make_agent(cfg: Config, env: VecEnv, recurrent: bool, progress: Any = None) -> Agent:
@@ -264,7 +258,9 @@ def make_agent(cfg: Config, env: VecEnv, recurrent: bool, progress: Any = None) 
         q, q_next, q_next_t = q[0], q_next[0], q_next[1]
         a_star = jnp.argmax(q_next, axis=-1)
         boot = jnp.take_along_axis(q_next_t, a_star[..., None], -1)[..., 0]
-        y = nstep_in_window(b["rew"], b["terminated"], seq.mask, boot, cfg.gamma, cfg.n_step)
+        y, _ = sequence_nstep(
+            b["rew"], boot, b["terminated"], b["truncated"], seq.mask, cfg.gamma, cfg.n_step
+        )
         q_sa = jnp.take_along_axis(q, b["act"][..., None], -1)[..., 0]
         td = q_sa - jax.lax.stop_gradient(y)
         train = seq.mask & ~seq.burn_in  # the steps the loss uses
@@ -273,13 +269,14 @@ def make_agent(cfg: Config, env: VecEnv, recurrent: bool, progress: Any = None) 
         return loss, (td, train)
 
     def update(c: Carry, key: chex.PRNGKey) -> Carry:
-        seq = c.buf.sample_sequences(key, cfg.batch_size, cfg.length, burn_in=cfg.burn_in)
+        seq = c.buf.sample_sequences(
+            key, cfg.batch_size, cfg.length, burn_in=cfg.burn_in, priority="start"
+        )
         grads, (td, train) = jax.grad(loss_fn, has_aux=True)(c.params, c.target, seq)
         updates, opt_state = tx.update(grads, c.opt_state, c.params)
+        buf = update_priorities(c.buf, seq, train, td, cfg.eta)
         return c._replace(
-            params=optax.apply_updates(c.params, updates),
-            opt_state=opt_state,
-            buf=c.buf.update_sequence_weight(seq.indices, train, td, eta=cfg.eta),
+            params=optax.apply_updates(c.params, updates), opt_state=opt_state, buf=buf
         )
 
     def learn(c: Carry, key: chex.PRNGKey) -> Carry:

@@ -199,23 +199,38 @@ def test_r2d2_smoke_trains_a_recurrent_agent_from_sequences(tmp_path):
     assert "compiling the training loop" in text and "R2D2 (LSTM) seed 0" in text
 
 
-def test_r2d2_targets_stop_at_terminated_and_bootstrap_elsewhere(monkeypatch):
+def test_r2d2_priorities_go_to_window_starts_and_idle_windows_get_zero(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import jax
     import jax.numpy as jnp
     import r2d2_cartpole as r2
 
-    # one window of 5 steps: step 2 terminates the episode, steps 3-4 are masked
-    rew = jnp.array([[1.0, 2.0, 4.0, 0.0, 0.0]])
-    term = jnp.array([[False, False, True, False, False]])
-    mask = jnp.array([[True, True, True, False, False]])
-    boot = jnp.array([[10.0, 20.0, 30.0, 0.0, 0.0]])
-    y = np.asarray(r2.nstep_in_window(rew, term, mask, boot, 0.5, 2))[0]
-    # t=0: 1 + 0.5*2 + 0.25*boot[1]; t=1: 2 + 0.5*4 (terminated: no bootstrap); t=2: 4
-    np.testing.assert_allclose(y[:3], [1 + 1 + 0.25 * 20, 2 + 2, 4])
-    # a window cut by its end (mask false after step 1, not terminated) bootstraps there
-    mask2 = jnp.array([[True, True, False, False, False]])
-    y2 = np.asarray(r2.nstep_in_window(rew, term * False, mask2, boot, 0.5, 3))[0]
-    np.testing.assert_allclose(y2[:2], [1 + 0.5 * 2 + 0.25 * 20, 2 + 0.5 * 20])
+    import jaxbuf
+
+    ex = dict(
+        obs=jnp.float32(0), act=jnp.int32(0), rew=jnp.float32(0), terminated=False, truncated=False
+    )
+    buf = jaxbuf.PrioritizedReplayBuffer.create(ex, 16, alpha=1.0, beta=0.4)
+    rows = jax.tree.map(lambda x: jnp.stack([x] * 10), ex)
+    rows["terminated"] = jnp.arange(10) == 9  # one episode of 10 steps
+    buf, _ = buf.add(rows, buffer_ids=jnp.zeros(10, jnp.int32))
+    # two windows of 4 steps with a burn-in of 2: starts 2 (full) and 8 (steps 8-9 only)
+    seq = buf.sample_sequences(jax.random.key(0), 2, 4, burn_in=2, priority="start")
+    seq = seq.replace(
+        indices=jnp.array([[2, 3, 4, 5], [8, 9, 9, 9]]),
+        mask=jnp.array([[True] * 4, [True, True, False, False]]),
+        burn_in=jnp.array([[True, True, False, False]] * 2),
+    )
+    train = seq.mask & ~seq.burn_in
+    td = jnp.array([[9.0, 9.0, 1.0, -3.0], [5.0, 5.0, 0.0, 0.0]])
+    new = r2.update_priorities(buf, seq, train, td, eta=0.5)
+    leaf = np.asarray(new.tree.get(jnp.arange(10)))
+    eps = 2.0**-23
+    # start 2: 0.5 * max(1, 3) + 0.5 * mean(1, 3) = 2.5 (the burn-in's 9s do not count)
+    np.testing.assert_allclose(leaf[2], 2.5 + eps, rtol=1e-6)
+    np.testing.assert_allclose(leaf[8], eps, rtol=1e-6)  # nothing after the burn-in
+    others = [i for i in range(10) if i not in (2, 8)]
+    np.testing.assert_allclose(leaf[others], np.asarray(buf.tree.get(jnp.array(others))))
 
 
 def test_r2d2_compare_figure_lists_every_run(monkeypatch, tmp_path):
