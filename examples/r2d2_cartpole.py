@@ -12,18 +12,21 @@ the whole run; an iteration
    that step, ``f32[2, hidden]`` (the LSTM's ``c`` and ``h``);
 2. makes ``updates_per_iteration`` updates, each on ``batch_size`` windows of ``length``
    steps drawn with ``buf.sample_sequences(key, B, length, burn_in=burn_in,
-   priority="start")``: a window is drawn in proportion to the priority stored at its
-   first step and never crosses an episode end (it is cut there, ``seq.mask``). Online
-   and target networks start from the stored state of each window's first step, unroll the
-   ``burn_in`` steps without gradient (the state is refreshed, not learnt from), then the
-   rest. Targets are double-Q ``n_step`` returns inside the window
+   priority=priority)``; windows never cross an episode end (they are cut there,
+   ``seq.mask``). Online and target networks start from the stored state of each window's
+   first step, unroll the ``burn_in`` steps without gradient (the state is refreshed, not
+   learnt from), then the rest. Targets are double-Q ``n_step`` returns inside the window
    (``jaxbuf.returns.sequence_nstep``): ``terminated`` stops without bootstrap,
    ``truncated`` (the 500-step limit) or the window's end bootstraps from the value of the
    stored ``obs_next`` with the state carried so far. The Huber loss is weighted by the
-   window's importance weight (``seq.weight``) and the window's new priority is R2D2's
-   ``eta * max + (1 - eta) * mean`` of its absolute TD errors after the burn-in, written to
-   its start (``buf.update_sequence_weight(..., on="start")``: together, R2D2's sampling
-   law); a window with no step after its burn-in gets priority 0;
+   window's importance weight (``seq.weight``); the window's new priority is R2D2's
+   ``eta * max + (1 - eta) * mean`` of its absolute TD errors after the burn-in
+   (``buf.update_sequence_weight``). With ``priority="sum"`` (default) it is written to
+   each of those steps and a window is drawn in proportion to the sum of its steps'
+   priorities, so a window cut short by its episode's end is drawn less; with
+   ``--set priority=start`` it is written to the window's first slot, which gives R2D2's
+   law (windows drawn in proportion to their own priority), and a window with no step
+   after its burn-in gets priority 0;
 3. copies the online parameters to the target network every ``target_every`` iterations
    and evaluates the greedy policy every ``eval_every`` iterations.
 
@@ -84,6 +87,7 @@ class Config:
     alpha: float = 0.6
     beta0: float = 0.4
     eta: float = 0.9
+    priority: str = "sum"
     learning_starts: int = 50
     target_every: int = 25
     eps_start: float = 1.0
@@ -171,14 +175,18 @@ def visible(cfg: Config):
     return lambda obs: obs[..., jnp.array(VISIBLE)]
 
 
-def update_priorities(buf, seq, train: jax.Array, td: jax.Array, eta: float):
-    """R2D2's window priority ``eta * max|td| + (1 - eta) * mean|td|`` over ``train`` (the
-    steps after the burn-in), written to each window's start.
+def update_priorities(buf, seq, train: jax.Array, td: jax.Array, eta: float, law: str):
+    """R2D2's window priority ``P = eta * max|td| + (1 - eta) * mean|td|`` over ``train``
+    (the steps after the burn-in), stored as the sampling law ``law`` reads it.
 
-    A window that starts in the last ``burn_in`` steps of its episode has no such step:
-    its start gets priority 0 (leaf ``eps ** alpha``) instead of keeping ``max_prio``,
-    which would draw it again and again for nothing. Rows not found change nothing.
+    ``law="sum"``: every step in ``train`` gets ``P`` (``on="steps"``). ``law="start"``: the
+    window's first slot gets ``P`` (``on="start"``); a window that starts in the last
+    ``burn_in`` steps of its episode has no step after the burn-in, and its start gets
+    priority 0 (leaf ``eps ** alpha``) instead of keeping ``max_prio``, which would draw it
+    again and again for nothing. Rows not found change nothing.
     """
+    if law == "sum":
+        return buf.update_sequence_weight(seq.indices, train, td, eta=eta, on="steps")
     idle = ~jnp.any(train, axis=1, keepdims=True)
     return buf.update_sequence_weight(
         seq.indices,
@@ -270,11 +278,11 @@ def make_agent(cfg: Config, env: VecEnv, recurrent: bool, progress: Any = None) 
 
     def update(c: Carry, key: chex.PRNGKey) -> Carry:
         seq = c.buf.sample_sequences(
-            key, cfg.batch_size, cfg.length, burn_in=cfg.burn_in, priority="start"
+            key, cfg.batch_size, cfg.length, burn_in=cfg.burn_in, priority=cfg.priority
         )
         grads, (td, train) = jax.grad(loss_fn, has_aux=True)(c.params, c.target, seq)
         updates, opt_state = tx.update(grads, c.opt_state, c.params)
-        buf = update_priorities(c.buf, seq, train, td, cfg.eta)
+        buf = update_priorities(c.buf, seq, train, td, cfg.eta, cfg.priority)
         return c._replace(
             params=optax.apply_updates(c.params, updates), opt_state=opt_state, buf=buf
         )

@@ -199,7 +199,7 @@ def test_r2d2_smoke_trains_a_recurrent_agent_from_sequences(tmp_path):
     assert "compiling the training loop" in text and "R2D2 (LSTM) seed 0" in text
 
 
-def test_r2d2_priorities_go_to_window_starts_and_idle_windows_get_zero(monkeypatch):
+def test_r2d2_priorities_follow_the_sampling_law_and_idle_windows_get_zero(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "examples"))
     import jax
     import jax.numpy as jnp
@@ -223,7 +223,7 @@ def test_r2d2_priorities_go_to_window_starts_and_idle_windows_get_zero(monkeypat
     )
     train = seq.mask & ~seq.burn_in
     td = jnp.array([[9.0, 9.0, 1.0, -3.0], [5.0, 5.0, 0.0, 0.0]])
-    new = r2.update_priorities(buf, seq, train, td, eta=0.5)
+    new = r2.update_priorities(buf, seq, train, td, eta=0.5, law="start")
     leaf = np.asarray(new.tree.get(jnp.arange(10)))
     eps = 2.0**-23
     # start 2: 0.5 * max(1, 3) + 0.5 * mean(1, 3) = 2.5 (the burn-in's 9s do not count)
@@ -231,6 +231,12 @@ def test_r2d2_priorities_go_to_window_starts_and_idle_windows_get_zero(monkeypat
     np.testing.assert_allclose(leaf[8], eps, rtol=1e-6)  # nothing after the burn-in
     others = [i for i in range(10) if i not in (2, 8)]
     np.testing.assert_allclose(leaf[others], np.asarray(buf.tree.get(jnp.array(others))))
+    # the sum law: every step after the burn-in gets its window's priority
+    leaf = np.asarray(
+        r2.update_priorities(buf, seq, train, td, 0.5, "sum").tree.get(jnp.arange(10))
+    )
+    np.testing.assert_allclose(leaf[[4, 5]], 2.5 + eps, rtol=1e-6)
+    np.testing.assert_allclose(leaf[[0, 1, 2, 3, 6, 7, 8, 9]], 1.0)
 
 
 def test_r2d2_compare_figure_lists_every_run(monkeypatch, tmp_path):
