@@ -21,12 +21,12 @@ the whole run; an iteration
    stored ``obs_next`` with the state carried so far. The Huber loss is weighted by the
    window's importance weight (``seq.weight``); the window's new priority is R2D2's
    ``eta * max + (1 - eta) * mean`` of its absolute TD errors after the burn-in
-   (``buf.update_sequence_weight``). With ``priority="sum"`` (default) it is written to
-   each of those steps and a window is drawn in proportion to the sum of its steps'
-   priorities, so a window cut short by its episode's end is drawn less; with
-   ``--set priority=start`` it is written to the window's first slot, which gives R2D2's
-   law (windows drawn in proportion to their own priority), and a window with no step
-   after its burn-in gets priority 0;
+   (``buf.update_sequence_weight``). With ``priority="start"`` (default) it is written
+   to the window's first slot, which gives R2D2's law (windows drawn in proportion to
+   their own priority), and a window with no step after its burn-in gets priority 0; with
+   ``--set priority=sum`` it is written to each of those steps and a window is drawn in
+   proportion to the sum of its steps' priorities (a window cut short by its episode's
+   end is drawn less);
 3. copies the online parameters to the target network every ``target_every`` iterations
    and evaluates the greedy policy every ``eval_every`` iterations.
 
@@ -87,7 +87,7 @@ class Config:
     alpha: float = 0.6
     beta0: float = 0.4
     eta: float = 0.9
-    priority: str = "sum"
+    priority: str = "start"
     learning_starts: int = 50
     target_every: int = 25
     eps_start: float = 1.0
