@@ -29,38 +29,6 @@ MODULES = (
 )
 
 
-EXAMPLE_PENDING = frozenset(
-    {
-        "jaxbuf.BufferCheckpointManager",
-        "jaxbuf.Trajectory",
-        "jaxbuf.TrajectoryReplayBuffer",
-        "jaxbuf.checkpoint.Restored",
-        "jaxbuf.checkpoint.restore_buffer",
-        "jaxbuf.checkpoint.save_args",
-        "jaxbuf.checkpoint_manager",
-        "jaxbuf.from_tianshou_hdf5",
-        "jaxbuf.register_buffer",
-        "jaxbuf.restore",
-        "jaxbuf.save",
-        "jaxbuf.trajectory.LoadReport",
-        "jaxbuf.trajectory.SkippedTrajectory",
-        "jaxbuf.trajectory.TrajectoryShape",
-        "jaxbuf.trajectory.TransferReport",
-        "jaxbuf.trajectory.default_storage_dir",
-        "jaxbuf.trajectory.merge_buffers",
-        "jaxbuf.trajectory.partition_ids",
-        "jaxbuf.trajectory.read_listing",
-        "jaxbuf.trajectory.read_trajectory_file",
-        "jaxbuf.trajectory.split_buffer",
-        "jaxbuf.trajectory.trajectory_file_name",
-        "jaxbuf.trajectory.write_trajectory_file",
-    }
-)
-"""Names whose docstrings still lack an example (the checkpoint and file-mode entry points,
-whose examples need files on disk). The list may only shrink: a name here that gains an
-example must leave it, and a new public name must come with an example."""
-
-
 def public_members(module: griffe.Module) -> list[griffe.Object | griffe.Alias]:
     names = (
         module.exports
@@ -89,10 +57,8 @@ def missing(obj, path: str, seen: set[str]) -> list[str]:
     seen.add(target.path)
     out = [] if target.docstring else [path]
     needs_example = target.docstring and (target.is_class or target.is_function)
-    if needs_example and not _has_example(target) and path not in EXAMPLE_PENDING:
+    if needs_example and not _has_example(target):
         out.append(f"{path} (no >>> example)")
-    if needs_example and _has_example(target) and path in EXAMPLE_PENDING:
-        out.append(f"{path} (has an example now: remove it from EXAMPLE_PENDING)")
     if target.is_class:
         for name, member in target.all_members.items():
             if name.startswith("_"):

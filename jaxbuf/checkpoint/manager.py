@@ -56,6 +56,19 @@ class Restored:
       step: the restored step.
       buffer: the buffer (``None`` if that step holds none).
       items: the other restored pytrees by name (``params``, ``opt_state``, ...).
+
+    ``restored["buffer"]`` and ``restored["params"]`` read the same fields by name.
+
+    >>> import tempfile, jax.numpy as jnp, jaxbuf
+    >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+    ...           terminated=False, truncated=False)
+    >>> buf, _ = jaxbuf.ReplayBuffer.create(ex, 8).add(ex)
+    >>> with jaxbuf.checkpoint_manager(tempfile.mkdtemp(), async_save=False) as ckpt:
+    ...     _ = ckpt.save(3, buffer=buf, params={"w": jnp.ones(2)})
+    ...     restored = ckpt.restore(like=buf, params={"w": jnp.zeros(2)})
+    >>> params = restored["params"]
+    >>> restored.step, len(restored.buffer), params["w"].tolist()
+    (3, 1, [1.0, 1.0])
     """
 
     step: int
@@ -77,6 +90,21 @@ class BufferCheckpointManager:
       async_save: write in background threads; ``save`` returns once arrays are handed over.
       read_only: never write, create or clean up anything (used by :func:`restore`).
     The underlying manager is :attr:`orbax_manager` for anything not wrapped here.
+
+    >>> import tempfile, jax.numpy as jnp, jaxbuf
+    >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+    ...           terminated=False, truncated=False)
+    >>> buf, _ = jaxbuf.ReplayBuffer.create(ex, 8).add(ex)
+    >>> ckpt = jaxbuf.BufferCheckpointManager(tempfile.mkdtemp(), max_to_keep=2,
+    ...                                       save_interval_steps=10)
+    >>> tuple(ckpt.save(step, buffer=buf) for step in (10, 15, 20, 30))
+    (True, False, True, True)
+    >>> ckpt.wait()
+    >>> ckpt.all_steps()
+    [20, 30]
+    >>> len(ckpt.restore(20, like=buf).buffer)
+    1
+    >>> ckpt.close()
     """
 
     def __init__(
@@ -260,6 +288,18 @@ def checkpoint_manager(
     """A :class:`BufferCheckpointManager` for ``directory`` (created if absent); async by default.
 
     ``ckpt.save(step, buffer=buf, params=params)`` then ``ckpt.restore(like=buf, params=p)``.
+
+    >>> import tempfile, jax.numpy as jnp, jaxbuf
+    >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+    ...           terminated=False, truncated=False)
+    >>> buf, _ = jaxbuf.ReplayBuffer.create(ex, 8).add(ex)
+    >>> ckpt = jaxbuf.checkpoint_manager(tempfile.mkdtemp())
+    >>> ckpt.save(100, buffer=buf, params={"w": jnp.ones(3)})
+    True
+    >>> ckpt.wait()  # an async save: block until step 100 is committed
+    >>> ckpt.latest_step(), ckpt.item_names(100)
+    (100, ['buffer', 'params'])
+    >>> ckpt.close()
     """
     return BufferCheckpointManager(
         directory,
@@ -276,6 +316,16 @@ def save(directory: str | os.PathLike, buf: Any) -> int:
     (``directory/<n>``, orbax's atomic rename) and then deletes the older one, so an
     interrupted call leaves the previous generation restorable. A directory that also holds
     other items (a training run's ``params``, say) is refused, so it is never pruned.
+
+    >>> import tempfile, jax.numpy as jnp, jaxbuf
+    >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+    ...           terminated=False, truncated=False)
+    >>> buf, _ = jaxbuf.ReplayBuffer.create(ex, 8).add(ex)
+    >>> path = tempfile.mkdtemp()
+    >>> jaxbuf.save(path, buf), jaxbuf.save(path, buf.add(ex)[0])
+    (1, 2)
+    >>> len(jaxbuf.restore(path))  # generation 2; generation 1 is gone
+    2
     """
     path = _path(directory)
     with BufferCheckpointManager(path, max_to_keep=1, async_save=False) as mngr:
@@ -304,6 +354,25 @@ def restore(directory: str | os.PathLike, like: Any = None, *, step: int | None 
     Raises:
       CheckpointNotFoundError, CheckpointMismatchError, SchemaVersionError,
       CheckpointCorruptError: see :mod:`jaxbuf.checkpoint.errors`.
+
+    >>> import tempfile, jax.numpy as jnp, jaxbuf
+    >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+    ...           terminated=False, truncated=False)
+    >>> buf, _ = jaxbuf.ReplayBuffer.create(ex, 8).add(ex)
+    >>> path = tempfile.mkdtemp()
+    >>> _ = jaxbuf.save(path, buf)
+    >>> back = jaxbuf.restore(path)  # the saved class, on the default device
+    >>> type(back).__name__, len(back), back.maxsize
+    ('ReplayBuffer', 1, 8)
+    >>> import jax
+    >>> like = jax.eval_shape(lambda: buf)  # the layout (and shardings) to restore into
+    >>> len(jaxbuf.restore(path, like))
+    1
+    >>> try:
+    ...     jaxbuf.restore(path, jaxbuf.ReplayBuffer.create(ex, 16))
+    ... except jaxbuf.errors.CheckpointMismatchError:
+    ...     print("refused: the checkpoint holds 8 slots")
+    refused: the checkpoint holds 8 slots
     """
     path = _path(directory)
     if not path.exists():

@@ -63,6 +63,20 @@ def save_args(buf: Any, name: str = BUFFER_ITEM) -> dict[str, ocp.args.Checkpoin
                                                 **jaxbuf.checkpoint.save_args(buf)))
 
     :class:`jaxbuf.checkpoint.BufferSave` is the same as one orbax item.
+
+    >>> import tempfile, jax.numpy as jnp, orbax.checkpoint as ocp, jaxbuf
+    >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+    ...           terminated=False, truncated=False)
+    >>> buf = jaxbuf.ReplayBuffer.create(ex, 4)
+    >>> sorted(jaxbuf.checkpoint.save_args(buf))
+    ['buffer', 'buffer_meta']
+    >>> mngr = ocp.CheckpointManager(tempfile.mkdtemp(),
+    ...     options=ocp.CheckpointManagerOptions(enable_async_checkpointing=False))
+    >>> _ = mngr.save(0, args=ocp.args.Composite(params=ocp.args.StandardSave({"w": jnp.ones(3)}),
+    ...                                          **jaxbuf.checkpoint.save_args(buf)))
+    >>> jaxbuf.checkpoint.restore_buffer(mngr, 0).maxsize
+    4
+    >>> mngr.close()
     """
     meta, leaves = schema.describe(buf)
     return {
@@ -227,6 +241,19 @@ def restore_buffer(
       CheckpointCorruptError: the array files cannot be read, or the restored static
         configuration disagrees with the arrays (storage shapes, counter ranges; see
         :mod:`jaxbuf.checkpoint.consistency`).
+
+    >>> import tempfile, jax.numpy as jnp, orbax.checkpoint as ocp, jaxbuf
+    >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+    ...           terminated=False, truncated=False)
+    >>> buf, _ = jaxbuf.ReplayBuffer.create(ex, 4).add(ex)
+    >>> mngr = ocp.CheckpointManager(tempfile.mkdtemp(),
+    ...     options=ocp.CheckpointManagerOptions(enable_async_checkpointing=False))
+    >>> _ = mngr.save(5, args=ocp.args.Composite(
+    ...     replay=jaxbuf.checkpoint.BufferSave(buf), step=ocp.args.JsonSave({"step": 5})))
+    >>> back = jaxbuf.checkpoint.restore_buffer(mngr, 5, like=buf, name="replay")
+    >>> len(back), back.storage["obs"].shape
+    (1, (4, 1, 2))
+    >>> mngr.close()
     """
     where = step_path(manager, step)
     if (where / name / META_FILE).exists():  # saved with BufferSave

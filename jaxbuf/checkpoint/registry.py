@@ -59,6 +59,22 @@ def register_buffer(cls: type) -> type:
 
     ``cls`` must be a dataclass pytree node (``flax.struct.PyTreeNode`` or
     ``flax.struct.dataclass``) whose static fields are JSON-like values. Returns ``cls``.
+
+    >>> import tempfile, jax.numpy as jnp, jaxbuf
+    >>> from flax import struct
+    >>> @jaxbuf.register_buffer
+    ... class WithCounter(struct.PyTreeNode):  # a buffer plus the learner's own state
+    ...     replay: jaxbuf.ReplayBuffer
+    ...     updates: jnp.ndarray
+    ...     tag: str = struct.field(pytree_node=False, default="run-1")
+    >>> ex = dict(obs=jnp.zeros(2), act=jnp.int32(0), rew=jnp.float32(0),
+    ...           terminated=False, truncated=False)
+    >>> node = WithCounter(jaxbuf.ReplayBuffer.create(ex, 4), jnp.int32(7))
+    >>> path = tempfile.mkdtemp()
+    >>> _ = jaxbuf.save(path, node)
+    >>> back = jaxbuf.restore(path)
+    >>> type(back).__name__, int(back.updates), back.tag, back.replay.maxsize
+    ('WithCounter', 7, 'run-1', 4)
     """
     if not isinstance(cls, type) or not dataclasses.is_dataclass(cls):
         raise InputError(

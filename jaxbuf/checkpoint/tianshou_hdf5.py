@@ -341,6 +341,32 @@ def from_tianshou_hdf5(
     Raises:
       See :func:`read_tianshou_hdf5`; also ``CheckpointMismatchError`` for values a JAX dtype
       cannot hold (without ``jax_enable_x64``).
+
+    The file below is written by hand with h5py in the layout ``save_hdf5`` gives a Tianshou
+    ``ReplayBuffer(4)`` after three steps: an episode of two steps, then one step of the next.
+
+    >>> import os, tempfile, h5py, numpy as np, jaxbuf
+    >>> path = os.path.join(tempfile.mkdtemp(), "replay.h5")
+    >>> with h5py.File(path, "w") as f:
+    ...     columns = dict(obs=np.arange(4.0), act=np.array([0, 1, 1, 0]),
+    ...                    rew=np.array([1.0, 1.0, 0.5, 0.0]),
+    ...                    terminated=np.array([False, True, False, False]),
+    ...                    truncated=np.zeros(4, bool))
+    ...     for name, column in columns.items():
+    ...         f.create_dataset(f"_meta/{name}", data=column).attrs["__data_type__"] = "ndarray"
+    ...     f.create_group("options").attrs.update(
+    ...         stack_num=1, ignore_obs_next=True, save_only_last_obs=False, sample_avail=False)
+    ...     f.attrs.update(maxsize=4, _size=3, _insertion_idx=3, _ep_return=0.5, _ep_len=1,
+    ...                    _ep_start_idx=2)
+    ...     _ = f.create_dataset("last_index", data=np.array([2]))
+    >>> buf = jaxbuf.from_tianshou_hdf5(path)
+    >>> type(buf).__name__, len(buf), buf.ignore_obs_next
+    ('ReplayBuffer', 3, True)
+    >>> buf.next(np.arange(3)).tolist(), buf.prev(np.arange(3)).tolist()
+    ([1, 1, 2], [0, 0, 2])
+    >>> _, res = buf.add(dict(obs=3.0, act=0, rew=0.5, terminated=True, truncated=False))
+    >>> res.episode_return.tolist(), res.episode_length.tolist()  # the imported episode ends
+    ([1.0], [2])
     """
     src = read_tianshou_hdf5(path)
     path = os.fspath(path)

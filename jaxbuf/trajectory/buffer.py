@@ -62,7 +62,12 @@ _UNSET: Any = object()
 
 def default_storage_dir() -> str:
     """A fresh log directory: ``$JAXBUF_LOG_DIR`` (default ``./logs``) +
-    ``/replay_buffer/<YYYYmmdd-HHMMSS>-<pid>-<n>`` (absolute; not created here)."""
+    ``/replay_buffer/<YYYYmmdd-HHMMSS>-<pid>-<n>`` (absolute; not created here).
+
+    >>> from jaxbuf.trajectory import default_storage_dir
+    >>> default_storage_dir()
+    '/.../logs/replay_buffer/...-...-...'
+    """
     root = os.environ.get("JAXBUF_LOG_DIR") or os.path.join(os.getcwd(), "logs")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return os.path.abspath(
@@ -110,6 +115,29 @@ class TrajectoryReplayBuffer(PersistenceMixin):
 
     All arguments after ``seed`` are keyword-only: the two RLinf generations order them
     differently, so positional use would be ambiguous.
+
+    >>> import os, tempfile, numpy as np
+    >>> from jaxbuf import Trajectory, TrajectoryReplayBuffer
+    >>> root = tempfile.mkdtemp()
+    >>> buffer = TrajectoryReplayBuffer(seed=0, storage_dir=os.path.join(root, "buffer"))
+    >>> traj = Trajectory(model_weights_id="w_0", rewards=np.ones((4, 2, 1), np.float32),
+    ...                   actions=np.zeros((4, 2, 3), np.float32))
+    >>> buffer.add_trajectories([traj, traj])
+    [0, 1]
+    >>> buffer.flush()  # both files are durable on disk
+    >>> sorted(os.listdir(os.path.join(root, "buffer")))  # doctest: +NORMALIZE_WHITESPACE
+    ['metadata.json', 'trajectory_0_w_0.pt', 'trajectory_1_w_0.pt',
+     'trajectory_index.json']
+    >>> buffer.total_samples, buffer.is_ready(2)  # steps (T * B each), trajectories
+    (16, True)
+    >>> batch = buffer.sample(num_chunks=5)  # 5 rows drawn from the flattened [T*B] steps
+    >>> batch["rewards"].shape, batch["actions"].shape
+    ((5, 1), (5, 3))
+    >>> buffer.save_checkpoint(os.path.join(root, "ckpt"))
+    >>> resumed = TrajectoryReplayBuffer(seed=0, storage_dir=os.path.join(root, "resumed"))
+    >>> resumed.load_checkpoint(os.path.join(root, "ckpt")).loaded
+    [0, 1]
+    >>> buffer.close(); resumed.close()
     """
 
     def __init__(

@@ -63,7 +63,23 @@ _RENAME_EXCHANGE = 2
 
 @dataclasses.dataclass
 class SkippedTrajectory:
-    """A trajectory left out by ``load_checkpoint(skip_corrupt=True)``."""
+    """A trajectory left out by ``load_checkpoint(skip_corrupt=True)``.
+
+    >>> import os, tempfile, numpy as np
+    >>> from jaxbuf import Trajectory, TrajectoryReplayBuffer
+    >>> root = tempfile.mkdtemp()
+    >>> with TrajectoryReplayBuffer(seed=0, storage_dir=os.path.join(root, "run")) as buffer:
+    ...     _ = buffer.add_trajectories([Trajectory(rewards=np.ones((2, 2))) for _ in range(3)])
+    ...     buffer.save_checkpoint(os.path.join(root, "ckpt"))
+    >>> with open(os.path.join(root, "ckpt", "trajectory_1_.pt"), "r+b") as f:
+    ...     _ = f.write(b"damaged")
+    >>> with TrajectoryReplayBuffer(seed=0, storage_dir=os.path.join(root, "new")) as buffer:
+    ...     report = buffer.load_checkpoint(os.path.join(root, "ckpt"), skip_corrupt=True)
+    >>> report.loaded, [s.trajectory_id for s in report.skipped]
+    ([0, 2], [1])
+    >>> print(report.skipped[0].reason)
+    jaxbuf: corrupt trajectory file .../trajectory_1_.pt: sha256 ... differs from the listed ...
+    """
 
     trajectory_id: int
     path: str
@@ -72,7 +88,19 @@ class SkippedTrajectory:
 
 @dataclasses.dataclass
 class LoadReport:
-    """What ``load_checkpoint`` loaded: ids in list order, and what it skipped."""
+    """What ``load_checkpoint`` loaded: ids in list order, and what it skipped.
+
+    >>> import os, tempfile, numpy as np
+    >>> from jaxbuf import Trajectory, TrajectoryReplayBuffer
+    >>> root = tempfile.mkdtemp()
+    >>> with TrajectoryReplayBuffer(seed=0, storage_dir=os.path.join(root, "run")) as buffer:
+    ...     _ = buffer.add_trajectories([Trajectory(rewards=np.ones((2, 2))) for _ in range(3)])
+    ...     buffer.save_checkpoint(os.path.join(root, "ckpt"))
+    >>> with TrajectoryReplayBuffer(seed=0, storage_dir=os.path.join(root, "new")) as buffer:
+    ...     report = buffer.load_checkpoint(os.path.join(root, "ckpt"))
+    >>> report.fmt, report.loaded, report.skipped
+    ('pt', [0, 1, 2], [])
+    """
 
     path: str
     fmt: str

@@ -226,6 +226,18 @@ def write_trajectory_file(path: str, payload: dict, fmt: str) -> dict:
 
     Returns the file's ``{"name", "size", "sha256"}`` record (hashed from the bytes written,
     so the file is not read back).
+
+    >>> import os, tempfile, numpy as np
+    >>> from jaxbuf import Trajectory
+    >>> from jaxbuf.trajectory import read_trajectory_file, write_trajectory_file
+    >>> path = os.path.join(tempfile.mkdtemp(), "trajectory_0_w_0.pt")
+    >>> traj = Trajectory(model_weights_id="w_0", rewards=np.ones((2, 2), np.float32))
+    >>> payload = traj.to_payload()  # {field: array} in RLinf's field order
+    >>> record = write_trajectory_file(path, payload, "pt")
+    >>> record["name"], record["size"] == os.path.getsize(path), len(record["sha256"])
+    ('trajectory_0_w_0.pt', True, 64)
+    >>> read_trajectory_file(path, "pt")["rewards"].tolist()
+    [[1.0, 1.0], [1.0, 1.0]]
     """
     data = io.BytesIO()
     if fmt == "pt":
@@ -252,6 +264,22 @@ def read_trajectory_file(path: str, fmt: str) -> dict:
 
     Raises FileNotFoundError naming the file when it is missing, and
     :class:`~jaxbuf.errors.TrajectoryFileError` naming it when it is corrupt.
+
+    >>> import os, tempfile, numpy as np
+    >>> from jaxbuf import Trajectory
+    >>> from jaxbuf.trajectory import read_trajectory_file, write_trajectory_file
+    >>> path = os.path.join(tempfile.mkdtemp(), "trajectory_0_w_0.npz")
+    >>> payload = Trajectory(rewards=np.arange(4.0).reshape(2, 2)).to_payload()
+    >>> _ = write_trajectory_file(path, payload, "npz")
+    >>> traj = Trajectory.from_payload(read_trajectory_file(path, "npz"))
+    >>> traj.rewards.tolist()
+    [[0.0, 1.0], [2.0, 3.0]]
+    >>> with open(path, "wb") as f:
+    ...     _ = f.write(b"not a trajectory")
+    >>> read_trajectory_file(path, "npz")
+    Traceback (most recent call last):
+    ...
+    jaxbuf.errors.TrajectoryFileError: jaxbuf: corrupt trajectory file .../trajectory_0_w_0.npz: ...
     """
     if fmt not in FORMATS:
         raise ValueError(f"jaxbuf: unknown trajectory format {fmt!r}; expected one of {FORMATS}")

@@ -71,6 +71,11 @@ def partition_ids(ids: Sequence[int], world_size: int, local_rank: int) -> list[
 
     ``start = r*(L//W) + min(r, L%W)``, ``length = L//W + (r < L%W)``; for example 3 ids over
     2 ranks give ``[0, 1]`` and ``[2]``.
+
+    >>> from jaxbuf.trajectory import partition_ids
+    >>> ids = [10, 11, 12, 13, 14]
+    >>> partition_ids(ids, 2, 0), partition_ids(ids, 2, 1)
+    ([10, 11, 12], [13, 14])
     """
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size <= 0:
         raise ValueError(f"jaxbuf: world_size must be a positive int, got {world_size!r}")
@@ -278,6 +283,21 @@ def read_listing(
     merge/split), :class:`~jaxbuf.errors.TrajectoryFileError` naming a symlink that leaves its
     directory, ValueError for a bad rank. Missing trajectory files are reported as
     ``paths[id] is None``, not raised.
+
+    >>> import os, tempfile, numpy as np
+    >>> from jaxbuf import Trajectory, TrajectoryReplayBuffer
+    >>> from jaxbuf.trajectory import read_listing
+    >>> path = os.path.join(tempfile.mkdtemp(), "run")
+    >>> with TrajectoryReplayBuffer(seed=7, storage_dir=path) as buffer:
+    ...     _ = buffer.add_trajectories([Trajectory(model_weights_id="w_1",
+    ...                                             rewards=np.ones((2, 2)))] * 3)
+    >>> listing = read_listing(path)
+    >>> listing.fmt, listing.seed, listing.ids, listing.counter
+    ('pt', 7, [0, 1, 2], 3)
+    >>> os.path.basename(listing.paths[2])
+    'trajectory_2_w_1.pt'
+    >>> read_listing(path, is_distributed=True, local_rank=1, world_size=2).ids  # a rank's share
+    [2]
     """
     directory = os.path.abspath(os.fspath(directory))
     check_complete(directory)

@@ -90,6 +90,12 @@ class TrajectoryShape:
         num_samples: ``T * B`` counted on ``prev_logprobs`` when set, else ``rewards``
             (as RLinf counts).
         shape: full shape of that same array (the index's ``shape`` entry).
+
+    >>> import numpy as np
+    >>> from jaxbuf import Trajectory
+    >>> shape = Trajectory(rewards=np.zeros((6, 3))).validate()
+    >>> shape.T, shape.B, shape.num_samples
+    (6, 3, 18)
     """
 
     T: int
@@ -104,6 +110,24 @@ class Trajectory:
 
     Array fields accept numpy, jax or torch arrays and are stored as numpy arrays. Dict fields
     map names to arrays and default to ``{}`` as in RLinf.
+
+    Shapes are time-major, ``[T, B, ...]`` for T chunk steps of B envs; ``dones``,
+    ``terminations``, ``truncations`` and ``prev_values`` may carry one extra reset row per
+    rollout epoch (``T + E`` rows).
+
+    >>> import numpy as np
+    >>> from jaxbuf import Trajectory
+    >>> traj = Trajectory(
+    ...     model_weights_id="policy_3",                 # goes into the file name
+    ...     rewards=np.ones((4, 2, 1), np.float32),      # [T, B, C]
+    ...     actions=np.zeros((4, 2, 3), np.float32),     # [T, B, C * A]
+    ...     dones=np.zeros((5, 2, 1), bool),             # [T + E, B, C], one epoch
+    ...     curr_obs={"states": np.zeros((4, 2, 5), np.float32)},
+    ... )
+    >>> traj.validate()
+    TrajectoryShape(T=4, B=2, num_samples=8, shape=(4, 2, 1))
+    >>> {name: value.shape for name, value in traj.flatten().items() if name != "curr_obs"}
+    {'actions': (8, 3), 'rewards': (8, 1), 'dones': (8, 1)}
     """
 
     max_episode_length: int = 0

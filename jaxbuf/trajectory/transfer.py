@@ -49,6 +49,20 @@ class TransferReport:
     """Result of :func:`merge_buffers` / :func:`split_buffer`.
 
     ``mapping`` lists ``(source buffer dir, old id, new id)`` in new-id order.
+
+    >>> import os, tempfile, numpy as np
+    >>> from jaxbuf import Trajectory, TrajectoryReplayBuffer
+    >>> from jaxbuf.trajectory import split_buffer
+    >>> root = tempfile.mkdtemp()
+    >>> with TrajectoryReplayBuffer(seed=0, storage_dir=os.path.join(root, "run")) as buffer:
+    ...     _ = buffer.add_trajectories([Trajectory(rewards=np.ones((2, 3))) for _ in range(4)])
+    >>> report = split_buffer(os.path.join(root, "run"), os.path.join(root, "head"), 2)
+    >>> report.count, report.total_samples
+    (2, 12)
+    >>> for source, old, new in report.mapping:
+    ...     print(os.path.basename(source), old, "->", new)
+    run 0 -> 0
+    run 1 -> 1
     """
 
     save_path: str
@@ -271,6 +285,25 @@ def merge_buffers(
     ``"move"`` (the rank directories lose their files, and their metadata/index are removed
     so they no longer pose as buffers). An interrupted merge is finished by calling again
     with the same arguments (module docstring).
+
+    >>> import os, tempfile, numpy as np
+    >>> from jaxbuf import Trajectory, TrajectoryReplayBuffer
+    >>> from jaxbuf.trajectory import merge_buffers
+    >>> root = tempfile.mkdtemp()
+    >>> for rank in range(2):  # what two ranks of a distributed run leave behind
+    ...     path = os.path.join(root, "shares", f"rank_{rank}")
+    ...     with TrajectoryReplayBuffer(seed=rank, storage_dir=path) as buffer:
+    ...         _ = buffer.add_trajectories([Trajectory(rewards=np.full((2, 2), rank))] * 2)
+    >>> report = merge_buffers(os.path.join(root, "shares"), os.path.join(root, "merged"))
+    >>> for source, old, new in report.mapping:
+    ...     print(os.path.basename(source), old, "->", new)
+    rank_0 0 -> 0
+    rank_1 0 -> 1
+    rank_0 1 -> 2
+    rank_1 1 -> 3
+    >>> with TrajectoryReplayBuffer(seed=0, storage_dir=os.path.join(root, "merged")) as merged:
+    ...     merged.get_stats()["num_trajectories"]
+    4
     """
     source_path, save_path, job, marker = _begin("merge", source_path, save_path, mode, None)
     if marker is None:
@@ -311,6 +344,16 @@ def split_buffer(
     ``mode="move"`` moves those files and rewrites the source listing to the remaining
     trajectories (RLinf's tool leaves it naming moved files). An interrupted split is
     finished by calling again with the same arguments (module docstring).
+
+    >>> import os, tempfile, numpy as np
+    >>> from jaxbuf import Trajectory, TrajectoryReplayBuffer
+    >>> from jaxbuf.trajectory import read_listing, split_buffer
+    >>> root = tempfile.mkdtemp()
+    >>> with TrajectoryReplayBuffer(seed=0, storage_dir=os.path.join(root, "run")) as buffer:
+    ...     _ = buffer.add_trajectories([Trajectory(rewards=np.ones((2, 2))) for _ in range(5)])
+    >>> _ = split_buffer(os.path.join(root, "run"), os.path.join(root, "head"), 2, mode="move")
+    >>> read_listing(os.path.join(root, "head")).ids, read_listing(os.path.join(root, "run")).ids
+    ([0, 1], [2, 3, 4])
     """
     if isinstance(split_count, bool) or not isinstance(split_count, int) or split_count < 1:
         raise ValueError(f"jaxbuf: split_count must be a positive int, got {split_count!r}")
