@@ -74,7 +74,7 @@ class Config:
 
     num_envs: int = 16
     hidden: int = 64
-    iterations: int = 2500
+    iterations: int = 8000
     updates_per_iteration: int = 4
     buffer_size: int = 40_000
     batch_size: int = 32
