@@ -153,8 +153,10 @@ def _refuse_rank_dirs(path: str) -> None:
         if (m := re.fullmatch(r"rank_(\d+)", name)) and os.path.isdir(os.path.join(path, name))
     )
     if ranks:
+        from jaxbuf.errors import InputError  # here: the CLI's --help does not import jax
+
         names = ", ".join(name for _, name in ranks[:4]) + (", ..." if len(ranks) > 4 else "")
-        raise ValueError(
+        raise InputError(
             f"{path} holds {len(ranks)} per-rank buffers ({names}), not one buffer; merge them "
             f"first with `jaxbuf merge --source-path {path} --save-path MERGED`, then inspect "
             "MERGED (or inspect one rank, e.g. --load-path "

@@ -24,7 +24,10 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
+    "BufferStateError",
     "ConfigError",
+    "DestinationExistsError",
+    "FieldAttributeError",
     "FieldError",
     "IndexRangeError",
     "InputError",
@@ -33,6 +36,7 @@ __all__ = [
     "NotIterableError",
     "SchemaVersionError",
     "TrajectoryFileError",
+    "TrajectoryNotFoundError",
     "TrajectoryWriteError",
     "message",
 ]
@@ -74,6 +78,18 @@ class FieldError(InputError, KeyError):
 
 class IndexRangeError(InputError, IndexError):
     """A concrete index outside the buffer's slots (also an ``IndexError``)."""
+
+
+class FieldAttributeError(JaxbufError, AttributeError):
+    """Attribute access (``batch.name``, ``buffer.name``) to a field that is not stored.
+
+    An ``AttributeError``, so ``hasattr`` and ``getattr`` with a default behave as usual.
+    """
+
+
+class BufferStateError(JaxbufError, RuntimeError):
+    """A call that the buffer's current state does not allow: sampling an empty buffer,
+    checkpointing one that keeps trajectories only in memory (also a ``RuntimeError``)."""
 
 
 class NotIterableError(JaxbufError, TypeError, KeyError):
@@ -122,6 +138,17 @@ class TrajectoryFileError(JaxbufError, ValueError):
         super().__init__(f"jaxbuf: corrupt trajectory file {path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class TrajectoryNotFoundError(JaxbufError, FileNotFoundError):
+    """A trajectory file, a buffer listing (``metadata.json``, ``trajectory_index.json``) or a
+    ``rank_*`` directory that does not exist; the message names the path (also a
+    ``FileNotFoundError``)."""
+
+
+class DestinationExistsError(JaxbufError, FileExistsError):
+    """The target directory of a checkpoint, merge or split already holds something that the
+    call would overwrite (also a ``FileExistsError``)."""
 
 
 class TrajectoryWriteError(JaxbufError, RuntimeError):

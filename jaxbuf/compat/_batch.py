@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxbuf.errors import InputError, message
+from jaxbuf.errors import FieldAttributeError, InputError, message
 
 FLAGS = ("terminated", "truncated", "done")
 """Top-level keys that Tianshou casts to bool; 0/1 integers and floats are accepted here."""
@@ -40,8 +40,8 @@ class BatchDict(dict):
         try:
             return self[name]
         except KeyError:
-            raise AttributeError(
-                f"batch has no field '{name}'; fields are {sorted(self)}"
+            raise FieldAttributeError(
+                f"jaxbuf: batch has no field '{name}'; fields are {sorted(self)}"
             ) from None
 
     def __setattr__(self, name: str, value: Any) -> None:

@@ -17,7 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbuf.compat import _batch, _kinds
-from jaxbuf.errors import FieldError, IndexRangeError, InputError, JaxbufError, message
+from jaxbuf.errors import (
+    FieldAttributeError,
+    FieldError,
+    IndexRangeError,
+    InputError,
+    JaxbufError,
+    message,
+)
 
 
 @functools.cache
@@ -309,16 +316,16 @@ class Facade:
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
-            raise AttributeError(name)
+            raise FieldAttributeError(name)
         state = self.__dict__.get("_state")
         if state is None:
-            raise AttributeError(
+            raise FieldAttributeError(
                 f"{type(self).__name__} has no attribute '{name}' (no field is stored before "
                 "the first add)"
             )
         if name in state.fields() or name == "done":
             return self._field(name)
-        raise AttributeError(
+        raise FieldAttributeError(
             f"{type(self).__name__} has no attribute or field '{name}'; fields are "
             f"{sorted(state.fields())}"
         )

@@ -47,7 +47,7 @@ from jaxbuf._core.episodes import AddResult
 from jaxbuf._core.kinds import VectorKind
 from jaxbuf._core.wrapper import Wrapper
 from jaxbuf.buffers import CORE_OPTIONS, ReplayBuffer
-from jaxbuf.errors import InputError, message
+from jaxbuf.errors import ConfigError, IndexRangeError, InputError, message
 from jaxbuf.prioritized.priorities import (
     UpdateChecks,
     check_alpha_beta,
@@ -143,15 +143,15 @@ class PrioritizedReplayBuffer(Wrapper):
         name = cls.__name__ + ".create"
         check_alpha_beta(name, alpha, beta)
         if not isinstance(weight_norm, bool | np.bool_):
-            raise ValueError(f"jaxbuf: {name}: weight_norm must be a bool, got {weight_norm!r}")
+            raise ConfigError(f"jaxbuf: {name}: weight_norm must be a bool, got {weight_norm!r}")
         unknown = sorted(set(core_options) - set(CORE_OPTIONS))
         if unknown:
-            raise TypeError(
+            raise ConfigError(
                 f"jaxbuf: {name}: unexpected option(s) {unknown}; core options are "
                 f"{list(CORE_OPTIONS)}"
             )
         if core_options.get("sample_avail") and core_options.get("stack_num", 1) > 1:
-            raise ValueError(
+            raise ConfigError(
                 f"jaxbuf: {name}: sample_avail=True with stack_num > 1 is not supported by "
                 f"prioritized "
                 "buffers (sampling follows priorities only); pass sample_avail=False"
@@ -207,14 +207,14 @@ class PrioritizedReplayBuffer(Wrapper):
         name = f"{type(self).__name__}.update_weight"
         idx = jnp.asarray(indices)
         if not jnp.issubdtype(idx.dtype, jnp.integer):
-            raise TypeError(f"jaxbuf: {name}: indices must be integers, got dtype {idx.dtype}")
+            raise InputError(f"jaxbuf: {name}: indices must be integers, got dtype {idx.dtype}")
         if idx.ndim > 1:
-            raise ValueError(f"jaxbuf: {name}: indices must have shape () or (B,), got {idx.shape}")
+            raise InputError(f"jaxbuf: {name}: indices must have shape () or (B,), got {idx.shape}")
         weight = jnp.asarray(new_weight)
         if not (
             jnp.issubdtype(weight.dtype, jnp.floating) or jnp.issubdtype(weight.dtype, jnp.integer)
         ):
-            raise TypeError(
+            raise InputError(
                 f"jaxbuf: {name}: new_weight must be real numbers, got dtype {weight.dtype}"
             )
         try:
@@ -222,7 +222,7 @@ class PrioritizedReplayBuffer(Wrapper):
         except ValueError:
             fits = False
         if not fits:
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: {name}: new_weight of shape {weight.shape} does not broadcast to the "
                 f"indices' shape {idx.shape}"
             )
@@ -258,16 +258,16 @@ class PrioritizedReplayBuffer(Wrapper):
         weight = np.broadcast_to(np.asarray(weight), np.shape(idx)).reshape(-1)
         in_range, stored, finite = (np.asarray(x) for x in checks[:3])
         if not in_range.all():
-            raise IndexError(
+            raise IndexRangeError(
                 f"jaxbuf: {name}: indices must lie in [0, {self.maxsize}), got "
                 f"{idx[~in_range][:8].tolist()}"
             )
         if not stored.all():
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: {name}: slot(s) {idx[~stored][:8].tolist()} hold no transition yet"
             )
         if not finite.all():
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: {name}: new_weight must be finite, got {weight[~finite][:8].tolist()}"
             )
 
@@ -276,12 +276,12 @@ class PrioritizedReplayBuffer(Wrapper):
         can be annealed inside ``jit``). Eagerly, ``beta`` must be a finite number >= 0."""
         beta = jnp.asarray(beta, jnp.float32)
         if beta.shape != ():
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: {type(self).__name__}.set_beta: beta must be a scalar, got shape "
                 f"{beta.shape}"
             )
         if not is_traced(beta) and not (np.isfinite(float(beta)) and float(beta) >= 0):
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: {type(self).__name__}.set_beta: beta must be a finite number >= 0, "
                 f"got {float(beta)}"
             )
@@ -455,12 +455,12 @@ class PrioritizedReplayBuffer(Wrapper):
         """
         name = f"{type(self).__name__}.update_sequence_weight"
         if isinstance(eta, bool) or not isinstance(eta, int | float) or not 0 <= eta <= 1:
-            raise ValueError(f"jaxbuf: {name}: eta must be a number in [0, 1], got {eta!r}")
+            raise InputError(f"jaxbuf: {name}: eta must be a number in [0, 1], got {eta!r}")
         if on not in ("steps", "start"):
-            raise ValueError(f"jaxbuf: {name}: on must be 'steps' or 'start', got {on!r}")
+            raise InputError(f"jaxbuf: {name}: on must be 'steps' or 'start', got {on!r}")
         idx, mask, err = jnp.asarray(indices), jnp.asarray(mask, bool), jnp.asarray(td_error)
         if idx.ndim != 2 or mask.shape != idx.shape or err.shape != idx.shape:
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: {name}: indices, mask and td_error must share one [B, L] shape, got "
                 f"{idx.shape}, {mask.shape}, {err.shape}"
             )

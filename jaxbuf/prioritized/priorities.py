@@ -16,6 +16,7 @@ import numpy as np
 
 from jaxbuf._core import layout as links
 from jaxbuf._core.layout import Layout
+from jaxbuf.errors import ConfigError
 from jaxbuf.prioritized.priority_tree import PriorityTree
 
 EPS = float(np.finfo(np.float32).eps)
@@ -25,11 +26,11 @@ EPS = float(np.finfo(np.float32).eps)
 def check_alpha_beta(name: str, alpha: Any, beta: Any) -> None:
     for arg, value, low in (("alpha", alpha, "> 0"), ("beta", beta, ">= 0")):
         if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-            raise ValueError(f"jaxbuf: {name}: {arg} must be a real number {low}, got {value!r}")
+            raise ConfigError(f"jaxbuf: {name}: {arg} must be a real number {low}, got {value!r}")
     if not (np.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"jaxbuf: {name}: alpha must be a finite number > 0, got {alpha}")
+        raise ConfigError(f"jaxbuf: {name}: alpha must be a finite number > 0, got {alpha}")
     if not (np.isfinite(beta) and beta >= 0):
-        raise ValueError(f"jaxbuf: {name}: beta must be a finite number >= 0, got {beta}")
+        raise ConfigError(f"jaxbuf: {name}: beta must be a finite number >= 0, got {beta}")
 
 
 class UpdateChecks(NamedTuple):

@@ -37,6 +37,7 @@ from flax import struct
 
 from jaxbuf._core import random as fast_random
 from jaxbuf._core.validate import check_range
+from jaxbuf.errors import ConfigError, IndexRangeError, InputError
 from jaxbuf.prioritized import _tree_kernels as K
 
 __all__ = ["Tree"]
@@ -65,12 +66,12 @@ def _concrete(x: Any) -> bool:
 
 def _check_capacity(name: str, capacity: Any) -> int:
     if isinstance(capacity, bool) or not isinstance(capacity, int | np.integer):
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: {name}: capacity must be a positive int, got {type(capacity).__name__} "
             f"{capacity!r}"
         )
     if capacity <= 0:
-        raise ValueError(f"jaxbuf: {name}: capacity must be a positive int, got {capacity}")
+        raise InputError(f"jaxbuf: {name}: capacity must be a positive int, got {capacity}")
     return int(capacity)
 
 
@@ -102,14 +103,14 @@ class Tree(struct.PyTreeNode):
 
         Raises ``ValueError`` on a bad ``capacity``, ``dtype`` or ``kind``."""
         if kind not in K.KINDS:
-            raise ValueError(
+            raise ConfigError(
                 f"jaxbuf: Tree.create: kind must be one of {sorted(K.KINDS)}, got {kind!r}"
             )
         name = f"{_NAMES[kind]}.create"
         capacity = _check_capacity(name, capacity)
         dtype = jnp.dtype(dtype)
         if not jnp.issubdtype(dtype, jnp.floating):
-            raise ValueError(f"jaxbuf: {name}: dtype must be a floating dtype, got {dtype}")
+            raise ConfigError(f"jaxbuf: {name}: dtype must be a floating dtype, got {dtype}")
         leaves, bottom, upper = K.fresh(capacity, kind, dtype)
         return cls(leaves=leaves, bottom=bottom, upper=upper, capacity=capacity, kind=kind)
 
@@ -121,7 +122,7 @@ class Tree(struct.PyTreeNode):
         :meth:`set` when concrete."""
         values = jnp.asarray(values)
         if not jnp.issubdtype(values.dtype, jnp.floating) or values.ndim < 1:
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: {_NAMES[kind]}.from_values: values must be a floating array [..., "
                 f"capacity], "
                 f"got {values.dtype}{list(values.shape)}"
@@ -206,9 +207,9 @@ class Tree(struct.PyTreeNode):
         self._need_sum("sample")
         name = f"{self.name}.sample"
         if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
-            raise ValueError(f"jaxbuf: {name}: batch_size must be an int, got {batch_size!r}")
+            raise InputError(f"jaxbuf: {name}: batch_size must be an int, got {batch_size!r}")
         if batch_size < 0:
-            raise ValueError(f"jaxbuf: {name}: batch_size must be >= 0, got {batch_size}")
+            raise InputError(f"jaxbuf: {name}: batch_size must be >= 0, got {batch_size}")
         return _sample(
             self.leaves,
             self.bottom,
@@ -239,12 +240,12 @@ class Tree(struct.PyTreeNode):
         end = jnp.asarray(n if end is None else end)
         for what, x, low in (("start", start, 0), ("end", end, -n)):
             if not jnp.issubdtype(x.dtype, jnp.integer):
-                raise ValueError(f"jaxbuf: {name}: {what} must be an integer, got dtype {x.dtype}")
+                raise InputError(f"jaxbuf: {name}: {what} must be an integer, got dtype {x.dtype}")
             if _concrete(x) and x.size:
                 host = np.asarray(x)
                 bad = host[(host < low) | (host > n)]
                 if bad.size:
-                    raise IndexError(
+                    raise IndexRangeError(
                         f"jaxbuf: {name}: {what} must lie in [{low}, {n}], got {bad[:8].tolist()}"
                     )
         end = jnp.where(end < 0, end + n, end)
@@ -269,13 +270,13 @@ class Tree(struct.PyTreeNode):
         values = jnp.asarray(values)
         self._check_indices(indices, "set")
         if indices.ndim > 1:
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: {self.name}.set: indices must have shape () or (B,), got {indices.shape}"
             )
         try:
             values = jnp.broadcast_to(values, indices.shape)
         except ValueError as err:
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: {self.name}.set: values of shape {values.shape} do not broadcast to the "
                 f"indices' shape {indices.shape}"
             ) from err
@@ -309,12 +310,12 @@ class Tree(struct.PyTreeNode):
     # ------------------------------------------------------------------ checks
     def _need_sum(self, method: str) -> None:
         if "sum" not in K.KINDS[self.kind]:
-            raise TypeError(f"jaxbuf: {self.name} has no {method}: it holds no sums")
+            raise InputError(f"jaxbuf: {self.name} has no {method}: it holds no sums")
 
     def _check_indices(self, indices: chex.Array, method: str) -> None:
         name = f"{self.name}.{method}"
         if not jnp.issubdtype(indices.dtype, jnp.integer):
-            raise ValueError(f"jaxbuf: {name}: indices must be integers, got dtype {indices.dtype}")
+            raise InputError(f"jaxbuf: {name}: indices must be integers, got dtype {indices.dtype}")
         if indices.size:
             check_range(name, "indices", indices, self.capacity)
 
@@ -323,7 +324,7 @@ class Tree(struct.PyTreeNode):
         if not (
             jnp.issubdtype(values.dtype, jnp.floating) or jnp.issubdtype(values.dtype, jnp.integer)
         ):
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: {name}: values must be real numbers, got dtype {values.dtype}"
             )
         if _concrete(values) and values.size:
@@ -332,6 +333,6 @@ class Tree(struct.PyTreeNode):
             bad = np.isnan(host) | (host < 0) | (np.isinf(host) & (not allow_inf))
             if bad.any():
                 allowed = ">= 0" + ("" if allow_inf else " and finite")
-                raise ValueError(
+                raise InputError(
                     f"jaxbuf: {name}: values must be {allowed}, got {host[bad][:8].tolist()}"
                 )

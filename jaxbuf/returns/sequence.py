@@ -15,6 +15,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from jaxbuf.errors import InputError
 from jaxbuf.returns.rollout import nstep
 
 
@@ -77,7 +78,7 @@ def sequence_nstep(
     rewards = jnp.asarray(rewards)
     mask = jnp.asarray(mask)
     if mask.shape != rewards.shape:
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: sequence_nstep: mask must have the shape of rewards {rewards.shape}, "
             f"got {mask.shape}"
         )

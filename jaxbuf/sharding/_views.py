@@ -17,6 +17,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxbuf.buffers import ReplayBuffer
+from jaxbuf.errors import InputError
 from jaxbuf.prioritized.buffer import PrioritizedReplayBuffer
 from jaxbuf.prioritized.priority_tree import PriorityTree
 from jaxbuf.prioritized.tree import Tree
@@ -34,9 +35,9 @@ def shard_count(mesh: Mesh, axis: str) -> int:
       1
     """
     if not isinstance(mesh, Mesh):
-        raise TypeError(f"jaxbuf: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+        raise InputError(f"jaxbuf: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     if axis not in mesh.shape:
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: mesh axis '{axis}' not found; the mesh has axes {tuple(mesh.axis_names)}"
         )
     return int(mesh.shape[axis])
@@ -53,7 +54,7 @@ def local_count(buffer_num: int, mesh: Mesh, axis: str) -> int:
     """
     shards = shard_count(mesh, axis)
     if buffer_num % shards:
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: buffer_num={buffer_num} must be divisible by the size {shards} of mesh "
             f"axis '{axis}' so that every device holds whole sub-buffers"
         )
@@ -63,7 +64,7 @@ def local_count(buffer_num: int, mesh: Mesh, axis: str) -> int:
 def check_buffer(buf: Any) -> None:
     """A ``TypeError`` unless ``buf`` is a plain or prioritized (vector) buffer."""
     if not isinstance(buf, SHARDABLE):
-        raise TypeError(
+        raise InputError(
             "jaxbuf: expected a ReplayBuffer/VectorReplayBuffer or a "
             f"PrioritizedReplayBuffer/PrioritizedVectorReplayBuffer, got {type(buf).__name__}"
         )

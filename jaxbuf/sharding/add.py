@@ -13,6 +13,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxbuf._core.checks import is_traced
 from jaxbuf._core.episodes import AddResult
+from jaxbuf.errors import InputError
 from jaxbuf.sharding._views import (
     check_buffer,
     global_view,
@@ -69,17 +70,17 @@ def shard_add(
     n_local = local_count(buf.buffer_num, mesh, axis)
     shards = shard_count(mesh, axis)
     if not isinstance(batch, dict):
-        raise TypeError(f"jaxbuf: shard_add expects a dict batch, got {type(batch).__name__}")
+        raise InputError(f"jaxbuf: shard_add expects a dict batch, got {type(batch).__name__}")
     k = _rows_of(batch)
     if buffer_ids is None:
         if k != buf.buffer_num:
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: with buffer_ids=None the batch needs buffer_num={buf.buffer_num} "
                 f"rows, got {k}"
             )
     else:
         if k % shards:
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: the batch has {k} rows, which must be a multiple of the {shards} "
                 f"shards of mesh axis '{axis}'"
             )
@@ -93,7 +94,7 @@ def _rows_of(batch: dict) -> int:
     leaves = jax.tree_util.tree_leaves(batch)
     sizes = {int(np.shape(x)[0]) if np.ndim(x) else 0 for x in leaves}
     if len(sizes) != 1 or 0 in sizes:
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: every batch leaf needs the same leading row axis, got sizes {sorted(sizes)}"
         )
     return sizes.pop()
@@ -102,7 +103,7 @@ def _rows_of(batch: dict) -> int:
 def _check_routing(ids: Any, k: int, shards: int, n_local: int, buffer_num: int) -> None:
     """Raise if a concrete id is a valid sub-buffer of a shard other than its row's shard."""
     if np.shape(ids) != (k,):
-        raise ValueError(f"jaxbuf: buffer_ids expected shape ({k},), got {np.shape(ids)}")
+        raise InputError(f"jaxbuf: buffer_ids expected shape ({k},), got {np.shape(ids)}")
     if is_traced(ids) or not getattr(ids, "is_fully_addressable", True):
         return
     ids = np.asarray(ids)
@@ -111,7 +112,7 @@ def _check_routing(ids: Any, k: int, shards: int, n_local: int, buffer_num: int)
     wrong = valid & (ids // n_local != row_shard)
     if wrong.any():
         j = int(np.argmax(wrong))
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: buffer_ids[{j}]={int(ids[j])} belongs to shard {int(ids[j]) // n_local}, "
             f"but row {j} is on shard {row_shard[j]}; shard s must receive rows for its own "
             f"sub-buffers [s*{n_local}, (s+1)*{n_local}) (shard_add does not move rows "

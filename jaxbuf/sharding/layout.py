@@ -10,6 +10,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxbuf.buffers import VectorReplayBuffer
+from jaxbuf.errors import InputError
 from jaxbuf.prioritized.buffer import PrioritizedVectorReplayBuffer
 from jaxbuf.sharding._views import (
     check_buffer,
@@ -56,7 +57,7 @@ def partition_specs(buf: Any, axis: str) -> Any:
     if not is_prioritized(buf):
         return specs
     if tree_shards(buf) == 0:
-        raise ValueError(
+        raise InputError(
             "jaxbuf: this prioritized buffer has one priority tree over all slots; place it "
             "with shard_buffer (or describe the target with sharded_like) to get one tree per "
             "shard"
@@ -90,7 +91,7 @@ def buffer_sharding(buf: Any, mesh: Mesh, axis: str) -> Any:
     """
     local_count(buf.buffer_num, mesh, axis)
     if is_prioritized(buf) and tree_shards(buf) != shard_count(mesh, axis):
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: the buffer holds {tree_shards(buf)} per-shard priority trees, mesh axis "
             f"'{axis}' has {shard_count(mesh, axis)} shards; use sharded_like / shard_buffer"
         )

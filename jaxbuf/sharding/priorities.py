@@ -14,6 +14,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from jaxbuf._core.checks import is_traced
+from jaxbuf.errors import IndexRangeError, InputError
 from jaxbuf.prioritized.priorities import update_priorities
 from jaxbuf.sharding._views import (
     is_prioritized,
@@ -78,27 +79,27 @@ def shard_update_weight(
     """
     name = "shard_update_weight"
     if not is_prioritized(buf) or tree_shards(buf) == 0:
-        raise TypeError(
+        raise InputError(
             f"jaxbuf: {name} expects a prioritized buffer in the sharded layout "
             f"(create_sharded with alpha/beta, or shard_buffer), got {type(buf).__name__}"
         )
     shards = shard_count(mesh, axis)
     n_local = local_count(buf.buffer_num, mesh, axis)
     if tree_shards(buf) != shards:
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: {name}: the buffer holds {tree_shards(buf)} per-shard trees, mesh axis "
             f"'{axis}' has {shards} shards"
         )
     if mode not in UPDATE_MODES:
-        raise ValueError(f"jaxbuf: {name}: mode must be one of {UPDATE_MODES}, got {mode!r}")
+        raise InputError(f"jaxbuf: {name}: mode must be one of {UPDATE_MODES}, got {mode!r}")
     idx = indices if isinstance(indices, jax.Array) else jnp.asarray(indices)
     w = weights if isinstance(weights, jax.Array) else jnp.asarray(weights)
     if not jnp.issubdtype(idx.dtype, jnp.integer):
-        raise TypeError(f"jaxbuf: {name}: indices must be integers, got dtype {idx.dtype}")
+        raise InputError(f"jaxbuf: {name}: indices must be integers, got dtype {idx.dtype}")
     if not (jnp.issubdtype(w.dtype, jnp.floating) or jnp.issubdtype(w.dtype, jnp.integer)):
-        raise TypeError(f"jaxbuf: {name}: weights must be real numbers, got dtype {w.dtype}")
+        raise InputError(f"jaxbuf: {name}: weights must be real numbers, got dtype {w.dtype}")
     if idx.ndim != 1 or w.shape != idx.shape or idx.shape[0] % shards:
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: {name}: indices and weights must share one shape (K,) with K a multiple "
             f"of the {shards} shards, got {idx.shape} and {w.shape}"
         )
@@ -112,7 +113,7 @@ def _check_concrete(name: str, idx: jax.Array, maxsize: int, per_shard: int, mod
     host = np.asarray(idx)
     bad = (host < 0) | (host >= maxsize)
     if bad.any():
-        raise IndexError(
+        raise IndexRangeError(
             f"jaxbuf: {name}: indices must lie in [0, {maxsize}), got {host[bad][:8].tolist()}"
         )
     if mode == "local":
@@ -121,7 +122,7 @@ def _check_concrete(name: str, idx: jax.Array, maxsize: int, per_shard: int, mod
         wrong = host // per_shard != block
         if wrong.any():
             j = int(np.argmax(wrong))
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: {name}: indices[{j}]={int(host[j])} is a slot of shard "
                 f"{int(host[j]) // per_shard}, but entry {j} is in block {block[j]}; with "
                 "mode='local' block s must hold slots of shard s (use mode='global')"

@@ -15,6 +15,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from jaxbuf import returns
+from jaxbuf.errors import InputError
 from jaxbuf.sharding._views import (
     check_buffer,
     core,
@@ -35,7 +36,7 @@ def _run(fn, buf, indices, extra, mesh, axis):
     n_local = local_count(buf.buffer_num, mesh, axis)
     indices = jnp.asarray(indices)
     if indices.ndim != 1 or indices.shape[0] % shard_count(mesh, axis):
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: indices must have shape (K,) with K a multiple of the "
             f"{shard_count(mesh, axis)} shards, got {indices.shape}"
         )

@@ -26,6 +26,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxbuf._core import random as fast_random
 from jaxbuf._core import sampling
+from jaxbuf.errors import InputError
 from jaxbuf.prioritized.priorities import importance_weights
 from jaxbuf.sharding._views import (
     check_buffer,
@@ -96,11 +97,11 @@ def shard_sample(
     if isinstance(batch_size_per_shard, bool) or (
         not isinstance(batch_size_per_shard, int | np.integer) or batch_size_per_shard < 1
     ):
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: batch_size_per_shard must be an int >= 1, got {batch_size_per_shard!r}"
         )
     if mode not in SAMPLE_MODES:
-        raise ValueError(f"jaxbuf: mode must be one of {SAMPLE_MODES}, got {mode!r}")
+        raise InputError(f"jaxbuf: mode must be one of {SAMPLE_MODES}, got {mode!r}")
     b = int(batch_size_per_shard)
     if mode == "global":
         return _sample_global(buf, key, batch_size=b, mesh=mesh, axis=axis)

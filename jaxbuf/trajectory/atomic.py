@@ -25,6 +25,8 @@ import uuid
 from collections.abc import Iterator
 from typing import IO, Any
 
+from jaxbuf.errors import InputError
+
 __all__ = [
     "atomic_copy",
     "atomic_link_or_copy",
@@ -124,7 +126,7 @@ def atomic_write(path: str, mode: str = "wb") -> Iterator[IO[Any]]:
     On an exception the temporary file is removed and ``path`` is left untouched.
     """
     if mode not in ("wb", "w"):
-        raise ValueError(f"jaxbuf: atomic_write: mode must be 'wb' or 'w', got {mode!r}")
+        raise InputError(f"jaxbuf: atomic_write: mode must be 'wb' or 'w', got {mode!r}")
     tmp = temp_path_for(path)
     kwargs = {"encoding": "utf-8"} if mode == "w" else {}
     try:
@@ -176,7 +178,7 @@ def atomic_link_or_copy(src: str, dst: str) -> str:
     link is never made through one.
     """
     if os.path.islink(src):
-        raise ValueError(f"jaxbuf: refusing to hard-link through the symlink {src}")
+        raise InputError(f"jaxbuf: refusing to hard-link through the symlink {src}")
     if os.path.exists(dst) and os.path.samefile(src, dst):
         return "link"
     tmp = temp_path_for(dst)

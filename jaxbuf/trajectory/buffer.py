@@ -39,7 +39,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbuf.errors import InputError, TrajectoryFileError
+from jaxbuf.errors import (
+    BufferStateError,
+    ConfigError,
+    InputError,
+    TrajectoryFileError,
+    TrajectoryNotFoundError,
+)
 from jaxbuf.trajectory.atomic import remove_stale_temps
 from jaxbuf.trajectory.formats import (
     DEFAULT_FORMAT,
@@ -82,7 +88,7 @@ def _pick(name: str, value: Any, alias: str, alias_value: Any, default: Any) -> 
     if value is _UNSET:
         return alias_value
     if alias_value is not _UNSET and alias_value != value:
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: {name}={value!r} conflicts with its alias {alias}={alias_value!r}"
         )
     return value
@@ -90,9 +96,9 @@ def _pick(name: str, value: Any, alias: str, alias_value: Any, default: Any) -> 
 
 def _check_int(value: Any, name: str, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"jaxbuf: {name} must be an int, got {type(value).__name__} {value!r}")
+        raise InputError(f"jaxbuf: {name} must be an int, got {type(value).__name__} {value!r}")
     if minimum is not None and value < minimum:
-        raise ValueError(f"jaxbuf: {name} must be >= {minimum}, got {value}")
+        raise InputError(f"jaxbuf: {name} must be >= {minimum}, got {value}")
     return int(value)
 
 
@@ -165,7 +171,7 @@ class TrajectoryReplayBuffer(PersistenceMixin):
             True,
         )
         if not isinstance(persist, bool):
-            raise TypeError(f"jaxbuf: save_trajectories must be a bool, got {persist!r}")
+            raise ConfigError(f"jaxbuf: save_trajectories must be a bool, got {persist!r}")
         directory = _pick(
             "storage_dir",
             unset_if_empty(storage_dir),
@@ -182,11 +188,11 @@ class TrajectoryReplayBuffer(PersistenceMixin):
         )
         self._fmt = check_format(fmt, "storage_format")
         if not isinstance(enable_cache, bool):
-            raise TypeError(f"jaxbuf: enable_cache must be a bool, got {enable_cache!r}")
+            raise ConfigError(f"jaxbuf: enable_cache must be a bool, got {enable_cache!r}")
         if enable_cache:
             _check_int(cache_size, "cache_size", minimum=1)
         if not persist and not enable_cache:
-            raise ValueError(
+            raise ConfigError(
                 "jaxbuf: save_trajectories=False (auto_save=False) keeps trajectories only "
                 "in memory and requires enable_cache=True"
             )
@@ -315,14 +321,14 @@ class TrajectoryReplayBuffer(PersistenceMixin):
         """
         self._check_writer()
         if not isinstance(trajectories, (list, tuple)):
-            raise TypeError(
+            raise InputError(
                 f"jaxbuf: trajectories must be a list of Trajectory, got "
                 f"{type(trajectories).__name__}"
             )
         prepared = []
         for i, traj in enumerate(trajectories):
             if not isinstance(traj, Trajectory):
-                raise TypeError(
+                raise InputError(
                     f"jaxbuf: trajectories[{i}] must be a Trajectory, got {type(traj).__name__}"
                 )
             snap = traj.copy()
@@ -330,7 +336,7 @@ class TrajectoryReplayBuffer(PersistenceMixin):
                 shape = snap.validate()
             except ValueError as exc:
                 reason = str(exc).removeprefix("jaxbuf: ")
-                raise ValueError(f"jaxbuf: trajectories[{i}]: {reason}") from exc
+                raise InputError(f"jaxbuf: trajectories[{i}]: {reason}") from exc
             prepared.append((snap, shape, snap.flatten()))
         layout = self._layout
         for i, (_, _, flat) in enumerate(prepared):
@@ -441,10 +447,10 @@ class TrajectoryReplayBuffer(PersistenceMixin):
         self._check_writer()
         with self._lock:
             if self._total == 0:
-                raise RuntimeError("jaxbuf: Cannot sample from an empty buffer.")
+                raise BufferStateError("jaxbuf: Cannot sample from an empty buffer.")
             window, counts, ends = self._window_arrays()
             if len(window) == 0 or ends[-1] == 0:
-                raise RuntimeError("jaxbuf: the sampling window holds no transitions")
+                raise BufferStateError("jaxbuf: the sampling window holds no transitions")
             with self._rng_lock:
                 draws = self._rng.integers(0, int(ends[-1]), size=n, dtype=np.int64)
             which = np.searchsorted(ends, draws, side="right")
@@ -492,7 +498,9 @@ class TrajectoryReplayBuffer(PersistenceMixin):
         self, tid: int, path: str | None, entry: dict, fmt: str, info: dict | None
     ) -> dict:
         if path is None:
-            raise FileNotFoundError(f"jaxbuf: trajectory {tid} has no file and is not in memory")
+            raise TrajectoryNotFoundError(
+                f"jaxbuf: trajectory {tid} has no file and is not in memory"
+            )
         flat = self._read_flat(tid, path, entry, fmt, info)
         with self._lock:
             if self._cache is not None and self._index.get(tid) is entry:

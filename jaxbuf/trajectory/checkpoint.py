@@ -27,7 +27,7 @@ import os
 import shutil
 from collections.abc import Sequence
 
-from jaxbuf.errors import CheckpointError
+from jaxbuf.errors import CheckpointError, DestinationExistsError
 from jaxbuf.trajectory.atomic import (
     atomic_link_or_copy,
     fsync_dir,
@@ -65,20 +65,12 @@ _RENAME_EXCHANGE = 2
 class SkippedTrajectory:
     """A trajectory left out by ``load_checkpoint(skip_corrupt=True)``.
 
-    >>> import os, tempfile, numpy as np
-    >>> from jaxbuf import Trajectory, TrajectoryReplayBuffer
-    >>> root = tempfile.mkdtemp()
-    >>> with TrajectoryReplayBuffer(seed=0, storage_dir=os.path.join(root, "run")) as buffer:
-    ...     _ = buffer.add_trajectories([Trajectory(rewards=np.ones((2, 2))) for _ in range(3)])
-    ...     buffer.save_checkpoint(os.path.join(root, "ckpt"))
-    >>> with open(os.path.join(root, "ckpt", "trajectory_1_.pt"), "r+b") as f:
-    ...     _ = f.write(b"damaged")
-    >>> with TrajectoryReplayBuffer(seed=0, storage_dir=os.path.join(root, "new")) as buffer:
-    ...     report = buffer.load_checkpoint(os.path.join(root, "ckpt"), skip_corrupt=True)
-    >>> report.loaded, [s.trajectory_id for s in report.skipped]
-    ([0, 2], [1])
-    >>> print(report.skipped[0].reason)
-    jaxbuf: corrupt trajectory file .../trajectory_1_.pt: sha256 ... differs from the listed ...
+    Found in :attr:`LoadReport.skipped` (see its example for a damaged file):
+
+    >>> from jaxbuf.trajectory import SkippedTrajectory
+    >>> skipped = SkippedTrajectory(1, "/data/ckpt/trajectory_1_.pt", "jaxbuf: corrupt ...")
+    >>> skipped.trajectory_id, skipped.path
+    (1, '/data/ckpt/trajectory_1_.pt')
     """
 
     trajectory_id: int
@@ -90,16 +82,22 @@ class SkippedTrajectory:
 class LoadReport:
     """What ``load_checkpoint`` loaded: ids in list order, and what it skipped.
 
+    ``load_checkpoint(..., skip_corrupt=True)`` leaves a damaged file out instead of raising:
+
     >>> import os, tempfile, numpy as np
     >>> from jaxbuf import Trajectory, TrajectoryReplayBuffer
     >>> root = tempfile.mkdtemp()
     >>> with TrajectoryReplayBuffer(seed=0, storage_dir=os.path.join(root, "run")) as buffer:
     ...     _ = buffer.add_trajectories([Trajectory(rewards=np.ones((2, 2))) for _ in range(3)])
     ...     buffer.save_checkpoint(os.path.join(root, "ckpt"))
+    >>> with open(os.path.join(root, "ckpt", "trajectory_1_.pt"), "r+b") as f:
+    ...     _ = f.write(b"damaged")
     >>> with TrajectoryReplayBuffer(seed=0, storage_dir=os.path.join(root, "new")) as buffer:
-    ...     report = buffer.load_checkpoint(os.path.join(root, "ckpt"))
-    >>> report.fmt, report.loaded, report.skipped
-    ('pt', [0, 1, 2], [])
+    ...     report = buffer.load_checkpoint(os.path.join(root, "ckpt"), skip_corrupt=True)
+    >>> report.fmt, report.loaded, [s.trajectory_id for s in report.skipped]
+    ('pt', [0, 2], [1])
+    >>> print(report.skipped[0].reason)
+    jaxbuf: corrupt trajectory file .../trajectory_1_.pt: sha256 ... differs from the listed ...
     """
 
     path: str
@@ -176,7 +174,9 @@ def _check_overwrite(target: str, buffer_id: str | None, overwrite: bool) -> Non
     if not os.path.lexists(target):
         return
     if not os.path.isdir(target):
-        raise FileExistsError(f"jaxbuf: checkpoint path {target} exists and is not a directory")
+        raise DestinationExistsError(
+            f"jaxbuf: checkpoint path {target} exists and is not a directory"
+        )
     if overwrite or not os.listdir(target):
         return
     owner = _owner(target)

@@ -32,7 +32,12 @@ from typing import IO, Any
 import ml_dtypes
 import numpy as np
 
-from jaxbuf.errors import MissingDependencyError, TrajectoryFileError
+from jaxbuf.errors import (
+    InputError,
+    MissingDependencyError,
+    TrajectoryFileError,
+    TrajectoryNotFoundError,
+)
 from jaxbuf.trajectory.atomic import atomic_write
 from jaxbuf.trajectory.torchfile import TorchFileError, dump_pt, load_pt
 
@@ -96,7 +101,7 @@ def _torch_for_reading(path: str):
 def check_format(fmt: Any, argument: str = "storage_format") -> str:
     """Validate a format name given by the user; ``pkl`` without torch raises ImportError."""
     if fmt not in FORMATS:
-        raise ValueError(f"jaxbuf: {argument} must be one of {FORMATS}, got {fmt!r}")
+        raise InputError(f"jaxbuf: {argument} must be one of {FORMATS}, got {fmt!r}")
     if fmt == "pkl":
         _import_torch(f"{argument}='pkl'")
     return fmt
@@ -126,7 +131,7 @@ def _npz_layout(value: dict, arrays: dict[str, np.ndarray], where: str) -> list:
     layout = []
     for key, item in value.items():
         if not isinstance(key, str):
-            raise TypeError(f"jaxbuf: {where}: dict keys must be str, got {key!r}")
+            raise InputError(f"jaxbuf: {where}: dict keys must be str, got {key!r}")
         if isinstance(item, dict):
             layout.append([key, "dict", _npz_layout(item, arrays, f"{where}[{key!r}]")])
         elif isinstance(item, np.ndarray):
@@ -140,7 +145,7 @@ def _npz_layout(value: dict, arrays: dict[str, np.ndarray], where: str) -> list:
         elif isinstance(item, (float, str)) or item is None:
             layout.append([key, type(item).__name__, item])
         else:
-            raise TypeError(f"jaxbuf: {where}[{key!r}]: cannot store {type(item).__name__} in npz")
+            raise InputError(f"jaxbuf: {where}[{key!r}]: cannot store {type(item).__name__} in npz")
     return layout
 
 
@@ -157,7 +162,7 @@ def _npz_build(layout: list, archive: Any) -> dict:
         elif kind in ("int", "bool", "float", "str", "NoneType"):
             out[key] = value
         else:
-            raise ValueError(f"jaxbuf: unknown layout kind {kind!r} for {key!r}")
+            raise InputError(f"jaxbuf: unknown layout kind {kind!r} for {key!r}")
     return out
 
 
@@ -248,7 +253,7 @@ def write_trajectory_file(path: str, payload: dict, fmt: str) -> dict:
         torch = _import_torch("writing a .pkl trajectory file")
         pickle.dump(_to_torch(payload, torch), data, protocol=4)
     else:
-        raise ValueError(f"jaxbuf: unknown trajectory format {fmt!r}; expected one of {FORMATS}")
+        raise InputError(f"jaxbuf: unknown trajectory format {fmt!r}; expected one of {FORMATS}")
     blob = data.getbuffer()
     with atomic_write(path) as fh:
         fh.write(blob)
@@ -282,7 +287,7 @@ def read_trajectory_file(path: str, fmt: str) -> dict:
     jaxbuf.errors.TrajectoryFileError: jaxbuf: corrupt trajectory file .../trajectory_0_w_0.npz: ...
     """
     if fmt not in FORMATS:
-        raise ValueError(f"jaxbuf: unknown trajectory format {fmt!r}; expected one of {FORMATS}")
+        raise InputError(f"jaxbuf: unknown trajectory format {fmt!r}; expected one of {FORMATS}")
     torch = _torch_for_reading(path) if fmt == "pkl" else None
     try:
         if fmt == "pt":
@@ -293,7 +298,7 @@ def read_trajectory_file(path: str, fmt: str) -> dict:
             with open(path, "rb") as fh:
                 payload = _from_torch(_TensorUnpickler(fh, torch).load(), torch)
     except FileNotFoundError as exc:
-        raise FileNotFoundError(f"jaxbuf: trajectory file not found: {path}") from exc
+        raise TrajectoryNotFoundError(f"jaxbuf: trajectory file not found: {path}") from exc
     except TorchFileError as exc:
         raise TrajectoryFileError(path, f"{type(exc).__name__}: {exc}") from exc
     except (MemoryError, RecursionError) as exc:

@@ -35,7 +35,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from jaxbuf.errors import CheckpointError, TrajectoryFileError
+from jaxbuf.errors import CheckpointError, InputError, TrajectoryFileError, TrajectoryNotFoundError
 from jaxbuf.trajectory.atomic import atomic_write_json
 from jaxbuf.trajectory.formats import file_extension, format_from_metadata
 from jaxbuf.trajectory.names import (
@@ -78,13 +78,13 @@ def partition_ids(ids: Sequence[int], world_size: int, local_rank: int) -> list[
     ([10, 11, 12], [13, 14])
     """
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size <= 0:
-        raise ValueError(f"jaxbuf: world_size must be a positive int, got {world_size!r}")
+        raise InputError(f"jaxbuf: world_size must be a positive int, got {world_size!r}")
     if (
         isinstance(local_rank, bool)
         or not isinstance(local_rank, int)
         or not 0 <= local_rank < world_size
     ):
-        raise ValueError(
+        raise InputError(
             f"jaxbuf: local_rank must be an int in [0, {world_size}), got {local_rank!r}"
         )
     per, rem = divmod(len(ids), world_size)
@@ -133,7 +133,7 @@ def read_json(path: str, what: str) -> Any:
     """Parse a JSON file; a missing one raises FileNotFoundError, a damaged one (bad syntax,
     bad encoding, nesting too deep) CheckpointError, both naming ``path``."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"jaxbuf: {what} not found: {path}")
+        raise TrajectoryNotFoundError(f"jaxbuf: {what} not found: {path}")
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)

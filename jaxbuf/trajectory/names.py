@@ -18,7 +18,7 @@ import hashlib
 import os
 import re
 
-from jaxbuf.errors import CheckpointError, TrajectoryFileError
+from jaxbuf.errors import CheckpointError, InputError, TrajectoryFileError
 from jaxbuf.trajectory.formats import file_extension
 
 __all__ = [
@@ -71,7 +71,7 @@ def trajectory_file_name(trajectory_id: int, model_weights_id: str, fmt: str) ->
     """
     problem = model_weights_id_problem(model_weights_id)
     if problem is not None:
-        raise ValueError(f"jaxbuf: model_weights_id {model_weights_id!r} {problem}")
+        raise InputError(f"jaxbuf: model_weights_id {model_weights_id!r} {problem}")
     return f"trajectory_{int(trajectory_id)}_{model_weights_id}{file_extension(fmt)}"
 
 

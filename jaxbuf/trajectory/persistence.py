@@ -21,7 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from jaxbuf.errors import CheckpointError, TrajectoryFileError, TrajectoryWriteError
+from jaxbuf.errors import (
+    BufferStateError,
+    CheckpointError,
+    InputError,
+    TrajectoryFileError,
+    TrajectoryNotFoundError,
+    TrajectoryWriteError,
+)
 from jaxbuf.trajectory.atomic import atomic_link_or_copy
 from jaxbuf.trajectory.checkpoint import (
     LoadReport,
@@ -135,7 +142,7 @@ class PersistenceMixin:
         ``save_trajectories=True``.
         """
         if not self._persist:
-            raise RuntimeError(
+            raise BufferStateError(
                 "jaxbuf: save_checkpoint needs save_trajectories=True (auto_save=True); "
                 "this buffer keeps trajectories only in memory"
             )
@@ -150,7 +157,7 @@ class PersistenceMixin:
         real = os.path.realpath(save_path)
         storage = os.path.realpath(self._storage_dir)
         if os.path.commonpath([real, storage]) == real:
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: save path {save_path} contains this buffer's storage_dir "
                 f"{self._storage_dir}; "
                 "a checkpoint replaces its directory as a whole"
@@ -164,7 +171,7 @@ class PersistenceMixin:
             state = self._rng_state()
         lost = [tid for tid, path in sources.items() if path is None]
         if lost:
-            raise RuntimeError(f"jaxbuf: trajectories {lost[:10]} have no file to checkpoint")
+            raise BufferStateError(f"jaxbuf: trajectories {lost[:10]} have no file to checkpoint")
         write_checkpoint(
             save_path,
             fmt,
@@ -220,7 +227,7 @@ class PersistenceMixin:
         fmt = check_format(listing.fmt, f"the format of {listing.directory}")
         same_dir = self._persist and os.path.samefile(listing.directory, self._storage_dir)
         if same_dir and is_distributed:
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: cannot load a rank's share of {listing.directory} into a buffer "
                 "that persists to that same directory (it would rewrite its "
                 "listing); use another storage_dir"
@@ -236,7 +243,7 @@ class PersistenceMixin:
                 if tid in listing.refused:
                     raise listing.refused[tid]
                 if path is None:
-                    raise FileNotFoundError(
+                    raise TrajectoryNotFoundError(
                         f"jaxbuf: trajectory {tid}: file {listing.expected[tid]} not found "
                         f"(listed in "
                         f"{listing.directory})"

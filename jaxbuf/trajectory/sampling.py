@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxbuf.errors import InputError
+
 __all__ = ["FifoCache", "gather", "layout_difference", "signature"]
 
 
@@ -99,7 +101,7 @@ def gather(
             batch[key] = np.empty((n, *value.shape[1:]), value.dtype)
     for (tid, flat), rows in zip(flats, groups, strict=True):
         if flat is not template and signature(flat) != sig0:
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: trajectories {tid0} and {tid} in the sampling window have different "
                 f"fields, "
                 f"shapes or dtypes: {sig0} vs {signature(flat)}"

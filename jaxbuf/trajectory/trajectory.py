@@ -26,6 +26,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from jaxbuf.errors import InputError
 from jaxbuf.trajectory.names import model_weights_id_problem
 
 __all__ = [
@@ -74,7 +75,7 @@ def as_host_array(value: Any, where: str) -> np.ndarray:
     else:
         array = np.asarray(value)
     if array.dtype.kind in "OUSV" and array.dtype != np.dtype(ml_dtypes.bfloat16):
-        raise TypeError(
+        raise InputError(
             f"jaxbuf: {where}: expected a numeric or bool array, got dtype {array.dtype}"
         )
     return array
@@ -148,14 +149,16 @@ class Trajectory:
     def __post_init__(self) -> None:
         mel = self.max_episode_length
         if isinstance(mel, bool) or not isinstance(mel, (int, np.integer)):
-            raise TypeError(f"jaxbuf: max_episode_length must be an int, got {type(mel).__name__}")
+            raise InputError(
+                f"jaxbuf: max_episode_length must be an int, got {type(mel).__name__}"
+            )
         self.max_episode_length = int(mel)
         mwid = self.model_weights_id
         if not isinstance(mwid, str):
-            raise TypeError(f"jaxbuf: model_weights_id must be a str, got {type(mwid).__name__}")
+            raise InputError(f"jaxbuf: model_weights_id must be a str, got {type(mwid).__name__}")
         problem = model_weights_id_problem(mwid)
         if problem is not None:
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: model_weights_id {mwid!r} {problem}; it becomes part of a file name"
             )
         for name in ARRAY_FIELDS:
@@ -168,13 +171,13 @@ class Trajectory:
                 setattr(self, name, {})
                 continue
             if not isinstance(value, dict):
-                raise TypeError(
+                raise InputError(
                     f"jaxbuf: {name} must be a dict of arrays, got {type(value).__name__}"
                 )
             converted = {}
             for key, item in value.items():
                 if not isinstance(key, str):
-                    raise TypeError(f"jaxbuf: {name}: keys must be str, got {key!r}")
+                    raise InputError(f"jaxbuf: {name}: keys must be str, got {key!r}")
                 converted[key] = as_host_array(item, f"{name}[{key!r}]")
             setattr(self, name, converted)
 
@@ -189,9 +192,9 @@ class Trajectory:
         """
         rewards = self.rewards
         if rewards is None:
-            raise ValueError("jaxbuf: rewards is required (shape [T, B, ...]) but is None")
+            raise InputError("jaxbuf: rewards is required (shape [T, B, ...]) but is None")
         if rewards.ndim < 2 or rewards.shape[0] == 0 or rewards.shape[1] == 0:
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: rewards must have shape [T, B, ...] with T, B > 0, got {rewards.shape}"
             )
         T, B = int(rewards.shape[0]), int(rewards.shape[1])
@@ -200,32 +203,32 @@ class Trajectory:
             if value is None or value.ndim < 2:
                 continue
             if value.shape[1] != B:
-                raise ValueError(
+                raise InputError(
                     f"jaxbuf: {name}: expected shape [T={T}, B={B}, ...], got {value.shape}"
                 )
             rows = value.shape[0]
             if name in EPOCH_ROW_FIELDS and rows > T:
                 extra = rows - T
                 if T % extra:
-                    raise ValueError(
+                    raise InputError(
                         f"jaxbuf: {name}: {rows} rows = T + E with T={T}, E={extra}, but T % E != 0"
                     )
             elif rows != T:
                 expect = "T or T + E" if name in EPOCH_ROW_FIELDS else "T"
-                raise ValueError(
+                raise InputError(
                     f"jaxbuf: {name}: expected {expect} rows (T={T}, B={B}), got shape "
                     f"{value.shape}"
                 )
         for name in DICT_FIELDS:
             for key, value in getattr(self, name).items():
                 if value.ndim >= 2 and value.shape[:2] != (T, B):
-                    raise ValueError(
+                    raise InputError(
                         f"jaxbuf: {name}[{key!r}]: expected shape [T={T}, B={B}, ...], got "
                         f"{value.shape}"
                     )
         ref = self.prev_logprobs if self.prev_logprobs is not None else rewards
         if ref.ndim < 2:
-            raise ValueError(f"jaxbuf: prev_logprobs must have shape [T, B, ...], got {ref.shape}")
+            raise InputError(f"jaxbuf: prev_logprobs must have shape [T, B, ...], got {ref.shape}")
         return TrajectoryShape(
             T=T,
             B=B,

@@ -18,7 +18,13 @@ import os
 import re
 from collections.abc import Sequence
 
-from jaxbuf.errors import CheckpointError, TrajectoryFileError
+from jaxbuf.errors import (
+    CheckpointError,
+    DestinationExistsError,
+    InputError,
+    TrajectoryFileError,
+    TrajectoryNotFoundError,
+)
 from jaxbuf.trajectory.atomic import (
     atomic_copy,
     atomic_link_or_copy,
@@ -73,7 +79,7 @@ class TransferReport:
 
 def _check_mode(mode: str) -> None:
     if mode not in _MODES:
-        raise ValueError(f"jaxbuf: mode must be one of {_MODES}, got {mode!r}")
+        raise InputError(f"jaxbuf: mode must be one of {_MODES}, got {mode!r}")
 
 
 def _command(op: str, source: str, save: str, mode: str, split_count: int | None) -> str:
@@ -84,12 +90,12 @@ def _command(op: str, source: str, save: str, mode: str, split_count: int | None
 def _check_destination(save_path: str, sources: Sequence[str]) -> None:
     for src in sources:
         if os.path.commonpath([save_path, src]) in (save_path, src):
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: save path {save_path} must not contain or lie inside the source buffer "
                 f"{src}"
             )
     if os.path.exists(os.path.join(save_path, METADATA_FILE)):
-        raise FileExistsError(
+        raise DestinationExistsError(
             f"jaxbuf: save path {save_path} already holds a buffer "
             f"({METADATA_FILE}); choose an empty directory"
         )
@@ -101,7 +107,7 @@ def _require_files(listing: BufferListing, ids: Sequence[int]) -> None:
             raise listing.refused[tid]
     missing = [listing.expected[tid] for tid in ids if listing.paths[tid] is None]
     if missing:
-        raise FileNotFoundError(
+        raise TrajectoryNotFoundError(
             f"jaxbuf: {len(missing)} trajectory file(s) listed in "
             f"{listing.directory} are missing, first: {missing[0]}"
         )
@@ -115,10 +121,10 @@ def _rank_dirs(source_path: str) -> list[tuple[int, str]]:
             continue
         match = re.fullmatch(r"rank_(\d+)", name)
         if match is None:
-            raise ValueError(f"jaxbuf: {full}: rank directories must be named rank_<integer>")
+            raise InputError(f"jaxbuf: {full}: rank directories must be named rank_<integer>")
         ranks.append((int(match.group(1)), full))
     if not ranks:
-        raise FileNotFoundError(f"jaxbuf: no rank_* buffer directories in {source_path}")
+        raise TrajectoryNotFoundError(f"jaxbuf: no rank_* buffer directories in {source_path}")
     return sorted(ranks)
 
 
@@ -165,7 +171,7 @@ def _transfer_one(item: dict, save_path: str, mode: str) -> dict:
         if os.path.lexists(src):
             atomic_move(src, dst)
         elif not os.path.isfile(dst):
-            raise FileNotFoundError(
+            raise TrajectoryNotFoundError(
                 f"jaxbuf: trajectory file {src} is gone and {dst} was not written"
             )
     elif mode == "copy":
@@ -313,7 +319,7 @@ def merge_buffers(
         fmt = listings[0].fmt
         for listing in listings[1:]:
             if listing.fmt != fmt:
-                raise ValueError(
+                raise InputError(
                     f"jaxbuf: cannot merge formats {fmt!r} ({listings[0].directory}) and "
                     f"{listing.fmt!r} ({listing.directory})"
                 )
@@ -356,13 +362,13 @@ def split_buffer(
     ([0, 1], [2, 3, 4])
     """
     if isinstance(split_count, bool) or not isinstance(split_count, int) or split_count < 1:
-        raise ValueError(f"jaxbuf: split_count must be a positive int, got {split_count!r}")
+        raise InputError(f"jaxbuf: split_count must be a positive int, got {split_count!r}")
     source_path, save_path, job, marker = _begin("split", source_path, save_path, mode, split_count)
     if marker is None:
         _check_destination(save_path, [])
         listing = read_listing(source_path)
         if len(listing.ids) < split_count:
-            raise ValueError(
+            raise InputError(
                 f"jaxbuf: split_count={split_count} but {listing.directory} lists only "
                 f"{len(listing.ids)} trajectories"
             )
