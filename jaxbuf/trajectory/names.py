@@ -67,7 +67,7 @@ def trajectory_file_name(trajectory_id: int, model_weights_id: str, fmt: str) ->
     >>> trajectory_file_name(7, "../etc", "pt")
     Traceback (most recent call last):
     ...
-    ValueError: jaxbuf: model_weights_id '../etc' contains '/'
+    jaxbuf.errors.InputError: jaxbuf: model_weights_id '../etc' contains '/'
     """
     problem = model_weights_id_problem(model_weights_id)
     if problem is not None:
