@@ -59,7 +59,7 @@ def check_model_weights_id(mwid: str, where: str) -> str:
 
 def trajectory_file_name(trajectory_id: int, model_weights_id: str, fmt: str) -> str:
     """``trajectory_{id}_{model_weights_id}{ext}``; ``model_weights_id`` is opaque but must not
-    contain a path separator, a NUL or ``..`` (ValueError).
+    contain a path separator, a NUL or ``..`` (``InputError``, a ``ValueError``).
 
     >>> from jaxbuf.trajectory import trajectory_file_name
     >>> trajectory_file_name(7, "policy_3", "pt")
