@@ -28,7 +28,6 @@ import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,6 +41,7 @@ from _common import (
     last_finite,
     with_overrides,
 )
+from dqn_cartpole import QNetwork
 
 import jaxbuf
 from jaxbuf.datasets import from_minari, to_minari
@@ -138,17 +138,6 @@ def collect(cfg: Config, env: VecEnv, key: jax.Array) -> jaxbuf.VectorReplayBuff
         return jax.lax.scan(body, (buf, obs, state), keys)[0][0]
 
     return run(key)
-
-
-class QNetwork(nn.Module):
-    num_actions: int
-    hidden: int
-
-    @nn.compact
-    def __call__(self, obs: jax.Array) -> jax.Array:
-        x = nn.relu(nn.Dense(self.hidden)(obs))
-        x = nn.relu(nn.Dense(self.hidden)(x))
-        return nn.Dense(self.num_actions)(x)
 
 
 class Carry(NamedTuple):

@@ -23,34 +23,38 @@ from benchmarks.workloads.common import loop_calls, read_scan
 UNIT = "us per sequence sample"
 
 
-def _cases(lib: str, fn, state, cfg, params) -> list[Case]:
-    keys = jax.random.split(jax.random.key(0), cfg.scan_steps)
+def window_cases(
+    workload: str, lib: str, fn, state, cfg, params, unit: str, steps: int
+) -> list[Case]:
+    """``workload/scan`` (``steps`` samples in one jitted scan) and ``workload/call`` rows
+    of ``fn(state, key)``; shared with the ``sequences`` workload."""
+    keys = jax.random.split(jax.random.key(0), steps)
     key = jax.random.key(1)
     scan_c, scan_t = compile_jit(read_scan(fn), state, keys)
     call_c, call_t = compile_jit(fn, state, key)
     return [
         Case(
-            "sequence/scan",
+            f"{workload}/scan",
             params,
             lib,
             lambda: jax.block_until_ready(scan_c(state, keys)),
-            cfg.scan_steps,
-            UNIT,
+            steps,
+            unit,
             scan_t,
         ),
         Case(
-            "sequence/call",
+            f"{workload}/call",
             params,
             lib,
             loop_calls(lambda: call_c(state, key), cfg.calls),
             cfg.calls,
-            UNIT,
+            unit,
             call_t,
         ),
     ]
 
 
-def _flashbax(fbx, cap: int, bs: int, length: int):
+def flashbax_windows(fbx, cap: int, bs: int, length: int):
     """flashbax's trajectory buffer sampling ``bs`` windows of ``length`` steps."""
     return fbx.make_trajectory_buffer(
         add_batch_size=data.N_ENV,
@@ -62,11 +66,17 @@ def _flashbax(fbx, cap: int, bs: int, length: int):
     )
 
 
-def _flashbax_filled(fb, cap: int):
+def flashbax_filled(fb, cap: int):
+    """``fb``'s state filled with ``cap // 64`` time steps of the 64 envs."""
+
     def add(state, step):  # one time step of every env: [64, 1, ...]
         return fb.add(state, jax.tree_util.tree_map(lambda x: x[:, None], step))
 
     return data.fill_by_scan(add, fb.init(data.example()), data.step, cap // data.N_ENV)
+
+
+def _cases(lib: str, fn, state, cfg, params) -> list[Case]:
+    return window_cases("sequence", lib, fn, state, cfg, params, UNIT, cfg.scan_steps)
 
 
 def groups(cfg):
@@ -76,7 +86,7 @@ def groups(cfg):
     fbx, why = peers.module("flashbax")
     fb_state = None
     if fbx is not None:
-        fb_state = _flashbax_filled(_flashbax(fbx, cap, cfg.batch_size, length), cap)
+        fb_state = flashbax_filled(flashbax_windows(fbx, cap, cfg.batch_size, length), cap)
     for bs in cfg.batch_sizes:
         params = {"capacity": cap, "batch": bs, "length": length}
         out: list = _cases(
@@ -88,6 +98,6 @@ def groups(cfg):
                 for w in ("sequence/scan", "sequence/call")
             ]
         else:
-            fb = _flashbax(fbx, cap, bs, length)
+            fb = flashbax_windows(fbx, cap, bs, length)
             out += _cases("flashbax", fb.sample, fb_state, cfg, params)
         yield out

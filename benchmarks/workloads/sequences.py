@@ -17,12 +17,10 @@ carry is the sample (every returned leaf is materialised).
 
 from __future__ import annotations
 
-import jax
-
 from benchmarks import data, peers
-from benchmarks.harness import Case, compile_jit, unavailable
+from benchmarks.harness import Case, unavailable
 from benchmarks.workloads.add import jaxbuf_add, jaxbuf_buffer
-from benchmarks.workloads.common import loop_calls, read_scan
+from benchmarks.workloads.sequence import flashbax_filled, flashbax_windows, window_cases
 
 UNIT = "us per sequence batch"
 BATCH, LENGTH = 64, 80
@@ -32,48 +30,7 @@ SCAN_STEPS = 100
 
 def _cases(lib: str, fn, state, cfg, params) -> list[Case]:
     steps = min(cfg.scan_steps, SCAN_STEPS)
-    keys = jax.random.split(jax.random.key(0), steps)
-    key = jax.random.key(1)
-    scan_c, scan_t = compile_jit(read_scan(fn), state, keys)
-    call_c, call_t = compile_jit(fn, state, key)
-    return [
-        Case(
-            "sequences/call",
-            params,
-            lib,
-            loop_calls(lambda: call_c(state, key), cfg.calls),
-            cfg.calls,
-            UNIT,
-            call_t,
-        ),
-        Case(
-            "sequences/scan",
-            params,
-            lib,
-            lambda: jax.block_until_ready(scan_c(state, keys)),
-            steps,
-            UNIT,
-            scan_t,
-        ),
-    ]
-
-
-def _flashbax(fbx, cap: int):
-    return fbx.make_trajectory_buffer(
-        add_batch_size=data.N_ENV,
-        sample_batch_size=BATCH,
-        sample_sequence_length=LENGTH,
-        period=1,
-        min_length_time_axis=LENGTH,
-        max_size=cap,
-    )
-
-
-def _flashbax_filled(fb, cap: int):
-    def add(state, step):  # one time step of every env: [64, 1, ...]
-        return fb.add(state, jax.tree_util.tree_map(lambda x: x[:, None], step))
-
-    return data.fill_by_scan(add, fb.init(data.example()), data.step, cap // data.N_ENV)
+    return window_cases("sequences", lib, fn, state, cfg, params, UNIT, steps)
 
 
 def groups(cfg):
@@ -97,6 +54,6 @@ def groups(cfg):
                 for w in ("sequences/call", "sequences/scan")
             ]
         else:
-            fb = _flashbax(fbx, cap)
-            out += _cases("flashbax", fb.sample, _flashbax_filled(fb, cap), cfg, params)
+            fb = flashbax_windows(fbx, cap, BATCH, LENGTH)
+            out += _cases("flashbax", fb.sample, flashbax_filled(fb, cap), cfg, params)
     yield out
