@@ -107,3 +107,17 @@ def example() -> dict:
 def filled(request):
     """``(name, buffer)`` for every buffer class, filled with :data:`STREAM`."""
     return request.param, BUILDERS[request.param]()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_writer_threads():
+    """Fail a test that leaves a file-mode buffer's background writer running (a buffer
+    neither closed nor used as a context manager); the leaked writers are closed first."""
+    from jaxbuf.trajectory import writer
+
+    before = set(writer._LIVE)
+    yield
+    leaked = [w for w in writer._LIVE if w not in before]
+    for w in leaked:
+        w.close()
+    assert not leaked, f"{len(leaked)} background writer(s) left running: close the buffer"

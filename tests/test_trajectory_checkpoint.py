@@ -150,10 +150,9 @@ def test_loading_into_a_persisting_buffer_links_files_into_its_storage_dir(tmp_p
     again = _reader()
     again.load_checkpoint(dst.storage_dir)
     assert _tags(again) == [2, 50]
-    with pytest.raises(ValueError, match="cannot load a rank's share"):
-        TrajectoryReplayBuffer(storage_dir=src.storage_dir).load_checkpoint(
-            src.storage_dir, is_distributed=True, local_rank=0, world_size=2
-        )
+    with TrajectoryReplayBuffer(storage_dir=src.storage_dir) as same:
+        with pytest.raises(ValueError, match="cannot load a rank's share"):
+            same.load_checkpoint(src.storage_dir, is_distributed=True, local_rank=0, world_size=2)
 
 
 def test_missing_and_corrupt_files_name_the_file_and_can_be_skipped(tmp_path):

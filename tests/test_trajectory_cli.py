@@ -66,8 +66,7 @@ def test_inspect_reports_skips_and_failures(tmp_path, capsys):
     assert "skipped trajectory 0" in captured.err and "1 trajectories" in captured.out
     empty = tmp_path / "empty"
     with TrajectoryReplayBuffer(storage_dir=str(empty)) as buffer:
-        buffer.flush()
-    buffer.save_checkpoint(str(empty))
+        buffer.save_checkpoint(str(empty))
     assert main(["inspect", "--load-path", str(empty), "--quiet"]) == 1
     assert "[sample] failed: Cannot sample from an empty buffer." in capsys.readouterr().err
     assert main(["inspect", "--load-path", str(tmp_path / "nowhere"), "--quiet"]) == 1
