@@ -6,12 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import GOAL_EXAMPLE, goal_reward
 from helpers import EXAMPLE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jaxbuf
+from conftest import GOAL_EXAMPLE, goal_reward
 from jaxbuf.errors import InputError
 
 CONFIGS = {

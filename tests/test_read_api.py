@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import BUILDERS, EPISODES, observation
 
 import jaxbuf
+from conftest import BUILDERS, EPISODES, observation
 
 READ_API = (
     "prev",

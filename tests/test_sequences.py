@@ -9,13 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import BUILDERS, EPISODES, observation
 from helpers import EXAMPLE, rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
 import jaxbuf
+from conftest import BUILDERS, EPISODES, observation
 from jaxbuf.errors import InputError
 
 SETTINGS = settings(max_examples=25, deadline=None)

@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import observation
 from helpers import EXAMPLE, rows, step
 
 import jaxbuf
+from conftest import observation
 
 KEY = jax.random.key(0)
 
